@@ -1,0 +1,215 @@
+"""The Python API: :func:`fit`, :func:`transform` and :func:`run`.
+
+Each takes the options of :class:`~normpipe.config.RunConfig` as keyword arguments
+(or a ready ``config``), validates them once, and runs on a Dask client: the one
+passed as ``client``, else a private cluster built from the ``cluster`` options.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from contextlib import contextmanager, nullcontext
+from pathlib import Path
+from typing import Any
+
+from distributed import Client
+
+from normpipe import engine
+from normpipe.artifact import Stats
+from normpipe.config import RunConfig, load_config
+from normpipe.dataset import Dataset, discover, select_columns
+from normpipe.engine import Progress
+from normpipe.errors import ArtifactError, ConfigError, InputError
+from normpipe.writer import check_output, committed_output, local_path, write_manifest
+
+__all__ = ["STATS_IN_OUTPUT", "fit", "run", "transform"]
+
+#: Name of the stats artifact that :func:`run` writes inside the output directory.
+STATS_IN_OUTPUT = "_stats.json"
+
+
+def _config(config: RunConfig | None, options: dict[str, Any]) -> RunConfig:
+    if config is None:
+        return load_config(None, **options)
+    if options:
+        return RunConfig.model_validate({**config.model_dump(), **options})
+    return config
+
+
+@contextmanager
+def _client(config: RunConfig, client: Client | None) -> Iterator[Client]:
+    if client is not None:
+        with nullcontext(client) as given:
+            yield given
+        return
+    with engine.dask_client(config.cluster) as started:
+        yield started
+
+
+def _require(value: str | None, option: str) -> str:
+    if not value:
+        raise ConfigError(f"missing {option}; give it on the command line or in the config")
+    return value
+
+
+def _dataset(config: RunConfig) -> Dataset:
+    return discover(_require(config.source, "SOURCE"), config.storage_options)
+
+
+def _output(config: RunConfig, dataset: Dataset) -> Path:
+    output = local_path(_require(config.output, "--output"), "the output")
+    check_output(output, dataset, config.overwrite)
+    return output
+
+
+def _fit(config: RunConfig, dataset: Dataset, client: Client, progress: Progress | None) -> Stats:
+    schema = dataset.schema()
+    columns = select_columns(schema, config.columns, config.exclude, where=dataset.source)
+    for name in config.overrides:
+        if name not in columns:
+            raise ConfigError(
+                f"override for column '{name}', which is not normalized; "
+                f"normalized columns: {', '.join(columns)}"
+            )
+    state = engine.analyze(client, dataset, columns, config.sketch_k, config.split_every, progress)
+    if state.rows == 0:
+        raise InputError(f"{dataset.source}: the dataset has no rows; nothing to fit")
+    stats = Stats.from_state(
+        state,
+        {name: config.spec_for(name) for name in columns},
+        {name: str(schema.field(name).type) for name in columns},
+        config.sketch_k,
+        dataset.fingerprint(),
+    )
+    return stats
+
+
+def _transform(
+    config: RunConfig,
+    stats: Stats,
+    dataset: Dataset,
+    output: Path,
+    client: Client,
+    progress: Progress | None,
+    stats_inside: bool,
+) -> dict[str, Any]:
+    check_output(output, dataset, config.overwrite)  # again: the fit pass may have been long
+    schema = dataset.schema()
+    for name in stats.columns:
+        if schema.get_field_index(name) < 0:
+            raise ArtifactError(
+                f"column '{name}' is in the stats artifact but not in {dataset.files[0].path}; "
+                "use the artifact fitted on this dataset"
+            )
+    with committed_output(output) as tmp:
+        sha = stats.save(tmp / STATS_IN_OUTPUT) if stats_inside else stats.sha256
+        files = engine.transform(client, dataset, str(tmp), stats.scalers, config.dtype, sha, progress)
+        manifest = write_manifest(tmp, files, sha, dataset.source)
+    manifest["output"] = str(output)
+    return manifest
+
+
+def fit(
+    source: str | os.PathLike[str] | None = None,
+    *,
+    config: RunConfig | None = None,
+    client: Client | None = None,
+    progress: Progress | None = None,
+    **options: Any,
+) -> Stats:
+    """Compute global statistics of a Parquet dataset and fit the scalers.
+
+    Parameters
+    ----------
+    source : str or path
+        A Parquet file, directory (hive partitions are searched), glob or fsspec URL.
+    config : RunConfig, optional
+        All options at once; keyword ``options`` then override it.
+    client : distributed.Client, optional
+        Run on this client; default: start a private cluster per ``cluster``.
+    progress : callable, optional
+        ``progress(phase, done, total)`` as files finish.
+    **options
+        Any :class:`RunConfig` field: ``method``, ``overrides``, ``columns``,
+        ``exclude``, ``sketch_k``, ``cluster``, ``stats`` (where to save the artifact)...
+
+    Returns
+    -------
+    Stats
+        The artifact; also saved to ``stats`` when that option is given.
+
+    Raises
+    ------
+    NormpipeError
+        For any bad input, with a message naming the file or column.
+    """
+    if source is not None:
+        options["source"] = os.fspath(source)
+    cfg = _config(config, options)
+    dataset = _dataset(cfg)
+    with _client(cfg, client) as c:
+        stats = _fit(cfg, dataset, c, progress)
+    if cfg.stats:
+        stats.save(cfg.stats)
+    return stats
+
+
+def transform(
+    source: str | os.PathLike[str] | None = None,
+    stats: Stats | str | os.PathLike[str] | None = None,
+    output: str | os.PathLike[str] | None = None,
+    *,
+    config: RunConfig | None = None,
+    client: Client | None = None,
+    progress: Progress | None = None,
+    **options: Any,
+) -> dict[str, Any]:
+    """Write a normalized copy of ``source`` to ``output`` with a fitted artifact.
+
+    ``stats`` is a :class:`Stats` or the path of a saved artifact (default: the
+    ``stats`` option). The output appears atomically with a ``_SUCCESS`` manifest,
+    which is returned (row counts per file, the artifact's sha256).
+    """
+    if source is not None:
+        options["source"] = os.fspath(source)
+    if output is not None:
+        options["output"] = os.fspath(output)
+    if stats is not None and not isinstance(stats, Stats):
+        options["stats"] = os.fspath(stats)
+    cfg = _config(config, options)
+    artifact = stats if isinstance(stats, Stats) else Stats.load(_require(cfg.stats, "--stats"))
+    dataset = _dataset(cfg)
+    output_path = _output(cfg, dataset)
+    with _client(cfg, client) as c:
+        return _transform(cfg, artifact, dataset, output_path, c, progress, stats_inside=False)
+
+
+def run(
+    source: str | os.PathLike[str] | None = None,
+    output: str | os.PathLike[str] | None = None,
+    *,
+    config: RunConfig | None = None,
+    client: Client | None = None,
+    progress: Progress | None = None,
+    **options: Any,
+) -> tuple[Stats, dict[str, Any]]:
+    """Fit, then transform, on one cluster; returns the artifact and the manifest.
+
+    The artifact is written to ``OUTPUT/_stats.json`` (inside the atomic output)
+    unless the ``stats`` option names another path.
+    """
+    if source is not None:
+        options["source"] = os.fspath(source)
+    if output is not None:
+        options["output"] = os.fspath(output)
+    cfg = _config(config, options)
+    dataset = _dataset(cfg)
+    output_path = _output(cfg, dataset)
+    with _client(cfg, client) as c:
+        stats = _fit(cfg, dataset, c, progress)
+        if cfg.stats:
+            stats.save(cfg.stats)
+        manifest = _transform(cfg, stats, dataset, output_path, c, progress, stats_inside=not cfg.stats)
+    manifest["stats"] = str(Path(cfg.stats).absolute()) if cfg.stats else str(output_path / STATS_IN_OUTPUT)
+    return stats, manifest

@@ -1,0 +1,396 @@
+"""The stats artifact: a versioned, human-readable JSON file, and the in-memory transform.
+
+Layout (``format`` ``"normpipe.stats"``, ``version`` 1)::
+
+    {
+      "format": "normpipe.stats", "version": 1, "normpipe_version": "0.1.0",
+      "created": "2026-11-25T10:00:00+00:00",
+      "rows": 20000000,
+      "quantile_sketch": {"kind": "kll", "k": 4000, "rank_error": 0.00072, "confidence": 0.99},
+      "dataset": {"source": "...", "root": "...", "sha256": "...",
+                  "files": [{"path": "year=2024/part-0.parquet", "size": 123, "mtime": 1.7e9}]},
+      "columns": {
+        "price": {
+          "dtype": "double", "count": 19800000, "nulls": 0, "nans": 200000,
+          "posinf": 0, "neginf": 0, "mean": 1.5, "m2": 3.0e7, "var": 1.5, "std": 1.22,
+          "min": -4.1, "max": 7.9, "quantiles": {"0.25": 0.68, "0.5": 1.5, "0.75": 2.3},
+          "sketch": "<base64 KLL sketch>",
+          "scaler": {"method": "zscore", "with_mean": true, "with_std": true},
+          "params": {"center": 1.5, "scale": 1.22}
+        }
+      }
+    }
+
+``count`` is the number of finite values; ``var`` and ``std`` use ddof=0; ``mean``,
+``var``, ``std``, ``min``, ``max`` are ``null`` for a column with no finite value.
+The artifact loads as data (``json``), never as code.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import tempfile
+from collections.abc import Mapping, Sequence
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+import numpy.typing as npt
+import pandas as pd
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from normpipe.core.column import ColumnState, ColumnSummary, TableState
+from normpipe.core.moments import Moments
+from normpipe.core.sketch import QuantileSketch, rank_error_bound
+from normpipe.errors import ArtifactError
+from normpipe.scalers import (
+    REPORTED_PROBABILITIES,
+    FittedScaler,
+    MaxAbs,
+    MinMax,
+    Robust,
+    ScalerSpec,
+    ZScore,
+    fit_scaler,
+)
+
+__all__ = ["FORMAT", "VERSION", "ColumnStats", "Stats"]
+
+FORMAT = "normpipe.stats"
+VERSION = 1
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class _FileModel(_Model):
+    path: str
+    size: int = Field(ge=0)
+    mtime: float | None
+
+
+class _DatasetModel(_Model):
+    source: str
+    root: str
+    sha256: str
+    files: list[_FileModel]
+
+
+class _SketchModel(_Model):
+    kind: Literal["kll"]
+    k: int = Field(ge=8, le=65535)
+    rank_error: float
+    confidence: float
+
+
+class _ColumnModel(_Model):
+    dtype: str
+    count: int = Field(ge=0)
+    nulls: int = Field(ge=0)
+    nans: int = Field(ge=0)
+    posinf: int = Field(ge=0)
+    neginf: int = Field(ge=0)
+    mean: float | None
+    m2: float | None
+    var: float | None
+    std: float | None
+    min: float | None
+    max: float | None
+    quantiles: dict[str, float | None]
+    sketch: str
+    scaler: ScalerSpec
+    params: dict[str, float]
+
+
+class _ArtifactModel(_Model):
+    format: Literal["normpipe.stats"]
+    version: int
+    normpipe_version: str
+    created: str
+    rows: int = Field(ge=0)
+    quantile_sketch: _SketchModel
+    dataset: _DatasetModel
+    columns: dict[str, _ColumnModel]
+
+
+def _finite_or_none(value: float) -> float | None:
+    return value if np.isfinite(value) else None
+
+
+def _none_to_nan(value: float | None) -> float:
+    return float("nan") if value is None else value
+
+
+class ColumnStats:
+    """Statistics of one column, its mergeable state and its fitted scaler."""
+
+    __slots__ = ("dtype", "scaler", "state", "summary")
+
+    def __init__(self, dtype: str, state: ColumnState, summary: ColumnSummary, scaler: FittedScaler):
+        self.dtype = dtype
+        self.state = state
+        self.summary = summary
+        self.scaler = scaler
+
+    def to_json(self) -> dict[str, Any]:
+        s, m = self.summary, self.state.moments
+        return {
+            "dtype": self.dtype,
+            "count": s.count,
+            "nulls": s.nulls,
+            "nans": s.nans,
+            "posinf": s.posinf,
+            "neginf": s.neginf,
+            "mean": _finite_or_none(s.mean),
+            "m2": m.m2 if s.count else None,
+            "var": _finite_or_none(s.var),
+            "std": _finite_or_none(s.std),
+            "min": _finite_or_none(s.min),
+            "max": _finite_or_none(s.max),
+            "quantiles": {repr(p): _finite_or_none(q) for p, q in s.quantiles.items()},
+            "sketch": self.state.sketch.to_base64(),
+            "scaler": self.scaler.spec.model_dump(mode="json"),
+            "params": self.scaler.params,
+        }
+
+    @classmethod
+    def from_model(cls, model: _ColumnModel, k: int) -> ColumnStats:
+        count = model.count
+        moments = (
+            Moments(count, _none_to_nan(model.mean), _none_to_nan(model.m2),
+                    _none_to_nan(model.min), _none_to_nan(model.max))
+            if count
+            else Moments()
+        )
+        state = ColumnState(
+            moments, QuantileSketch.from_base64(model.sketch, k),
+            model.nulls, model.nans, model.posinf, model.neginf,
+        )
+        summary = ColumnSummary(
+            count=count, nulls=model.nulls, nans=model.nans, posinf=model.posinf,
+            neginf=model.neginf, mean=_none_to_nan(model.mean), var=_none_to_nan(model.var),
+            std=_none_to_nan(model.std), min=_none_to_nan(model.min), max=_none_to_nan(model.max),
+            quantiles={float(p): _none_to_nan(q) for p, q in model.quantiles.items()},
+            rank_error=rank_error_bound(k),
+        )
+        return cls(model.dtype, state, summary, FittedScaler(model.scaler, dict(model.params)))
+
+
+class Stats:
+    """Global statistics of a dataset and the transform fitted on them.
+
+    Build one with :func:`normpipe.fit` or :meth:`Stats.load`; apply it to pandas
+    frames with :meth:`transform` and :meth:`inverse_transform`, or to Parquet with
+    :func:`normpipe.transform`.
+    """
+
+    def __init__(
+        self,
+        columns: Mapping[str, ColumnStats],
+        rows: int,
+        k: int,
+        dataset: Mapping[str, Any],
+        created: str | None = None,
+        normpipe_version: str | None = None,
+        file_sha256: str | None = None,
+    ) -> None:
+        from normpipe import __version__
+
+        self.columns: dict[str, ColumnStats] = dict(columns)
+        self.rows = rows
+        self.k = k
+        self.dataset = dict(dataset)
+        self.created = created or datetime.now(UTC).isoformat(timespec="seconds")
+        self.normpipe_version = normpipe_version or __version__
+        self._file_sha256 = file_sha256
+
+    # ---------------------------------------------------------------- construction
+    @classmethod
+    def from_state(
+        cls,
+        state: TableState,
+        specs: Mapping[str, ZScore | MinMax | Robust | MaxAbs],
+        dtypes: Mapping[str, str],
+        k: int,
+        dataset: Mapping[str, Any],
+    ) -> Stats:
+        """Finalize a merged :class:`TableState` and fit each column's scaler."""
+        columns = {}
+        for name, spec in specs.items():
+            probabilities = sorted({*REPORTED_PROBABILITIES, *spec.probabilities()})
+            column_state = state.columns[name]
+            summary = column_state.finalize(probabilities)
+            columns[name] = ColumnStats(dtypes[name], column_state, summary, fit_scaler(spec, summary))
+        return cls(columns, state.rows, k, dataset)
+
+    # ---------------------------------------------------------------- persistence
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "format": FORMAT,
+            "version": VERSION,
+            "normpipe_version": self.normpipe_version,
+            "created": self.created,
+            "rows": self.rows,
+            "quantile_sketch": {
+                "kind": "kll",
+                "k": self.k,
+                "rank_error": rank_error_bound(self.k),
+                "confidence": 0.99,
+            },
+            "dataset": self.dataset,
+            "columns": {name: c.to_json() for name, c in self.columns.items()},
+        }
+
+    def to_bytes(self) -> bytes:
+        return (json.dumps(self.to_json(), indent=2, allow_nan=False) + "\n").encode()
+
+    @property
+    def sha256(self) -> str:
+        """sha256 of the artifact file it was loaded from, else of :meth:`to_bytes`."""
+        return self._file_sha256 or hashlib.sha256(self.to_bytes()).hexdigest()
+
+    def save(self, path: str | os.PathLike[str]) -> str:
+        """Write the artifact atomically (temporary file, then rename); returns its sha256."""
+        data = self.to_bytes()
+        target = Path(path)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
+        try:
+            with os.fdopen(fd, "wb") as handle:
+                handle.write(data)
+            umask = os.umask(0)
+            os.umask(umask)
+            os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes 0600; a stats file is not a secret
+            os.replace(tmp, target)
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
+        return hashlib.sha256(data).hexdigest()
+
+    @classmethod
+    def from_bytes(cls, data: bytes, where: str = "stats artifact") -> Stats:
+        """Parse and validate an artifact; any problem is an :class:`ArtifactError`."""
+        try:
+            doc = json.loads(data)
+        except (UnicodeDecodeError, json.JSONDecodeError) as err:
+            raise ArtifactError(
+                f"{where}: not a normpipe stats file (invalid JSON: {err}); "
+                "it may be truncated; recreate it with 'normpipe fit'"
+            ) from None
+        if not isinstance(doc, dict) or doc.get("format") != FORMAT:
+            raise ArtifactError(
+                f"{where}: not a normpipe stats file (no \"format\": \"{FORMAT}\"); "
+                "pass a file written by 'normpipe fit'"
+            )
+        version = doc.get("version")
+        if not isinstance(version, int) or version < 1:
+            raise ArtifactError(f"{where}: invalid artifact version {version!r}; recreate it with 'normpipe fit'")
+        if version > VERSION:
+            raise ArtifactError(
+                f"{where}: artifact version {version} is newer than this normpipe reads ({VERSION}); "
+                "upgrade normpipe"
+            )
+        try:
+            model = _ArtifactModel.model_validate(doc)
+            k = model.quantile_sketch.k
+            columns = {name: ColumnStats.from_model(c, k) for name, c in model.columns.items()}
+        except ValidationError as err:
+            first = err.errors()[0]
+            loc = ".".join(str(p) for p in first["loc"])
+            raise ArtifactError(
+                f"{where}: invalid stats artifact at '{loc}': {first['msg']}; recreate it with 'normpipe fit'"
+            ) from None
+        except (ValueError, RuntimeError) as err:  # damaged base64 or sketch bytes
+            raise ArtifactError(
+                f"{where}: damaged quantile sketch ({err}); recreate it with 'normpipe fit'"
+            ) from None
+        return cls(
+            columns,
+            model.rows,
+            k,
+            model.dataset.model_dump(mode="json"),
+            created=model.created,
+            normpipe_version=model.normpipe_version,
+            file_sha256=hashlib.sha256(data).hexdigest(),
+        )
+
+    @classmethod
+    def load(cls, path: str | os.PathLike[str]) -> Stats:
+        """Read and validate a stats artifact written by :meth:`save`."""
+        try:
+            data = Path(path).read_bytes()
+        except FileNotFoundError:
+            raise ArtifactError(f"{path}: stats file not found; create it with 'normpipe fit'") from None
+        except IsADirectoryError:
+            raise ArtifactError(f"{path}: is a directory, not a stats file; pass the JSON file") from None
+        return cls.from_bytes(data, str(path))
+
+    # ---------------------------------------------------------------- access
+    @property
+    def scalers(self) -> dict[str, FittedScaler]:
+        return {name: c.scaler for name, c in self.columns.items()}
+
+    def summary(self, name: str) -> ColumnSummary:
+        return self._column(name).summary
+
+    def _column(self, name: str) -> ColumnStats:
+        try:
+            return self.columns[name]
+        except KeyError:
+            raise ArtifactError(
+                f"column '{name}' is not in the stats artifact; columns: {', '.join(self.columns)}"
+            ) from None
+
+    # ---------------------------------------------------------------- in-memory transform
+    def transform_column(self, name: str, values: npt.ArrayLike) -> npt.NDArray[np.float64]:
+        """Forward map of one column's values (float64; NaN stays NaN)."""
+        return self._column(name).scaler.apply(np.asarray(values, dtype=np.float64))
+
+    def inverse_column(self, name: str, values: npt.ArrayLike) -> npt.NDArray[np.float64]:
+        """Inverse map of one column's values, back to original units."""
+        return self._column(name).scaler.invert(np.asarray(values, dtype=np.float64))
+
+    def _map_frame(self, df: pd.DataFrame, columns: Sequence[str] | None, inverse: bool) -> pd.DataFrame:
+        names = list(self.columns) if columns is None else list(columns)
+        for name in names:
+            self._column(name)
+            if name not in df.columns:
+                raise ArtifactError(
+                    f"column '{name}' is in the stats artifact but not in the frame; "
+                    "add it, or pass columns=[...] to choose the columns to map"
+                )
+        out = df.copy()
+        for name in names:
+            values = df[name].to_numpy(dtype=np.float64, na_value=np.nan)
+            scaler = self.columns[name].scaler
+            out[name] = scaler.invert(values) if inverse else scaler.apply(values)
+        return out
+
+    def transform(self, df: pd.DataFrame, columns: Sequence[str] | None = None) -> pd.DataFrame:
+        """Normalize a pandas frame; returns a new frame (the input is not changed).
+
+        Parameters
+        ----------
+        df : DataFrame
+            Must hold every artifact column (or those in ``columns``).
+        columns : sequence of str, optional
+            The columns to map; default every column of the artifact.
+
+        Returns
+        -------
+        DataFrame
+            A copy of ``df`` with the mapped columns as float64 (missing values as NaN).
+        """
+        return self._map_frame(df, columns, inverse=False)
+
+    def inverse_transform(self, df: pd.DataFrame, columns: Sequence[str] | None = None) -> pd.DataFrame:
+        """Map normalized values back to original units (e.g. predictions of a target)."""
+        return self._map_frame(df, columns, inverse=True)
+
+    def __repr__(self) -> str:
+        methods = ", ".join(f"{n}={c.scaler.method}" for n, c in self.columns.items())
+        return f"Stats(rows={self.rows}, k={self.k}, columns: {methods})"

@@ -1,0 +1,344 @@
+"""The ``normpipe`` command line (typer + rich).
+
+Every command takes its options on the command line or from ``--config FILE.yaml``
+(command-line values win). Bad input prints one line starting with ``error:`` and
+exits with status 2; no traceback.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import sys
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from functools import wraps
+from pathlib import Path
+from typing import Annotated, Any, ParamSpec, TypeVar
+
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from normpipe import __version__
+from normpipe.errors import ConfigError, NormpipeError
+
+app = typer.Typer(
+    name="normpipe",
+    help="Global, out-of-core normalization of partitioned Parquet datasets.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+)
+# Wide enough for the stats table when the output is a pipe or a file.
+console = Console(width=None if sys.stdout.isatty() else 160)
+
+P = ParamSpec("P")
+R = TypeVar("R")
+
+
+def _fail(message: str, code: int = 2) -> typer.Exit:
+    typer.echo(f"error: {message}", err=True)
+    return typer.Exit(code)
+
+
+def _clean_errors(command: Callable[P, R]) -> Callable[P, R]:
+    """Turn normpipe's errors into one line on stderr and a non-zero exit."""
+
+    @wraps(command)
+    def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
+        try:
+            return command(*args, **kwargs)
+        except NormpipeError as err:
+            raise _fail(str(err)) from None
+        except KeyboardInterrupt:
+            raise _fail("interrupted; no output was committed", 130) from None
+
+    return wrapper
+
+
+def _version(value: bool) -> None:
+    if value:
+        typer.echo(f"normpipe {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def main(
+    version: Annotated[
+        bool, typer.Option("--version", callback=_version, is_eager=True, help="Show the version.")
+    ] = False,
+) -> None:
+    """Global, out-of-core normalization of partitioned Parquet datasets."""
+
+
+# ----------------------------------------------------------------------------- options
+Source = Annotated[str | None, typer.Argument(help="Parquet file, directory, glob or fsspec URL.")]
+ConfigOpt = Annotated[Path | None, typer.Option("--config", "-c", help="YAML run config (see configs/).")]
+StatsOpt = Annotated[str | None, typer.Option("--stats", "-s", help="Stats artifact (JSON) path.")]
+OutputOpt = Annotated[str | None, typer.Option("--output", "-o", help="Output directory.")]
+MethodOpt = Annotated[
+    str | None, typer.Option("--method", "-m", help="Default scaler: zscore, minmax, robust or maxabs.")
+]
+OverrideOpt = Annotated[
+    list[str] | None, typer.Option("--override", help="Per-column scaler, COLUMN=METHOD (repeatable).")
+]
+ColumnsOpt = Annotated[
+    str | None, typer.Option("--columns", help="Comma-separated columns to normalize (default: all numeric).")
+]
+ExcludeOpt = Annotated[str | None, typer.Option("--exclude", help="Comma-separated columns to leave as they are.")]
+DtypeOpt = Annotated[str | None, typer.Option("--dtype", help="Output dtype of normalized columns: float64 or float32.")]
+KOpt = Annotated[int | None, typer.Option("--sketch-k", help="KLL sketch k (accuracy; default 4000).")]
+OverwriteOpt = Annotated[bool | None, typer.Option("--overwrite", help="Replace an existing normpipe output.")]
+SchedulerOpt = Annotated[
+    str | None, typer.Option("--scheduler", help="Address of an existing Dask scheduler (tcp://host:8786).")
+]
+WorkersOpt = Annotated[int | None, typer.Option("--workers", help="Local cluster: worker processes.")]
+ThreadsOpt = Annotated[int | None, typer.Option("--threads-per-worker", help="Local cluster: threads per worker.")]
+MemoryOpt = Annotated[str | None, typer.Option("--memory-limit", help="Local cluster: memory per worker, e.g. 2GB.")]
+ProgressOpt = Annotated[
+    bool | None, typer.Option("--progress/--no-progress", help="Progress bar (default: on a terminal).")
+]
+
+
+def _split(text: str | None) -> list[str] | None:
+    return None if text is None else [t.strip() for t in text.split(",") if t.strip()]
+
+
+def _overrides(items: list[str] | None) -> dict[str, str] | None:
+    if not items:
+        return None
+    result = {}
+    for item in items:
+        column, sep, method = item.rpartition("=")
+        if not sep or not column or not method:
+            raise ConfigError(f"--override {item!r}: expected COLUMN=METHOD, e.g. --override price=robust")
+        result[column] = method
+    return result
+
+
+def _build_config(config: Path | None, **options: Any) -> Any:
+    from normpipe.config import load_config
+
+    cluster = {
+        key: options.pop(key)
+        for key in ("scheduler", "workers", "threads_per_worker", "memory_limit")
+    }
+    return load_config(config, cluster=cluster, **options)
+
+
+@contextmanager
+def _progress(enabled: bool | None) -> Iterator[Callable[[str, int, int], None] | None]:
+    if not (sys.stderr.isatty() if enabled is None else enabled):
+        yield None
+        return
+    bar = Progress(
+        TextColumn("{task.description:>9}"), BarColumn(), MofNCompleteColumn(), TextColumn("files"),
+        TimeElapsedColumn(), console=Console(stderr=True), transient=True,
+    )
+    tasks: dict[str, Any] = {}
+
+    def update(phase: str, done: int, total: int) -> None:
+        if phase not in tasks:
+            tasks[phase] = bar.add_task(phase, total=total)
+        bar.update(tasks[phase], completed=done)
+
+    with bar:
+        yield update
+
+
+def _fmt(value: float | None) -> str:
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return "-"
+    return f"{value:.5g}"
+
+
+def _stats_table(stats: Any) -> Table:
+    from normpipe.core.sketch import rank_error_bound
+
+    table = Table(
+        title=f"{stats.rows:,} rows · quantiles: KLL k={stats.k}, rank error ≤ {rank_error_bound(stats.k):.1e}"
+    )
+    headers = ("column", "method", "count", "null/NaN", "±inf", "mean", "std", "min", "q25", "median", "q75",
+               "max", "params")
+    for header in headers:
+        table.add_column(header, justify="left" if header in ("column", "method", "params") else "right")
+    for name, column in stats.columns.items():
+        s = column.summary
+        q = s.quantiles
+        params = ", ".join(f"{k}={_fmt(v)}" for k, v in column.scaler.params.items())
+        table.add_row(
+            name, column.scaler.method, f"{s.count:,}", f"{s.nulls + s.nans:,}", f"{s.posinf + s.neginf:,}",
+            _fmt(s.mean), _fmt(s.std), _fmt(s.min), _fmt(q.get(0.25)), _fmt(q.get(0.5)), _fmt(q.get(0.75)),
+            _fmt(s.max), params,
+        )
+    return table
+
+
+# ----------------------------------------------------------------------------- commands
+@app.command()
+@_clean_errors
+def fit(
+    source: Source = None,
+    stats: StatsOpt = None,
+    config: ConfigOpt = None,
+    method: MethodOpt = None,
+    override: OverrideOpt = None,
+    columns: ColumnsOpt = None,
+    exclude: ExcludeOpt = None,
+    sketch_k: KOpt = None,
+    scheduler: SchedulerOpt = None,
+    workers: WorkersOpt = None,
+    threads_per_worker: ThreadsOpt = None,
+    memory_limit: MemoryOpt = None,
+    progress: ProgressOpt = None,
+) -> None:
+    """Compute global statistics of SOURCE and save them (with the fitted scalers) to --stats."""
+    from normpipe import api
+
+    cfg = _build_config(
+        config, source=source, stats=stats, method=method, overrides=_overrides(override),
+        columns=_split(columns), exclude=_split(exclude), sketch_k=sketch_k, scheduler=scheduler,
+        workers=workers, threads_per_worker=threads_per_worker, memory_limit=memory_limit,
+    )
+    if not cfg.stats:
+        raise ConfigError("missing --stats: where to save the stats artifact, e.g. --stats stats.json")
+    started = time.perf_counter()
+    with _progress(progress) as report:
+        result = api.fit(config=cfg, progress=report)
+    console.print(_stats_table(result))
+    console.print(f"stats: {Path(cfg.stats).absolute()}  ({time.perf_counter() - started:.1f} s)")
+
+
+@app.command()
+@_clean_errors
+def transform(
+    source: Source = None,
+    stats: StatsOpt = None,
+    output: OutputOpt = None,
+    config: ConfigOpt = None,
+    dtype: DtypeOpt = None,
+    overwrite: OverwriteOpt = None,
+    scheduler: SchedulerOpt = None,
+    workers: WorkersOpt = None,
+    threads_per_worker: ThreadsOpt = None,
+    memory_limit: MemoryOpt = None,
+    progress: ProgressOpt = None,
+) -> None:
+    """Write a normalized copy of SOURCE to --output with the scalers saved in --stats."""
+    from normpipe import api
+
+    cfg = _build_config(
+        config, source=source, stats=stats, output=output, dtype=dtype, overwrite=overwrite,
+        scheduler=scheduler, workers=workers, threads_per_worker=threads_per_worker,
+        memory_limit=memory_limit,
+    )
+    started = time.perf_counter()
+    with _progress(progress) as report:
+        manifest = api.transform(config=cfg, progress=report)
+    console.print(
+        f"wrote {manifest['rows_out']:,} rows in {len(manifest['files'])} files to {manifest['output']}"
+        f"  ({time.perf_counter() - started:.1f} s)"
+    )
+
+
+@app.command()
+@_clean_errors
+def run(
+    source: Source = None,
+    output: OutputOpt = None,
+    stats: StatsOpt = None,
+    config: ConfigOpt = None,
+    method: MethodOpt = None,
+    override: OverrideOpt = None,
+    columns: ColumnsOpt = None,
+    exclude: ExcludeOpt = None,
+    dtype: DtypeOpt = None,
+    sketch_k: KOpt = None,
+    overwrite: OverwriteOpt = None,
+    scheduler: SchedulerOpt = None,
+    workers: WorkersOpt = None,
+    threads_per_worker: ThreadsOpt = None,
+    memory_limit: MemoryOpt = None,
+    progress: ProgressOpt = None,
+) -> None:
+    """Fit, then transform: normalized SOURCE in --output, stats in OUTPUT/_stats.json (or --stats)."""
+    cfg = _build_config(
+        config, source=source, output=output, stats=stats, method=method,
+        overrides=_overrides(override), columns=_split(columns), exclude=_split(exclude),
+        dtype=dtype, sketch_k=sketch_k, overwrite=overwrite, scheduler=scheduler, workers=workers,
+        threads_per_worker=threads_per_worker, memory_limit=memory_limit,
+    )
+    _run_and_report(cfg, progress)
+
+
+def _run_and_report(cfg: Any, progress: bool | None) -> None:
+    from normpipe import api
+
+    started = time.perf_counter()
+    with _progress(progress) as report:
+        stats, manifest = api.run(config=cfg, progress=report)
+    console.print(_stats_table(stats))
+    console.print(
+        f"output: {manifest['output']}  ({manifest['rows_out']:,} rows, {len(manifest['files'])} files)\n"
+        f"stats:  {manifest['stats']}\n"
+        f"done in {time.perf_counter() - started:.1f} s"
+    )
+
+
+@app.command()
+@_clean_errors
+def inspect(
+    stats: Annotated[Path, typer.Argument(help="A stats artifact written by fit or run.")],
+    as_json: Annotated[bool, typer.Option("--json", help="Print the summary as JSON.")] = False,
+) -> None:
+    """Show the statistics and fitted scalers of a stats artifact."""
+    from normpipe.artifact import Stats
+
+    artifact = Stats.load(stats)
+    if as_json:
+        doc = artifact.to_json()
+        for column in doc["columns"].values():
+            column.pop("sketch")
+        typer.echo(json.dumps(doc, indent=2))
+        return
+    console.print(_stats_table(artifact))
+    console.print(f"dataset: {artifact.dataset['source']} ({len(artifact.dataset['files'])} files)  sha256 {artifact.sha256[:16]}…")
+
+
+@app.command()
+@_clean_errors
+def demo(
+    directory: Annotated[Path, typer.Option("--dir", help="Where to put the example data and output.")] = Path(
+        "normpipe-demo"
+    ),
+    rows: Annotated[int, typer.Option("--rows", min=1, help="Rows of example data.")] = 1_000_000,
+    workers: WorkersOpt = None,
+    progress: ProgressOpt = None,
+) -> None:
+    """Generate an example dataset (hive-partitioned, with NaN and outliers) and run on it."""
+    from normpipe.datagen import generate
+
+    data = directory / "data"
+    marker = data / "_generated.json"
+    wanted = {"rows": rows, "files": 8, "seed": 0}
+    if not marker.is_file() or json.loads(marker.read_text()) != wanted:
+        if data.exists():
+            import shutil
+
+            shutil.rmtree(data)
+        console.print(f"generating {rows:,} example rows in {data} …")
+        generate(data, rows, 8, seed=0, partitions=("east", "west"), workers=2)
+        marker.write_text(json.dumps(wanted))
+    cfg = _build_config(
+        None, source=str(data), output=str(directory / "output"), overwrite=True,
+        overrides={"outliers": "robust", "uniform": "minmax"}, exclude=["id"], scheduler=None,
+        workers=workers, threads_per_worker=None, memory_limit=None,
+    )
+    _run_and_report(cfg, progress)
+
+
+def entrypoint() -> None:  # pragma: no cover - console script
+    app()

@@ -1,0 +1,193 @@
+"""Per-column and per-table statistic states: ``from_block``, ``merge``, ``finalize``.
+
+A block is a pyarrow array (or chunked array) of one numeric column, or a numpy
+array. Nulls, NaN and +/-inf are counted and left out of the moments and the sketch.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+import numpy.typing as npt
+import pyarrow as pa
+
+from normpipe.core.moments import Moments
+from normpipe.core.sketch import DEFAULT_K, QuantileSketch
+
+__all__ = ["ColumnState", "ColumnSummary", "TableState", "to_float64"]
+
+
+def to_float64(block: pa.Array | pa.ChunkedArray | npt.NDArray[np.generic]) -> npt.NDArray[np.float64]:
+    """A float64 numpy view or copy of a numeric block; nulls become NaN."""
+    if isinstance(block, np.ndarray):
+        return block if block.dtype == np.float64 else block.astype(np.float64)
+    if isinstance(block, pa.ChunkedArray):
+        block = block.combine_chunks() if block.num_chunks != 1 else block.chunk(0)
+    if not pa.types.is_float64(block.type):
+        block = block.cast(pa.float64())
+    return block.to_numpy(zero_copy_only=False)
+
+
+@dataclass(frozen=True, slots=True)
+class ColumnSummary:
+    """Final statistics of one column (the output of :meth:`ColumnState.finalize`).
+
+    ``var`` and ``std`` use ddof=0. ``mean``, ``var``, ``std``, ``min``, ``max`` and
+    the quantiles are NaN when the column has no finite value.
+    """
+
+    count: int
+    nulls: int
+    nans: int
+    posinf: int
+    neginf: int
+    mean: float
+    var: float
+    std: float
+    min: float
+    max: float
+    quantiles: dict[float, float]
+    rank_error: float
+
+
+@dataclass(frozen=True, slots=True)
+class ColumnState:
+    """Mergeable statistics of one numeric column.
+
+    Parameters
+    ----------
+    moments : Moments
+        Count, mean, M2, min and max of the finite values.
+    sketch : QuantileSketch
+        KLL sketch of the finite values.
+    nulls, nans, posinf, neginf : int
+        Values left out of the moments and the sketch, by kind.
+    """
+
+    moments: Moments = field(default_factory=Moments)
+    sketch: QuantileSketch = field(default_factory=lambda: QuantileSketch(DEFAULT_K))
+    nulls: int = 0
+    nans: int = 0
+    posinf: int = 0
+    neginf: int = 0
+
+    @classmethod
+    def empty(cls, k: int = DEFAULT_K) -> ColumnState:
+        return cls(sketch=QuantileSketch(k))
+
+    @classmethod
+    def from_block(
+        cls, block: pa.Array | pa.ChunkedArray | npt.NDArray[np.generic], k: int = DEFAULT_K
+    ) -> ColumnState:
+        """Summarize one block of a numeric column.
+
+        Examples
+        --------
+        >>> import numpy as np
+        >>> s = ColumnState.from_block(np.array([1.0, np.nan, np.inf, 3.0]))
+        >>> (s.moments.count, s.moments.mean, s.nans, s.posinf)
+        (2, 2.0, 1, 1)
+        """
+        nulls = block.null_count if isinstance(block, pa.Array | pa.ChunkedArray) else 0
+        values = to_float64(block)
+        nans = posinf = neginf = 0
+        finite = np.isfinite(values)
+        if not finite.all():
+            nan_mask = np.isnan(values)
+            nans = int(nan_mask.sum()) - nulls
+            posinf = int(np.count_nonzero(values == np.inf))
+            neginf = int(np.count_nonzero(values == -np.inf))
+            values = values[finite]
+        return cls(
+            Moments.from_block(values),
+            QuantileSketch.from_block(values, k),
+            nulls,
+            nans,
+            posinf,
+            neginf,
+        )
+
+    @property
+    def rows(self) -> int:
+        """All values seen, whatever their kind."""
+        return self.moments.count + self.nulls + self.nans + self.posinf + self.neginf
+
+    def merge(self, other: ColumnState) -> ColumnState:
+        return ColumnState(
+            self.moments.merge(other.moments),
+            self.sketch.merge(other.sketch),
+            self.nulls + other.nulls,
+            self.nans + other.nans,
+            self.posinf + other.posinf,
+            self.neginf + other.neginf,
+        )
+
+    @classmethod
+    def merge_all(cls, states: Sequence[ColumnState]) -> ColumnState:
+        """Merge many states; the sketches are merged in one step."""
+        first, rest = states[0], states[1:]
+        moments = first.moments
+        for s in rest:
+            moments = moments.merge(s.moments)
+        return ColumnState(
+            moments,
+            first.sketch.merge_many([s.sketch for s in rest]),
+            sum(s.nulls for s in states),
+            sum(s.nans for s in states),
+            sum(s.posinf for s in states),
+            sum(s.neginf for s in states),
+        )
+
+    def finalize(self, probabilities: Sequence[float]) -> ColumnSummary:
+        m = self.moments
+        var = m.variance()
+        finite = m.count > 0
+        return ColumnSummary(
+            count=m.count,
+            nulls=self.nulls,
+            nans=self.nans,
+            posinf=self.posinf,
+            neginf=self.neginf,
+            mean=m.mean if finite else math.nan,
+            var=var,
+            std=math.sqrt(var) if finite else math.nan,
+            min=m.min if finite else math.nan,
+            max=m.max if finite else math.nan,
+            quantiles=dict(zip(probabilities, self.sketch.quantiles(probabilities), strict=True)),
+            rank_error=self.sketch.rank_error,
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class TableState:
+    """Row count and one :class:`ColumnState` per analyzed column."""
+
+    rows: int = 0
+    columns: Mapping[str, ColumnState] = field(default_factory=dict)
+
+    @classmethod
+    def from_block(
+        cls, table: pa.Table | pa.RecordBatch, columns: Iterable[str], k: int = DEFAULT_K
+    ) -> TableState:
+        return cls(
+            table.num_rows,
+            {name: ColumnState.from_block(table.column(name), k) for name in columns},
+        )
+
+    def merge(self, other: TableState) -> TableState:
+        return TableState.merge_all([self, other])
+
+    @classmethod
+    def merge_all(cls, states: Sequence[TableState]) -> TableState:
+        """Merge many table states; a column missing from a state counts as empty."""
+        names: dict[str, None] = {}
+        for s in states:
+            names.update(dict.fromkeys(s.columns))
+        merged = {
+            name: ColumnState.merge_all([s.columns[name] for s in states if name in s.columns])
+            for name in names
+        }
+        return cls(sum(s.rows for s in states), merged)

@@ -1,0 +1,219 @@
+"""Finding the Parquet files of a dataset, fingerprinting them and choosing columns.
+
+A source is one Parquet file, a directory (searched recursively, so nested hive
+partitions such as ``year=2024/part-0.parquet`` are found), or a glob; each may be
+a local path or an fsspec URL (``file://``, ``s3://``, ``memory://``...). Files and
+directories whose names start with ``.`` or ``_`` are skipped, as in Spark, Dask and
+pyarrow. Hive partition keys stay in the directory names and are not normalized.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import posixpath
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import fsspec
+import pyarrow as pa
+import pyarrow.parquet as pq
+from fsspec.implementations.local import LocalFileSystem
+
+from normpipe.errors import InputError
+
+__all__ = ["Dataset", "SourceFile", "check_file_schema", "discover", "is_numeric", "select_columns"]
+
+_GLOB_CHARS = frozenset("*?[")
+
+
+@dataclass(frozen=True, slots=True)
+class SourceFile:
+    """One Parquet file: its path in the filesystem, its path below the dataset root."""
+
+    path: str
+    relpath: str
+    size: int
+    mtime: float | None
+
+    def open(self, fs: fsspec.AbstractFileSystem | None) -> pq.ParquetFile:
+        """Open the file's footer, turning any failure into a clear :class:`InputError`."""
+        try:
+            if fs is None:
+                return pq.ParquetFile(self.path)
+            return pq.ParquetFile(fs.open(self.path, "rb"))
+        except (pa.ArrowException, OSError, ValueError) as err:
+            reason = str(err).splitlines()[0] if str(err) else type(err).__name__
+            raise InputError(
+                f"{self.path}: not a readable Parquet file ({reason}); "
+                "replace or remove it, or point the source at the good files"
+            ) from None
+
+
+@dataclass(frozen=True, slots=True)
+class Dataset:
+    """The files of one source, in a stable (sorted) order."""
+
+    source: str
+    root: str
+    files: tuple[SourceFile, ...]
+    fs: fsspec.AbstractFileSystem | None  # None: local files, read by pyarrow directly
+    single_file: bool = False  # the source named one file, not a directory or glob
+
+    @property
+    def scope(self) -> str:
+        """What the input occupies: the one file, or the root directory."""
+        return self.files[0].path if self.single_file else self.root
+
+    @property
+    def is_local(self) -> bool:
+        return self.fs is None
+
+    def fingerprint(self) -> dict[str, Any]:
+        """Files with sizes and modification times, and a sha256 over them."""
+        files = [{"path": f.relpath, "size": f.size, "mtime": f.mtime} for f in self.files]
+        digest = hashlib.sha256(json.dumps(files, sort_keys=True).encode()).hexdigest()
+        return {"source": self.source, "root": self.root, "sha256": digest, "files": files}
+
+    def schema(self) -> pa.Schema:
+        """The Arrow schema of the first file."""
+        return self.files[0].open(self.fs).schema_arrow
+
+
+def _hidden(relpath: str) -> bool:
+    return any(part.startswith((".", "_")) for part in relpath.split("/"))
+
+
+def _mtime(info: dict[str, Any]) -> float | None:
+    for key in ("mtime", "LastModified", "last_modified", "updated", "created"):
+        value = info.get(key)
+        if value is None:
+            continue
+        if hasattr(value, "timestamp"):
+            return float(value.timestamp())
+        try:
+            return float(value)
+        except (TypeError, ValueError):
+            return None
+    return None
+
+
+def discover(source: str | os.PathLike[str], storage_options: dict[str, Any] | None = None) -> Dataset:
+    """List the Parquet files of ``source``.
+
+    Parameters
+    ----------
+    source : str or path
+        A file, a directory, or a glob; a local path or an fsspec URL.
+    storage_options : dict, optional
+        Passed to fsspec for remote filesystems (credentials, endpoint).
+
+    Raises
+    ------
+    InputError
+        The source does not exist or holds no (non-hidden) file.
+    """
+    text = os.fspath(source)
+    try:
+        fs, path = fsspec.core.url_to_fs(text, **(storage_options or {}))
+    except (ImportError, ValueError) as err:
+        raise InputError(f"{text}: cannot open this location ({err})") from None
+    local = isinstance(fs, LocalFileSystem)
+    if local:
+        path = os.path.abspath(path)
+    single = False
+    if any(c in _GLOB_CHARS for c in path):
+        root = path
+        while any(c in _GLOB_CHARS for c in root):
+            root = posixpath.dirname(root)
+        matches = sorted(fs.glob(path))
+        infos: dict[str, dict[str, Any]] = {}
+        for match in matches:
+            infos.update(fs.find(match, detail=True) if fs.isdir(match) else {match: fs.info(match)})
+    elif fs.isdir(path):
+        root = path
+        infos = fs.find(path, detail=True)
+    elif fs.exists(path):
+        single = True
+        root = posixpath.dirname(path)
+        infos = {path: fs.info(path)}
+    else:
+        raise InputError(f"{text}: no such file or directory; check the path")
+    root = root.rstrip("/") or "/"
+    files = []
+    for name in sorted(infos):
+        info = infos[name]
+        if info.get("type", "file") != "file":
+            continue
+        relpath = posixpath.relpath(name, root) if root != name else posixpath.basename(name)
+        if _hidden(relpath):
+            continue
+        files.append(SourceFile(name, relpath, int(info.get("size") or 0), _mtime(info)))
+    if not files:
+        raise InputError(
+            f"{text}: no Parquet files found (names starting with '.' or '_' are skipped); "
+            "check the path or glob"
+        )
+    return Dataset(text, root, tuple(files), None if local else fs, single)
+
+
+def is_numeric(dtype: pa.DataType) -> bool:
+    """Integer and floating-point columns are normalized; everything else passes through."""
+    return bool(pa.types.is_integer(dtype) or pa.types.is_floating(dtype))
+
+
+def select_columns(
+    schema: pa.Schema,
+    columns: Sequence[str] | None = None,
+    exclude: Iterable[str] = (),
+    where: str = "the dataset",
+) -> list[str]:
+    """The numeric columns to analyze, in schema order.
+
+    ``columns=None`` means every numeric column. Columns named in ``columns`` must
+    exist and be numeric; names in ``exclude`` must exist.
+    """
+    names = schema.names
+    numeric = [f.name for f in schema if is_numeric(f.type)]
+    for name in exclude:
+        if name not in names:
+            raise InputError(f"excluded column '{name}' is not in {where}; columns: {', '.join(names)}")
+    if columns is not None:
+        for name in columns:
+            if name not in names:
+                raise InputError(
+                    f"column '{name}' is not in {where}; numeric columns: {', '.join(numeric) or 'none'}"
+                )
+            dtype = schema.field(name).type
+            if not is_numeric(dtype):
+                raise InputError(
+                    f"column '{name}' is not numeric (got {dtype}); "
+                    "exclude it or list numeric columns with --columns"
+                )
+        chosen = [n for n in names if n in set(columns)]
+    else:
+        chosen = numeric
+    excluded = set(exclude)
+    chosen = [n for n in chosen if n not in excluded]
+    if not chosen:
+        raise InputError(f"{where} has no numeric column to normalize; check --columns and --exclude")
+    return chosen
+
+
+def check_file_schema(path: str, schema: pa.Schema, columns: Iterable[str]) -> None:
+    """Every analyzed column must be present and numeric in every file."""
+    for name in columns:
+        index = schema.get_field_index(name)
+        if index < 0:
+            raise InputError(
+                f"{path}: column '{name}' is missing from this file but present in others; "
+                "add it to the file or exclude the column"
+            )
+        dtype = schema.field(index).type
+        if not is_numeric(dtype):
+            raise InputError(
+                f"{path}: column '{name}' is {dtype} in this file but numeric in others; "
+                "rewrite the file so the column has one type, or exclude the column"
+            )

@@ -1,0 +1,30 @@
+"""Errors that normpipe raises for bad input.
+
+Every error carries one line that names the file, column or value at fault and how
+to fix it; the CLI prints that line and exits non-zero. The classes take a single
+message argument so that they survive the trip from a Dask worker to the client.
+"""
+
+from __future__ import annotations
+
+__all__ = ["ArtifactError", "ConfigError", "InputError", "NormpipeError", "OutputError"]
+
+
+class NormpipeError(ValueError):
+    """Base class: a problem with what the user gave normpipe, not a bug."""
+
+
+class InputError(NormpipeError):
+    """The input dataset is missing, unreadable, empty or has unusable columns."""
+
+
+class OutputError(NormpipeError):
+    """The output location cannot be used (exists, or lies inside the input)."""
+
+
+class ArtifactError(NormpipeError):
+    """A stats artifact is not a valid normpipe artifact or does not fit the data."""
+
+
+class ConfigError(NormpipeError):
+    """A run configuration (YAML file or options) is invalid."""

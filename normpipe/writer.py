@@ -1,0 +1,170 @@
+"""Writing the normalized dataset: per-file transform and the atomic directory commit.
+
+Every input file becomes one output file at the same relative path (so hive
+partition directories are kept) with the same row groups and row order. Files are
+written into a temporary sibling directory; only when every file is written is a
+``_SUCCESS`` manifest (JSON: input and output row counts per file, the stats
+artifact's sha256) added and the directory renamed into place. A failed run removes
+its temporary directory and leaves any earlier output untouched.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import uuid
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import fsspec
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from normpipe.dataset import Dataset, SourceFile, check_file_schema
+from normpipe.errors import OutputError
+from normpipe.mappers import OutputDtype, output_schema, transform_table
+from normpipe.scalers import FittedScaler
+
+__all__ = [
+    "STATS_SHA256_KEY",
+    "SUCCESS",
+    "check_output",
+    "committed_output",
+    "local_path",
+    "transform_file",
+    "write_manifest",
+]
+
+SUCCESS = "_SUCCESS"
+#: Footer key that names the sha256 of the stats artifact used for the transform.
+STATS_SHA256_KEY = b"normpipe.stats_sha256"
+
+
+def local_path(location: str | os.PathLike[str], what: str) -> Path:
+    """An absolute local path from a path or a ``file://`` URL."""
+    text = os.fspath(location)
+    if "://" in text:
+        protocol = text.split("://", 1)[0]
+        if protocol not in ("file", "local"):
+            raise OutputError(
+                f"{text}: {what} must be on the local filesystem (got {protocol}://); "
+                "write locally and copy, or use a mounted path"
+            )
+        text = text.split("://", 1)[1]
+    return Path(text).expanduser().absolute()
+
+
+def _within(inner: Path, outer: Path) -> bool:
+    return inner == outer or outer in inner.parents
+
+
+def check_output(output: Path, dataset: Dataset, overwrite: bool) -> None:
+    """Refuse an output inside the input, around it, or over data not written by normpipe."""
+    if dataset.is_local:
+        scope = Path(dataset.scope)
+        if _within(output.resolve(), scope.resolve()):
+            raise OutputError(
+                f"output {output} lies inside the input {scope}; choose a directory outside the input"
+            )
+        if _within(scope.resolve(), output.resolve()):
+            raise OutputError(
+                f"output {output} contains the input {scope}; choose a directory that does not hold the input"
+            )
+    if output.exists() or output.is_symlink():
+        if not overwrite:
+            raise OutputError(f"{output} already exists; pass --overwrite to replace it, or choose another --output")
+        if not output.is_dir():
+            raise OutputError(f"{output} exists and is not a directory; remove it or choose another --output")
+        if any(output.iterdir()) and not (output / SUCCESS).is_file():
+            raise OutputError(
+                f"{output} is not a normpipe output (no {SUCCESS}); refusing to replace it. "
+                "Remove it yourself or choose another --output"
+            )
+
+
+@contextmanager
+def committed_output(output: Path) -> Iterator[Path]:
+    """Yield a temporary sibling directory; on success move it to ``output``.
+
+    The caller writes everything, ``_SUCCESS`` last, into the yielded directory. An
+    existing ``output`` is swapped out only after the new one is complete.
+    """
+    output.parent.mkdir(parents=True, exist_ok=True)
+    tag = uuid.uuid4().hex[:12]
+    tmp = output.parent / f".{output.name}.normpipe-tmp-{tag}"
+    tmp.mkdir()
+    try:
+        yield tmp
+        if output.exists():
+            old = output.parent / f".{output.name}.normpipe-old-{tag}"
+            output.rename(old)
+            tmp.rename(output)
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            tmp.rename(output)
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp, ignore_errors=True)
+
+
+def transform_file(
+    file: SourceFile,
+    fs: fsspec.AbstractFileSystem | None,
+    dest_root: str,
+    scalers: Mapping[str, FittedScaler],
+    dtype: OutputDtype,
+    stats_sha256: str,
+) -> dict[str, Any]:
+    """Normalize one Parquet file into ``dest_root/<relpath>``, row group by row group.
+
+    Returns the manifest entry: relative path, input rows, rows written, bytes.
+    """
+    parquet = file.open(fs)
+    schema = parquet.schema_arrow
+    check_file_schema(file.path, schema, scalers)
+    metadata = dict(schema.metadata or {})
+    metadata[STATS_SHA256_KEY] = stats_sha256.encode()
+    target_schema = output_schema(schema, scalers, dtype).with_metadata(metadata)
+    dictionary_columns = [
+        f.name
+        for f in schema
+        if f.name not in scalers and not pa.types.is_floating(f.type) and not pa.types.is_nested(f.type)
+    ]
+    dest = Path(dest_root, file.relpath)
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    with pq.ParquetWriter(dest, target_schema, compression="snappy", use_dictionary=dictionary_columns) as out:
+        for i in range(parquet.num_row_groups):
+            block = transform_table(parquet.read_row_group(i), scalers, dtype)
+            out.write_table(block.replace_schema_metadata(metadata), row_group_size=max(block.num_rows, 1))
+    written = pq.ParquetFile(dest).metadata.num_rows
+    return {
+        "path": file.relpath,
+        "rows_in": parquet.metadata.num_rows,
+        "rows_out": written,
+        "bytes": dest.stat().st_size,
+    }
+
+
+def write_manifest(directory: Path, files: list[dict[str, Any]], stats_sha256: str, source: str) -> dict[str, Any]:
+    """Write ``_SUCCESS``: per-file and total row counts; returns the manifest."""
+    rows_in = sum(f["rows_in"] for f in files)
+    rows_out = sum(f["rows_out"] for f in files)
+    mismatched = [f["path"] for f in files if f["rows_in"] != f["rows_out"]]
+    if mismatched:  # pragma: no cover - a writer bug, never bad input
+        raise OutputError(f"row counts differ after writing {mismatched[0]}; the output was discarded")
+    manifest = {
+        "format": "normpipe.success",
+        "version": 1,
+        "created": datetime.now(UTC).isoformat(timespec="seconds"),
+        "source": source,
+        "stats_sha256": stats_sha256,
+        "rows_in": rows_in,
+        "rows_out": rows_out,
+        "files": files,
+    }
+    (directory / SUCCESS).write_text(json.dumps(manifest, indent=2) + "\n")
+    return manifest

@@ -1,0 +1,53 @@
+"""Test helpers: statistics of an in-memory frame through the core, and rank checks."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+
+from normpipe.artifact import Stats
+from normpipe.core.column import TableState
+from normpipe.scalers import parse_scaler
+
+
+def stats_of(frame: pd.DataFrame, method: Any = "zscore", k: int = 4000, **overrides: Any) -> Stats:
+    """Fit on a whole in-memory frame (one block), as the Dask path does per file."""
+    table = pa.Table.from_pandas(frame, preserve_index=False)
+    columns = list(frame.columns)
+    state = TableState.from_block(table, columns, k)
+    specs = {c: parse_scaler(overrides.get(c, method)) for c in columns}
+    dtypes = {c: str(table.schema.field(c).type) for c in columns}
+    return Stats.from_state(state, specs, dtypes, k, {"source": "memory", "root": "", "sha256": "", "files": []})
+
+
+def true_rank_interval(values: np.ndarray, estimate: float) -> tuple[float, float]:
+    """Fractions of the finite values below, and at or below, ``estimate``."""
+    finite = np.sort(values[np.isfinite(values)])
+    n = finite.size
+    return (np.searchsorted(finite, estimate, "left") / n, np.searchsorted(finite, estimate, "right") / n)
+
+
+def assert_rank_close(values: np.ndarray, estimate: float, p: float, eps: float) -> None:
+    """``estimate`` is a p-quantile of ``values`` to within normalized rank error ``eps``."""
+    low, high = true_rank_interval(values, estimate)
+    assert low - eps <= p <= high + eps, f"p={p}: estimate {estimate} has rank [{low}, {high}], eps {eps}"
+
+
+def assert_roundtrip(stats: Stats, frame: pd.DataFrame) -> None:
+    """inverse(transform(x)) == x within 1e-12 relative to max(|x|, |center|, scale).
+
+    Rounding in ``(x - center) / scale * scale + center`` is relative to the larger of
+    the value and the parameters, so that is the scale the bound is stated in.
+    """
+    back = stats.inverse_transform(stats.transform(frame))
+    for name in stats.columns:
+        x = frame[name].to_numpy(dtype=np.float64, na_value=np.nan)
+        params = stats.scalers[name].params
+        size = np.maximum(np.abs(x), max(abs(v) for v in params.values()))
+        got = back[name].to_numpy()
+        finite = np.isfinite(x)
+        assert np.all(np.abs(got[finite] - x[finite]) <= 1e-12 * size[finite]), name
+        np.testing.assert_array_equal(np.isnan(got), np.isnan(x))
