@@ -63,26 +63,42 @@ def _output(config: RunConfig, dataset: Dataset) -> Path:
     return output
 
 
-def _fit(config: RunConfig, dataset: Dataset, client: Client, progress: Progress | None) -> Stats:
-    schema = dataset.schema()
-    columns = select_columns(schema, config.columns, config.exclude, where=dataset.source)
+def _plan(config: RunConfig, dataset: Dataset) -> list[str]:
+    """The columns to analyze; checked before any cluster starts."""
+    columns = select_columns(dataset.schema(), config.columns, config.exclude, where=dataset.source)
     for name in config.overrides:
         if name not in columns:
             raise ConfigError(
                 f"override for column '{name}', which is not normalized; "
                 f"normalized columns: {', '.join(columns)}"
             )
+    return columns
+
+
+def _check_artifact_columns(stats: Stats, dataset: Dataset) -> None:
+    schema = dataset.schema()
+    for name in stats.columns:
+        if schema.get_field_index(name) < 0:
+            raise ArtifactError(
+                f"column '{name}' is in the stats artifact but not in {dataset.files[0].path}; "
+                "use the artifact fitted on this dataset"
+            )
+
+
+def _fit(
+    config: RunConfig, dataset: Dataset, columns: list[str], client: Client, progress: Progress | None
+) -> Stats:
     state = engine.analyze(client, dataset, columns, config.sketch_k, config.split_every, progress)
     if state.rows == 0:
         raise InputError(f"{dataset.source}: the dataset has no rows; nothing to fit")
-    stats = Stats.from_state(
+    schema = dataset.schema()
+    return Stats.from_state(
         state,
         {name: config.spec_for(name) for name in columns},
         {name: str(schema.field(name).type) for name in columns},
         config.sketch_k,
         dataset.fingerprint(),
     )
-    return stats
 
 
 def _transform(
@@ -95,13 +111,6 @@ def _transform(
     stats_inside: bool,
 ) -> dict[str, Any]:
     check_output(output, dataset, config.overwrite)  # again: the fit pass may have been long
-    schema = dataset.schema()
-    for name in stats.columns:
-        if schema.get_field_index(name) < 0:
-            raise ArtifactError(
-                f"column '{name}' is in the stats artifact but not in {dataset.files[0].path}; "
-                "use the artifact fitted on this dataset"
-            )
     with committed_output(output) as tmp:
         sha = stats.save(tmp / STATS_IN_OUTPUT) if stats_inside else stats.sha256
         files = engine.transform(client, dataset, str(tmp), stats.scalers, config.dtype, sha, progress)
@@ -148,8 +157,9 @@ def fit(
         options["source"] = os.fspath(source)
     cfg = _config(config, options)
     dataset = _dataset(cfg)
+    columns = _plan(cfg, dataset)
     with _client(cfg, client) as c:
-        stats = _fit(cfg, dataset, c, progress)
+        stats = _fit(cfg, dataset, columns, c, progress)
     if cfg.stats:
         stats.save(cfg.stats)
     return stats
@@ -181,6 +191,7 @@ def transform(
     artifact = stats if isinstance(stats, Stats) else Stats.load(_require(cfg.stats, "--stats"))
     dataset = _dataset(cfg)
     output_path = _output(cfg, dataset)
+    _check_artifact_columns(artifact, dataset)
     with _client(cfg, client) as c:
         return _transform(cfg, artifact, dataset, output_path, c, progress, stats_inside=False)
 
@@ -206,8 +217,9 @@ def run(
     cfg = _config(config, options)
     dataset = _dataset(cfg)
     output_path = _output(cfg, dataset)
+    columns = _plan(cfg, dataset)
     with _client(cfg, client) as c:
-        stats = _fit(cfg, dataset, c, progress)
+        stats = _fit(cfg, dataset, columns, c, progress)
         if cfg.stats:
             stats.save(cfg.stats)
         manifest = _transform(cfg, stats, dataset, output_path, c, progress, stats_inside=not cfg.stats)

@@ -24,7 +24,7 @@ from fsspec.implementations.local import LocalFileSystem
 
 from normpipe.errors import InputError
 
-__all__ = ["Dataset", "SourceFile", "check_file_schema", "discover", "is_numeric", "select_columns"]
+__all__ = ["Dataset", "SourceFile", "check_file_schema", "discover", "is_numeric", "pandas_index_columns", "select_columns"]
 
 _GLOB_CHARS = frozenset("*?[")
 
@@ -172,11 +172,17 @@ def select_columns(
 ) -> list[str]:
     """The numeric columns to analyze, in schema order.
 
-    ``columns=None`` means every numeric column. Columns named in ``columns`` must
+    ``columns=None`` means every numeric column except stored pandas indexes. Columns named in ``columns`` must
     exist and be numeric; names in ``exclude`` must exist.
     """
     names = schema.names
-    numeric = [f.name for f in schema if is_numeric(f.type)]
+    duplicated = sorted({n for n in names if names.count(n) > 1})
+    if duplicated:
+        raise InputError(
+            f"{where}: column name '{duplicated[0]}' appears more than once; rename the duplicates"
+        )
+    index = set(pandas_index_columns(schema))
+    numeric = [f.name for f in schema if is_numeric(f.type) and f.name not in index]
     for name in exclude:
         if name not in names:
             raise InputError(f"excluded column '{name}' is not in {where}; columns: {', '.join(names)}")
@@ -202,9 +208,20 @@ def select_columns(
     return chosen
 
 
+def pandas_index_columns(schema: pa.Schema) -> list[str]:
+    """Columns that store a pandas index (e.g. ``__index_level_0__``); they pass through."""
+    try:
+        metadata = schema.pandas_metadata or {}
+    except (ValueError, TypeError):
+        return []
+    return [c for c in metadata.get("index_columns", []) if isinstance(c, str)]
+
+
 def check_file_schema(path: str, schema: pa.Schema, columns: Iterable[str]) -> None:
     """Every analyzed column must be present and numeric in every file."""
     for name in columns:
+        if len(schema.get_all_field_indices(name)) > 1:
+            raise InputError(f"{path}: column name '{name}' appears more than once; rename the duplicates")
         index = schema.get_field_index(name)
         if index < 0:
             raise InputError(

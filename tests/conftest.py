@@ -13,6 +13,8 @@ import pyarrow.parquet as pq
 import pytest
 from distributed import Client, LocalCluster
 
+from tests.helpers import to_arrow
+
 
 @pytest.fixture(scope="session")
 def client() -> Iterator[Client]:
@@ -38,7 +40,7 @@ def write_parts(tmp_path: Path) -> WriteParts:
         frame: pd.DataFrame | pa.Table, sizes: Sequence[int] | None = None, name: str = "data",
         row_group_size: int | None = None,
     ) -> Path:
-        table = frame if isinstance(frame, pa.Table) else pa.Table.from_pandas(frame, preserve_index=False)
+        table = frame if isinstance(frame, pa.Table) else to_arrow(frame)
         sizes = [table.num_rows] if sizes is None else list(sizes)
         assert sum(sizes) == table.num_rows
         directory = tmp_path / name

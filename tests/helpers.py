@@ -13,9 +13,20 @@ from normpipe.core.column import TableState
 from normpipe.scalers import parse_scaler
 
 
+def to_arrow(frame: pd.DataFrame) -> pa.Table:
+    """A frame as an Arrow table that keeps float NaN as NaN (pandas' own conversion
+    would turn NaN into nulls)."""
+    return pa.table(
+        {
+            name: pa.array(col.to_numpy(), from_pandas=False) if col.dtype == np.float64 else pa.array(col)
+            for name, col in frame.items()
+        }
+    )
+
+
 def stats_of(frame: pd.DataFrame, method: Any = "zscore", k: int = 4000, **overrides: Any) -> Stats:
     """Fit on a whole in-memory frame (one block), as the Dask path does per file."""
-    table = pa.Table.from_pandas(frame, preserve_index=False)
+    table = to_arrow(frame)
     columns = list(frame.columns)
     state = TableState.from_block(table, columns, k)
     specs = {c: parse_scaler(overrides.get(c, method)) for c in columns}

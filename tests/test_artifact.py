@@ -1,0 +1,126 @@
+"""The stats artifact: round trip, validation, and the in-memory transform."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from hypothesis.extra import numpy as hnp
+
+from normpipe.artifact import VERSION, Stats
+from normpipe.errors import ArtifactError
+from tests.helpers import assert_roundtrip, stats_of
+from tests.strategies import any_floats
+
+METHODS = st.sampled_from(["zscore", "minmax", "robust", "maxabs"])
+
+
+def same_stats(a: Stats, b: Stats) -> None:
+    assert a.rows == b.rows and a.k == b.k and list(a.columns) == list(b.columns)
+    for name in a.columns:
+        ca, cb = a.columns[name], b.columns[name]
+        assert ca.scaler == cb.scaler
+        assert ca.state.sketch.data == cb.state.sketch.data
+        assert ca.state.moments.count == cb.state.moments.count
+        for field in ("mean", "std", "min", "max"):
+            x, y = getattr(ca.summary, field), getattr(cb.summary, field)
+            assert x == y or (np.isnan(x) and np.isnan(y))
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(hnp.arrays(np.float64, st.integers(1, 50), elements=any_floats), METHODS)
+def test_save_load_round_trip(tmp_path: Path, values: np.ndarray, method: str) -> None:
+    frame = pd.DataFrame({"x": values, "y": values[::-1].copy()})
+    stats = stats_of(frame, method, k=64)
+    path = tmp_path / "stats.json"
+    sha = stats.save(path)
+    loaded = Stats.load(path)
+    same_stats(stats, loaded)
+    assert loaded.sha256 == sha == stats.sha256
+    assert loaded.to_bytes() == path.read_bytes()  # stable serialization
+    pd.testing.assert_frame_equal(loaded.transform(frame), stats.transform(frame))
+
+
+def test_artifact_is_plain_readable_json(tmp_path: Path, diabetes: pd.DataFrame) -> None:
+    stats = stats_of(diabetes, "robust", bmi="zscore")
+    stats.save(tmp_path / "s.json")
+    doc = json.loads((tmp_path / "s.json").read_text())
+    assert (doc["format"], doc["version"]) == ("normpipe.stats", VERSION)
+    assert doc["quantile_sketch"]["rank_error"] == pytest.approx(7.2e-4, rel=0.01)
+    bmi = doc["columns"]["bmi"]
+    assert bmi["scaler"] == {"method": "zscore", "with_mean": True, "with_std": True}
+    assert bmi["mean"] == pytest.approx(diabetes["bmi"].mean(), rel=1e-12)
+    assert bmi["std"] == pytest.approx(diabetes["bmi"].std(ddof=0), rel=1e-12)
+    assert doc["columns"]["age"]["scaler"]["quantile_range"] == [25.0, 75.0]
+    assert set(doc["columns"]["age"]["quantiles"]) >= {"0.25", "0.5", "0.75"}
+
+
+def test_all_nan_column_saves_nulls(tmp_path: Path) -> None:
+    stats = stats_of(pd.DataFrame({"x": [np.nan, np.nan]}))
+    stats.save(tmp_path / "s.json")
+    column = json.loads((tmp_path / "s.json").read_text())["columns"]["x"]
+    assert column["mean"] is None and column["min"] is None and column["nans"] == 2
+    assert Stats.load(tmp_path / "s.json").transform(pd.DataFrame({"x": [1.0]}))["x"].iloc[0] == 1.0
+
+
+@pytest.fixture
+def saved(tmp_path: Path, diabetes: pd.DataFrame) -> Path:
+    path = tmp_path / "stats.json"
+    stats_of(diabetes).save(path)
+    return path
+
+
+@pytest.mark.parametrize(
+    ("mutate", "message"),
+    [
+        (lambda text: text[: len(text) // 2], "invalid JSON"),
+        (lambda text: "", "invalid JSON"),
+        (lambda text: '{"hello": 1}', "not a normpipe stats file"),
+        (lambda text: "[1, 2]", "not a normpipe stats file"),
+        (lambda text: text.replace('"version": 1', '"version": 99'), "newer than this normpipe reads"),
+        (lambda text: text.replace('"version": 1', '"version": "one"'), "invalid artifact version"),
+        (lambda text: text.replace('"method": "zscore"', '"method": "softmax"', 1), "invalid stats artifact at"),
+        (lambda text: text.replace('"count": ', '"count": -', 1), "invalid stats artifact at 'columns.age.count'"),
+        (lambda text: text.replace('"sketch": "', '"sketch": "AAAA', 1), "damaged quantile sketch"),
+    ],
+)
+def test_malformed_artifacts_are_rejected(saved: Path, mutate, message: str) -> None:  # type: ignore[no-untyped-def]
+    saved.write_text(mutate(saved.read_text()))
+    with pytest.raises(ArtifactError, match=message) as info:
+        Stats.load(saved)
+    assert str(saved) in str(info.value) and "\n" not in str(info.value)
+
+
+def test_missing_file_and_directory(tmp_path: Path) -> None:
+    with pytest.raises(ArtifactError, match="stats file not found"):
+        Stats.load(tmp_path / "nope.json")
+    with pytest.raises(ArtifactError, match="is a directory"):
+        Stats.load(tmp_path)
+
+
+def test_frame_transform_checks_columns_and_keeps_input(diabetes: pd.DataFrame) -> None:
+    stats = stats_of(diabetes)
+    original = diabetes.copy()
+    out = stats.transform(diabetes)
+    pd.testing.assert_frame_equal(diabetes, original)  # never changed in place
+    assert out["bmi"].mean() == pytest.approx(0.0, abs=1e-12)
+    with pytest.raises(ArtifactError, match="column 'bmi' is in the stats artifact but not in the frame"):
+        stats.transform(diabetes.drop(columns=["bmi"]))
+    predictions = pd.DataFrame({"target": out["target"]})
+    back = stats.inverse_transform(predictions, columns=["target"])
+    np.testing.assert_allclose(back["target"], diabetes["target"], rtol=1e-12)
+    with pytest.raises(ArtifactError, match="column 'nope' is not in the stats artifact"):
+        stats.inverse_column("nope", [1.0])
+
+
+def test_nullable_and_integer_frames(diabetes: pd.DataFrame) -> None:
+    frame = pd.DataFrame({"a": pd.array([1, None, 3], dtype="Int64"), "b": [1.0, 2.0, 3.0]})
+    stats = stats_of(frame.astype({"a": "float64"}))
+    out = stats.transform(frame)
+    assert np.isnan(out["a"].iloc[1]) and out["a"].iloc[0] == -1.0
+    assert_roundtrip(stats, frame.astype({"a": "float64"}))
