@@ -1,7 +1,8 @@
 """The analyze phase: one full pass over a file producing mergeable state.
 
-Only the analyzed columns are read, one row group at a time, so memory is bounded by
-the size of a row group, not of the file.
+Only the analyzed columns are read, one column chunk (one column of one row group)
+at a time, so a task's memory is bounded by the largest column chunk, not by the
+file or the row group.
 """
 
 from __future__ import annotations
@@ -9,11 +10,12 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import fsspec
+import pyarrow as pa
 
-from normpipe.core.column import TableState
+from normpipe.core.column import ColumnState, TableState
 from normpipe.dataset import SourceFile, check_file_schema
 
-__all__ = ["analyze_file"]
+__all__ = ["analyze_file", "merge_states"]
 
 
 def analyze_file(
@@ -28,9 +30,17 @@ def analyze_file(
     """
     parquet = file.open(fs)
     check_file_schema(file.path, parquet.schema_arrow, columns)
-    # A file with no row group still contributes its (empty) columns.
-    state = TableState.from_block(parquet.schema_arrow.empty_table(), columns, k)
-    for i in range(parquet.num_row_groups):
-        block = parquet.read_row_group(i, columns=list(columns))
-        state = state.merge(TableState.from_block(block, columns, k))
-    return state
+    states = {}
+    for name in columns:
+        state = ColumnState.empty(k)
+        for i in range(parquet.num_row_groups):
+            chunk = parquet.read_row_group(i, columns=[name]).column(0)
+            state = state.merge(ColumnState.from_block(chunk, k))
+        states[name] = state
+    pa.default_memory_pool().release_unused()  # hand decode buffers back between tasks
+    return TableState(parquet.metadata.num_rows, states)
+
+
+def merge_states(*states: TableState) -> TableState:
+    """The combine step of the tree reduction (a function, so Dask can ship it)."""
+    return TableState.merge_all(states)

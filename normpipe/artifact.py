@@ -161,19 +161,35 @@ class ColumnStats:
     def from_model(cls, model: _ColumnModel, k: int) -> ColumnStats:
         count = model.count
         moments = (
-            Moments(count, _none_to_nan(model.mean), _none_to_nan(model.m2),
-                    _none_to_nan(model.min), _none_to_nan(model.max))
+            Moments(
+                count,
+                _none_to_nan(model.mean),
+                _none_to_nan(model.m2),
+                _none_to_nan(model.min),
+                _none_to_nan(model.max),
+            )
             if count
             else Moments()
         )
         state = ColumnState(
-            moments, QuantileSketch.from_base64(model.sketch, k),
-            model.nulls, model.nans, model.posinf, model.neginf,
+            moments,
+            QuantileSketch.from_base64(model.sketch, k),
+            model.nulls,
+            model.nans,
+            model.posinf,
+            model.neginf,
         )
         summary = ColumnSummary(
-            count=count, nulls=model.nulls, nans=model.nans, posinf=model.posinf,
-            neginf=model.neginf, mean=_none_to_nan(model.mean), var=_none_to_nan(model.var),
-            std=_none_to_nan(model.std), min=_none_to_nan(model.min), max=_none_to_nan(model.max),
+            count=count,
+            nulls=model.nulls,
+            nans=model.nans,
+            posinf=model.posinf,
+            neginf=model.neginf,
+            mean=_none_to_nan(model.mean),
+            var=_none_to_nan(model.var),
+            std=_none_to_nan(model.std),
+            min=_none_to_nan(model.min),
+            max=_none_to_nan(model.max),
             quantiles={float(p): _none_to_nan(q) for p, q in model.quantiles.items()},
             rank_error=rank_error_bound(k),
         )
@@ -283,12 +299,14 @@ class Stats:
             ) from None
         if not isinstance(doc, dict) or doc.get("format") != FORMAT:
             raise ArtifactError(
-                f"{where}: not a normpipe stats file (no \"format\": \"{FORMAT}\"); "
+                f'{where}: not a normpipe stats file (no "format": "{FORMAT}"); '
                 "pass a file written by 'normpipe fit'"
             )
         version = doc.get("version")
         if not isinstance(version, int) or version < 1:
-            raise ArtifactError(f"{where}: invalid artifact version {version!r}; recreate it with 'normpipe fit'")
+            raise ArtifactError(
+                f"{where}: invalid artifact version {version!r}; recreate it with 'normpipe fit'"
+            )
         if version > VERSION:
             raise ArtifactError(
                 f"{where}: artifact version {version} is newer than this normpipe reads ({VERSION}); "

@@ -88,16 +88,26 @@ OverrideOpt = Annotated[
 ColumnsOpt = Annotated[
     str | None, typer.Option("--columns", help="Comma-separated columns to normalize (default: all numeric).")
 ]
-ExcludeOpt = Annotated[str | None, typer.Option("--exclude", help="Comma-separated columns to leave as they are.")]
-DtypeOpt = Annotated[str | None, typer.Option("--dtype", help="Output dtype of normalized columns: float64 or float32.")]
+ExcludeOpt = Annotated[
+    str | None, typer.Option("--exclude", help="Comma-separated columns to leave as they are.")
+]
+DtypeOpt = Annotated[
+    str | None, typer.Option("--dtype", help="Output dtype of normalized columns: float64 or float32.")
+]
 KOpt = Annotated[int | None, typer.Option("--sketch-k", help="KLL sketch k (accuracy; default 4000).")]
-OverwriteOpt = Annotated[bool | None, typer.Option("--overwrite", help="Replace an existing normpipe output.")]
+OverwriteOpt = Annotated[
+    bool | None, typer.Option("--overwrite", help="Replace an existing normpipe output.")
+]
 SchedulerOpt = Annotated[
     str | None, typer.Option("--scheduler", help="Address of an existing Dask scheduler (tcp://host:8786).")
 ]
 WorkersOpt = Annotated[int | None, typer.Option("--workers", help="Local cluster: worker processes.")]
-ThreadsOpt = Annotated[int | None, typer.Option("--threads-per-worker", help="Local cluster: threads per worker.")]
-MemoryOpt = Annotated[str | None, typer.Option("--memory-limit", help="Local cluster: memory per worker, e.g. 2GB.")]
+ThreadsOpt = Annotated[
+    int | None, typer.Option("--threads-per-worker", help="Local cluster: threads per worker.")
+]
+MemoryOpt = Annotated[
+    str | None, typer.Option("--memory-limit", help="Local cluster: memory per worker, e.g. 2GB.")
+]
 ProgressOpt = Annotated[
     bool | None, typer.Option("--progress/--no-progress", help="Progress bar (default: on a terminal).")
 ]
@@ -123,8 +133,7 @@ def _build_config(config: Path | None, **options: Any) -> Any:
     from normpipe.config import load_config
 
     cluster = {
-        key: options.pop(key)
-        for key in ("scheduler", "workers", "threads_per_worker", "memory_limit")
+        key: options.pop(key) for key in ("scheduler", "workers", "threads_per_worker", "memory_limit")
     }
     return load_config(config, cluster=cluster, **options)
 
@@ -135,8 +144,13 @@ def _progress(enabled: bool | None) -> Iterator[Callable[[str, int, int], None] 
         yield None
         return
     bar = Progress(
-        TextColumn("{task.description:>9}"), BarColumn(), MofNCompleteColumn(), TextColumn("files"),
-        TimeElapsedColumn(), console=Console(stderr=True), transient=True,
+        TextColumn("{task.description:>9}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("files"),
+        TimeElapsedColumn(),
+        console=Console(stderr=True),
+        transient=True,
     )
     tasks: dict[str, Any] = {}
 
@@ -159,10 +173,24 @@ def _stats_table(stats: Any) -> Table:
     from normpipe.core.sketch import rank_error_bound
 
     table = Table(
-        title=f"{stats.rows:,} rows · quantiles: KLL k={stats.k}, rank error ≤ {rank_error_bound(stats.k):.1e}"
+        title=f"{stats.rows:,} rows · quantiles: KLL k={stats.k}, "
+        f"rank error ≤ {rank_error_bound(stats.k):.1e}"
     )
-    headers = ("column", "method", "count", "null/NaN", "±inf", "mean", "std", "min", "q25", "median", "q75",
-               "max", "params")
+    headers = (
+        "column",
+        "method",
+        "count",
+        "null/NaN",
+        "±inf",
+        "mean",
+        "std",
+        "min",
+        "q25",
+        "median",
+        "q75",
+        "max",
+        "params",
+    )
     for header in headers:
         table.add_column(header, justify="left" if header in ("column", "method", "params") else "right")
     for name, column in stats.columns.items():
@@ -170,9 +198,19 @@ def _stats_table(stats: Any) -> Table:
         q = s.quantiles
         params = ", ".join(f"{k}={_fmt(v)}" for k, v in column.scaler.params.items())
         table.add_row(
-            name, column.scaler.method, f"{s.count:,}", f"{s.nulls + s.nans:,}", f"{s.posinf + s.neginf:,}",
-            _fmt(s.mean), _fmt(s.std), _fmt(s.min), _fmt(q.get(0.25)), _fmt(q.get(0.5)), _fmt(q.get(0.75)),
-            _fmt(s.max), params,
+            name,
+            column.scaler.method,
+            f"{s.count:,}",
+            f"{s.nulls + s.nans:,}",
+            f"{s.posinf + s.neginf:,}",
+            _fmt(s.mean),
+            _fmt(s.std),
+            _fmt(s.min),
+            _fmt(q.get(0.25)),
+            _fmt(q.get(0.5)),
+            _fmt(q.get(0.75)),
+            _fmt(s.max),
+            params,
         )
     return table
 
@@ -199,9 +237,18 @@ def fit(
     from normpipe import api
 
     cfg = _build_config(
-        config, source=source, stats=stats, method=method, overrides=_overrides(override),
-        columns=_split(columns), exclude=_split(exclude), sketch_k=sketch_k, scheduler=scheduler,
-        workers=workers, threads_per_worker=threads_per_worker, memory_limit=memory_limit,
+        config,
+        source=source,
+        stats=stats,
+        method=method,
+        overrides=_overrides(override),
+        columns=_split(columns),
+        exclude=_split(exclude),
+        sketch_k=sketch_k,
+        scheduler=scheduler,
+        workers=workers,
+        threads_per_worker=threads_per_worker,
+        memory_limit=memory_limit,
     )
     if not cfg.stats:
         raise ConfigError("missing --stats: where to save the stats artifact, e.g. --stats stats.json")
@@ -231,8 +278,15 @@ def transform(
     from normpipe import api
 
     cfg = _build_config(
-        config, source=source, stats=stats, output=output, dtype=dtype, overwrite=overwrite,
-        scheduler=scheduler, workers=workers, threads_per_worker=threads_per_worker,
+        config,
+        source=source,
+        stats=stats,
+        output=output,
+        dtype=dtype,
+        overwrite=overwrite,
+        scheduler=scheduler,
+        workers=workers,
+        threads_per_worker=threads_per_worker,
         memory_limit=memory_limit,
     )
     started = time.perf_counter()
@@ -266,10 +320,21 @@ def run(
 ) -> None:
     """Fit, then transform: normalized SOURCE in --output, stats in OUTPUT/_stats.json (or --stats)."""
     cfg = _build_config(
-        config, source=source, output=output, stats=stats, method=method,
-        overrides=_overrides(override), columns=_split(columns), exclude=_split(exclude),
-        dtype=dtype, sketch_k=sketch_k, overwrite=overwrite, scheduler=scheduler, workers=workers,
-        threads_per_worker=threads_per_worker, memory_limit=memory_limit,
+        config,
+        source=source,
+        output=output,
+        stats=stats,
+        method=method,
+        overrides=_overrides(override),
+        columns=_split(columns),
+        exclude=_split(exclude),
+        dtype=dtype,
+        sketch_k=sketch_k,
+        overwrite=overwrite,
+        scheduler=scheduler,
+        workers=workers,
+        threads_per_worker=threads_per_worker,
+        memory_limit=memory_limit,
     )
     _run_and_report(cfg, progress)
 
@@ -305,15 +370,18 @@ def inspect(
         typer.echo(json.dumps(doc, indent=2))
         return
     console.print(_stats_table(artifact))
-    console.print(f"dataset: {artifact.dataset['source']} ({len(artifact.dataset['files'])} files)  sha256 {artifact.sha256[:16]}…")
+    console.print(
+        f"dataset: {artifact.dataset['source']} ({len(artifact.dataset['files'])} files)  "
+        f"sha256 {artifact.sha256[:16]}…"
+    )
 
 
 @app.command()
 @_clean_errors
 def demo(
-    directory: Annotated[Path, typer.Option("--dir", help="Where to put the example data and output.")] = Path(
-        "normpipe-demo"
-    ),
+    directory: Annotated[
+        Path, typer.Option("--dir", help="Where to put the example data and output.")
+    ] = Path("normpipe-demo"),
     rows: Annotated[int, typer.Option("--rows", min=1, help="Rows of example data.")] = 1_000_000,
     workers: WorkersOpt = None,
     progress: ProgressOpt = None,
@@ -333,9 +401,16 @@ def demo(
         generate(data, rows, 8, seed=0, partitions=("east", "west"), workers=2)
         marker.write_text(json.dumps(wanted))
     cfg = _build_config(
-        None, source=str(data), output=str(directory / "output"), overwrite=True,
-        overrides={"outliers": "robust", "uniform": "minmax"}, exclude=["id"], scheduler=None,
-        workers=workers, threads_per_worker=None, memory_limit=None,
+        None,
+        source=str(data),
+        output=str(directory / "output"),
+        overwrite=True,
+        overrides={"outliers": "robust", "uniform": "minmax"},
+        exclude=["id"],
+        scheduler=None,
+        workers=workers,
+        threads_per_worker=None,
+        memory_limit=None,
     )
     _run_and_report(cfg, progress)
 

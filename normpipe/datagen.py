@@ -22,7 +22,9 @@ __all__ = ["FEATURES", "generate"]
 Generator = Callable[[np.random.Generator, int], npt.NDArray[np.generic]]
 
 
-def _with_nan(values: npt.NDArray[np.float64], rng: np.random.Generator, share: float) -> npt.NDArray[np.float64]:
+def _with_nan(
+    values: npt.NDArray[np.float64], rng: np.random.Generator, share: float
+) -> npt.NDArray[np.float64]:
     values[rng.random(values.size) < share] = np.nan
     return values
 
@@ -63,7 +65,10 @@ def _write_file(
         columns[name] = pa.array(FEATURES[name](rng, rows))
     path.parent.mkdir(parents=True, exist_ok=True)
     pq.write_table(
-        pa.table(columns), path, row_group_size=row_group_size, compression="snappy",
+        pa.table(columns),
+        path,
+        row_group_size=row_group_size,
+        compression="snappy",
         use_dictionary=["key"],
     )
 

@@ -24,7 +24,15 @@ from fsspec.implementations.local import LocalFileSystem
 
 from normpipe.errors import InputError
 
-__all__ = ["Dataset", "SourceFile", "check_file_schema", "discover", "is_numeric", "pandas_index_columns", "select_columns"]
+__all__ = [
+    "Dataset",
+    "SourceFile",
+    "check_file_schema",
+    "discover",
+    "is_numeric",
+    "pandas_index_columns",
+    "select_columns",
+]
 
 _GLOB_CHARS = frozenset("*?[")
 
@@ -172,7 +180,8 @@ def select_columns(
 ) -> list[str]:
     """The numeric columns to analyze, in schema order.
 
-    ``columns=None`` means every numeric column except stored pandas indexes. Columns named in ``columns`` must
+    ``columns=None`` means every numeric column except stored pandas indexes. Columns
+    named in ``columns`` must
     exist and be numeric; names in ``exclude`` must exist.
     """
     names = schema.names

@@ -13,9 +13,10 @@ from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any, TypeVar
 
+import dask
 from distributed import Client, Future, LocalCluster, as_completed
 
-from normpipe.analyzers import analyze_file
+from normpipe.analyzers import analyze_file, merge_states
 from normpipe.config import ClusterConfig
 from normpipe.core.column import TableState
 from normpipe.dataset import Dataset
@@ -51,25 +52,40 @@ def dask_client(config: ClusterConfig | None = None) -> Iterator[Client]:
             yield client
         return
     workers = config.workers or max(1, min(os.cpu_count() or 1, 8) // config.threads_per_worker)
-    cluster = LocalCluster(
-        n_workers=workers,
-        threads_per_worker=config.threads_per_worker,
-        memory_limit=config.memory_limit,
-        processes=config.processes,
-        dashboard_address=None,
-        silence_logs=logging.WARNING,
-    )
+    # normpipe's tasks keep only small states in worker memory, so spilling to disk
+    # cannot help, and pausing at 80% would stall workers whose imports alone (Python,
+    # distributed, pandas, pyarrow: about 150 MB) fill a small limit. The nanny still
+    # restarts a worker above 95%; per-task memory is bounded by the row-group size.
+    # Arrow's system allocator and few malloc arenas hand freed decode buffers back
+    # to the OS (mimalloc kept 20-40 MB more per worker in our measurements), and
+    # the statistical profiler's samples are not worth their memory here.
+    environ = {"ARROW_DEFAULT_MEMORY_POOL": "system", "MALLOC_ARENA_MAX": "2"}
+    settings = {
+        "distributed.worker.memory.target": False,
+        "distributed.worker.memory.spill": False,
+        "distributed.worker.memory.pause": False,
+        "distributed.worker.profile.enabled": False,
+        **{f"distributed.nanny.pre-spawn-environ.{k}": v for k, v in environ.items()},
+    }
+    # Given to each nanny too, so that restarted worker processes keep the settings.
+    nanny = {"config": settings} if config.processes else {}
+    with dask.config.set(settings):
+        cluster = LocalCluster(
+            n_workers=workers,
+            threads_per_worker=config.threads_per_worker,
+            memory_limit=config.memory_limit,
+            processes=config.processes,
+            dashboard_address=None,
+            silence_logs=logging.ERROR,
+            **nanny,
+        )
     with cluster, Client(cluster) as client:
         yield client
 
 
-def _merge_states(*states: TableState) -> TableState:
-    return TableState.merge_all(states)
-
-
 def tree_reduce(
-    client: Client, futures: Sequence[Future], combine: Callable[..., T], split_every: int
-) -> Future:
+    client: Client, futures: Sequence[Future[Any]], combine: Callable[..., T], split_every: int
+) -> Future[Any]:
     """Combine futures level by level, ``split_every`` at a time, on the cluster."""
     level = list(futures)
     while len(level) > 1:
@@ -80,16 +96,22 @@ def tree_reduce(
     return level[0]
 
 
-def _wait(futures: Sequence[Future], phase: str, progress: Progress | None) -> None:
-    """Report progress as ``futures`` finish; raise the first task error."""
+def _wait(futures: list[Future[Any]], phase: str, progress: Progress | None, keep: bool = True) -> None:
+    """Report progress as ``futures`` finish; raise the first task error.
+
+    With ``keep=False`` the list is emptied, so that each result is released as soon
+    as it is reported and consumed by its dependents (the tree reduction's merges),
+    instead of staying in worker memory until the end.
+    """
     total = len(futures)
-    done = 0
     if progress:
         progress(phase, 0, total)
-    for future in as_completed(futures):
+    pending = as_completed(futures)
+    if not keep:
+        futures.clear()
+    for done, future in enumerate(pending, start=1):
         if future.status == "error":
             future.result()  # re-raises the task's exception
-        done += 1
         if progress:
             progress(phase, done, total)
 
@@ -103,13 +125,10 @@ def analyze(
     progress: Progress | None = None,
 ) -> TableState:
     """One pass over every file of ``dataset``: the merged state of ``columns``."""
-    leaves = [
-        client.submit(analyze_file, f, dataset.fs, list(columns), k, pure=False) for f in dataset.files
-    ]
-    root = tree_reduce(client, leaves, _merge_states, split_every)
+    leaves = [client.submit(analyze_file, f, dataset.fs, list(columns), k, pure=False) for f in dataset.files]
+    root = tree_reduce(client, leaves, merge_states, split_every)
     try:
-        _wait(leaves, "fit", progress)
-        del leaves
+        _wait(leaves, "fit", progress, keep=False)
         result: TableState = root.result()
         return result
     finally:

@@ -98,9 +98,7 @@ class Robust(_Spec):
     def _check_range(self) -> Robust:
         low, high = self.quantile_range
         if not 0.0 <= low < high <= 100.0:
-            raise ValueError(
-                f"quantile_range must satisfy 0 <= low < high <= 100, got {self.quantile_range}"
-            )
+            raise ValueError(f"quantile_range must satisfy 0 <= low < high <= 100, got {self.quantile_range}")
         if self.unit_variance and (low == 0.0 or high == 100.0):
             raise ValueError("unit_variance needs a quantile_range strictly inside (0, 100)")
         return self

@@ -76,7 +76,9 @@ def check_output(output: Path, dataset: Dataset, overwrite: bool) -> None:
             )
     if output.exists() or output.is_symlink():
         if not overwrite:
-            raise OutputError(f"{output} already exists; pass --overwrite to replace it, or choose another --output")
+            raise OutputError(
+                f"{output} already exists; pass --overwrite to replace it, or choose another --output"
+            )
         if not output.is_dir():
             raise OutputError(f"{output} exists and is not a directory; remove it or choose another --output")
         if any(output.iterdir()) and not (output / SUCCESS).is_file():
@@ -136,10 +138,13 @@ def transform_file(
     ]
     dest = Path(dest_root, file.relpath)
     dest.parent.mkdir(parents=True, exist_ok=True)
-    with pq.ParquetWriter(dest, target_schema, compression="snappy", use_dictionary=dictionary_columns) as out:
+    with pq.ParquetWriter(
+        dest, target_schema, compression="snappy", use_dictionary=dictionary_columns
+    ) as out:
         for i in range(parquet.num_row_groups):
             block = transform_table(parquet.read_row_group(i), scalers, dtype)
             out.write_table(block.replace_schema_metadata(metadata), row_group_size=max(block.num_rows, 1))
+    pa.default_memory_pool().release_unused()
     written = pq.ParquetFile(dest).metadata.num_rows
     return {
         "path": file.relpath,
@@ -149,7 +154,9 @@ def transform_file(
     }
 
 
-def write_manifest(directory: Path, files: list[dict[str, Any]], stats_sha256: str, source: str) -> dict[str, Any]:
+def write_manifest(
+    directory: Path, files: list[dict[str, Any]], stats_sha256: str, source: str
+) -> dict[str, Any]:
     """Write ``_SUCCESS``: per-file and total row counts; returns the manifest."""
     rows_in = sum(f["rows_in"] for f in files)
     rows_out = sum(f["rows_out"] for f in files)

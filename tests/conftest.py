@@ -21,7 +21,10 @@ def client() -> Iterator[Client]:
     """An in-process cluster: fast to start, shares the test's filesystem."""
     with (
         LocalCluster(
-            n_workers=1, threads_per_worker=2, processes=False, dashboard_address=None,
+            n_workers=1,
+            threads_per_worker=2,
+            processes=False,
+            dashboard_address=None,
             silence_logs=logging.WARNING,
         ) as cluster,
         Client(cluster) as c,
@@ -37,7 +40,9 @@ def write_parts(tmp_path: Path) -> WriteParts:
     """Write a frame as Parquet files of the given row counts; returns the directory."""
 
     def write(
-        frame: pd.DataFrame | pa.Table, sizes: Sequence[int] | None = None, name: str = "data",
+        frame: pd.DataFrame | pa.Table,
+        sizes: Sequence[int] | None = None,
+        name: str = "data",
         row_group_size: int | None = None,
     ) -> Path:
         table = frame if isinstance(frame, pa.Table) else to_arrow(frame)
@@ -47,8 +52,9 @@ def write_parts(tmp_path: Path) -> WriteParts:
         directory.mkdir(parents=True, exist_ok=True)
         start = 0
         for i, size in enumerate(sizes):
-            pq.write_table(table.slice(start, size), directory / f"part-{i:04d}.parquet",
-                           row_group_size=row_group_size)
+            pq.write_table(
+                table.slice(start, size), directory / f"part-{i:04d}.parquet", row_group_size=row_group_size
+            )
             start += size
         return directory
 

@@ -31,7 +31,9 @@ def stats_of(frame: pd.DataFrame, method: Any = "zscore", k: int = 4000, **overr
     state = TableState.from_block(table, columns, k)
     specs = {c: parse_scaler(overrides.get(c, method)) for c in columns}
     dtypes = {c: str(table.schema.field(c).type) for c in columns}
-    return Stats.from_state(state, specs, dtypes, k, {"source": "memory", "root": "", "sha256": "", "files": []})
+    return Stats.from_state(
+        state, specs, dtypes, k, {"source": "memory", "root": "", "sha256": "", "files": []}
+    )
 
 
 def true_rank_interval(values: np.ndarray, estimate: float) -> tuple[float, float]:

@@ -55,11 +55,16 @@ def test_split_invariance_through_dask(
         got = stats.columns[name].summary
         want = expected.summary
         assert (got.count, got.nulls, got.nans, got.posinf, got.neginf) == (
-            want.count, want.nulls, want.nans, want.posinf, want.neginf,
+            want.count,
+            want.nulls,
+            want.nans,
+            want.posinf,
+            want.neginf,
         )
         for field in ("mean", "std", "min", "max"):
             np.testing.assert_allclose(getattr(got, field), getattr(want, field), rtol=1e-12, equal_nan=True)
-    assert stats.summary("normal").nans == len(range(0, n, 17)) and stats.summary("normal").posinf == 1
+    assert stats.summary("normal").nans == len(range(0, n, 17))
+    assert stats.summary("normal").posinf == 1
 
 
 def test_fit_transform_matches_pandas_path(
@@ -67,7 +72,9 @@ def test_fit_transform_matches_pandas_path(
 ) -> None:
     frame = frame_with_everything(rng, 1000)
     source = write_parts(frame, [300, 0, 450, 250], row_group_size=100)
-    stats = normpipe.fit(source, client=client, method="robust", overrides={"ints": "minmax", "f32": "maxabs"})
+    stats = normpipe.fit(
+        source, client=client, method="robust", overrides={"ints": "minmax", "f32": "maxabs"}
+    )
     manifest = normpipe.transform(source, stats, tmp_path / "out", client=client, dtype="float64")
     out = pd.read_parquet(tmp_path / "out")
     expected = stats.transform(frame)
@@ -103,7 +110,8 @@ def test_run_float32_hive_layout_and_nulls(client: Client, tmp_path: Path, rng: 
     stats, manifest = normpipe.run(source, tmp_path / "out", client=client, dtype="float32")
     assert manifest["stats"] == str(tmp_path / "out" / "_stats.json")
     assert Stats.load(manifest["stats"]).sha256 == manifest["stats_sha256"]
-    assert stats.summary("x").nulls == 40 and stats.summary("x").nans == 0
+    assert stats.summary("x").nulls == 40
+    assert stats.summary("x").nans == 0
     for rel, table in tables.items():
         out = pq.read_table(tmp_path / "out" / rel)
         assert out.schema.field("x").type == pa.float32()
@@ -165,7 +173,7 @@ def test_stats_option_writes_artifact_outside_output(
     client: Client, write_parts: WriteParts, tmp_path: Path, rng: np.random.Generator
 ) -> None:
     source = write_parts(pd.DataFrame({"x": rng.normal(size=50)}))
-    stats, manifest = normpipe.run(source, tmp_path / "out", client=client, stats=str(tmp_path / "s.json"))
+    _, manifest = normpipe.run(source, tmp_path / "out", client=client, stats=str(tmp_path / "s.json"))
     assert not (tmp_path / "out" / "_stats.json").exists()
     assert Stats.load(tmp_path / "s.json").sha256 == manifest["stats_sha256"]
     again = normpipe.transform(source, tmp_path / "s.json", tmp_path / "out2", client=client)

@@ -21,7 +21,9 @@ METHODS = st.sampled_from(["zscore", "minmax", "robust", "maxabs"])
 
 
 def same_stats(a: Stats, b: Stats) -> None:
-    assert a.rows == b.rows and a.k == b.k and list(a.columns) == list(b.columns)
+    assert a.rows == b.rows
+    assert a.k == b.k
+    assert list(a.columns) == list(b.columns)
     for name in a.columns:
         ca, cb = a.columns[name], b.columns[name]
         assert ca.scaler == cb.scaler
@@ -64,7 +66,9 @@ def test_all_nan_column_saves_nulls(tmp_path: Path) -> None:
     stats = stats_of(pd.DataFrame({"x": [np.nan, np.nan]}))
     stats.save(tmp_path / "s.json")
     column = json.loads((tmp_path / "s.json").read_text())["columns"]["x"]
-    assert column["mean"] is None and column["min"] is None and column["nans"] == 2
+    assert column["mean"] is None
+    assert column["min"] is None
+    assert column["nans"] == 2
     assert Stats.load(tmp_path / "s.json").transform(pd.DataFrame({"x": [1.0]}))["x"].iloc[0] == 1.0
 
 
@@ -84,8 +88,14 @@ def saved(tmp_path: Path, diabetes: pd.DataFrame) -> Path:
         (lambda text: "[1, 2]", "not a normpipe stats file"),
         (lambda text: text.replace('"version": 1', '"version": 99'), "newer than this normpipe reads"),
         (lambda text: text.replace('"version": 1', '"version": "one"'), "invalid artifact version"),
-        (lambda text: text.replace('"method": "zscore"', '"method": "softmax"', 1), "invalid stats artifact at"),
-        (lambda text: text.replace('"count": ', '"count": -', 1), "invalid stats artifact at 'columns.age.count'"),
+        (
+            lambda text: text.replace('"method": "zscore"', '"method": "softmax"', 1),
+            "invalid stats artifact at",
+        ),
+        (
+            lambda text: text.replace('"count": ', '"count": -', 1),
+            "invalid stats artifact at 'columns.age.count'",
+        ),
         (lambda text: text.replace('"sketch": "', '"sketch": "AAAA', 1), "damaged quantile sketch"),
     ],
 )
@@ -93,7 +103,8 @@ def test_malformed_artifacts_are_rejected(saved: Path, mutate, message: str) -> 
     saved.write_text(mutate(saved.read_text()))
     with pytest.raises(ArtifactError, match=message) as info:
         Stats.load(saved)
-    assert str(saved) in str(info.value) and "\n" not in str(info.value)
+    assert str(saved) in str(info.value)
+    assert "\n" not in str(info.value)
 
 
 def test_missing_file_and_directory(tmp_path: Path) -> None:
@@ -122,5 +133,6 @@ def test_nullable_and_integer_frames(diabetes: pd.DataFrame) -> None:
     frame = pd.DataFrame({"a": pd.array([1, None, 3], dtype="Int64"), "b": [1.0, 2.0, 3.0]})
     stats = stats_of(frame.astype({"a": "float64"}))
     out = stats.transform(frame)
-    assert np.isnan(out["a"].iloc[1]) and out["a"].iloc[0] == -1.0
+    assert np.isnan(out["a"].iloc[1])
+    assert out["a"].iloc[0] == -1.0
     assert_roundtrip(stats, frame.astype({"a": "float64"}))

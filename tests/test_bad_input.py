@@ -44,7 +44,8 @@ def cli(tmp_path: Path) -> Run:
 def assert_clean_failure(result: Result, *fragments: str) -> None:
     assert result.code == 2, (result.code, result.stdout, result.stderr)
     lines = result.stderr.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("error: "), result.stderr
+    assert len(lines) == 1, result.stderr
+    assert lines[0].startswith("error: "), result.stderr
     assert "Traceback" not in result.stderr + result.stdout
     for fragment in fragments:
         assert fragment in lines[0], (fragment, lines[0])
@@ -74,7 +75,9 @@ def test_folder_without_parquet_files(cli: Run, tmp_path: Path) -> None:
     (empty / ".hidden").mkdir(parents=True)
     (empty / "_SUCCESS").write_text("")
     (empty / ".hidden" / "x.parquet").write_text("")
-    assert_clean_failure(cli("fit", empty, "--stats", tmp_path / "s.json"), str(empty), "no Parquet files found")
+    assert_clean_failure(
+        cli("fit", empty, "--stats", tmp_path / "s.json"), str(empty), "no Parquet files found"
+    )
     assert not (tmp_path / "s.json").exists()
 
 
@@ -82,8 +85,11 @@ def test_folder_without_parquet_files(cli: Run, tmp_path: Path) -> None:
 def test_corrupt_parquet_file_is_named(cli: Run, good: Path, tmp_path: Path, damage: str) -> None:
     bad = good / "p9.parquet"
     data = (good / "p0.parquet").read_bytes()
-    bad.write_bytes({"random": np.random.default_rng(0).bytes(500), "truncated": data[: len(data) - 20],
-                     "empty": b""}[damage])
+    bad.write_bytes(
+        {"random": np.random.default_rng(0).bytes(500), "truncated": data[: len(data) - 20], "empty": b""}[
+            damage
+        ]
+    )
     result = cli("run", good, "--output", tmp_path / "out")
     assert_clean_failure(result, str(bad), "not a readable Parquet file")
     assert no_output(tmp_path)
@@ -142,10 +148,15 @@ def test_existing_output_without_overwrite(cli: Run, good: Path, tmp_path: Path)
 
 @pytest.mark.parametrize(
     ("content", "fragment"),
-    [("{}", "not a normpipe stats file"), ("hello", "invalid JSON"), ('{"format": "normpipe.stats", "version": 7}',
-                                                                        "upgrade normpipe")],
+    [
+        ("{}", "not a normpipe stats file"),
+        ("hello", "invalid JSON"),
+        ('{"format": "normpipe.stats", "version": 7}', "upgrade normpipe"),
+    ],
 )
-def test_stats_file_not_an_artifact(cli: Run, good: Path, tmp_path: Path, content: str, fragment: str) -> None:
+def test_stats_file_not_an_artifact(
+    cli: Run, good: Path, tmp_path: Path, content: str, fragment: str
+) -> None:
     stats = tmp_path / "s.json"
     stats.write_text(content)
     result = cli("transform", good, "--stats", stats, "--output", tmp_path / "out")
@@ -200,7 +211,9 @@ def test_bad_options(cli: Run, good: Path, tmp_path: Path) -> None:
 
 
 def test_unreachable_scheduler(cli: Run, good: Path, tmp_path: Path) -> None:
-    result = cli("fit", good, "--stats", tmp_path / "s.json", "--scheduler", "tcp://127.0.0.1:1", config=False)
+    result = cli(
+        "fit", good, "--stats", tmp_path / "s.json", "--scheduler", "tcp://127.0.0.1:1", config=False
+    )
     assert_clean_failure(result, "cannot reach the Dask scheduler at tcp://127.0.0.1:1")
 
 
@@ -212,4 +225,5 @@ def test_pandas_written_frame_with_nan(cli: Run, tmp_path: Path) -> None:
     result = cli("run", directory, "--output", tmp_path / "out")
     assert result.code == 0, result.stderr
     out = pd.read_parquet(tmp_path / "out")
-    assert out.index.tolist() == [5, 6, 7] and np.isnan(out["x"].iloc[1])
+    assert out.index.tolist() == [5, 6, 7]
+    assert np.isnan(out["x"].iloc[1])

@@ -23,12 +23,12 @@ __all__ = ["ColumnState", "ColumnSummary", "TableState", "to_float64"]
 def to_float64(block: pa.Array | pa.ChunkedArray | npt.NDArray[np.generic]) -> npt.NDArray[np.float64]:
     """A float64 numpy view or copy of a numeric block; nulls become NaN."""
     if isinstance(block, np.ndarray):
-        return block if block.dtype == np.float64 else block.astype(np.float64)
+        return np.asarray(block, dtype=np.float64)
     if isinstance(block, pa.ChunkedArray):
         block = block.combine_chunks() if block.num_chunks != 1 else block.chunk(0)
     if not pa.types.is_float64(block.type):
         block = block.cast(pa.float64())
-    return block.to_numpy(zero_copy_only=False)
+    return np.asarray(block.to_numpy(zero_copy_only=False), dtype=np.float64)
 
 
 @dataclass(frozen=True, slots=True)

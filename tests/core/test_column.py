@@ -21,8 +21,11 @@ def test_counts_every_kind_of_missing_value() -> None:
 def test_all_nan_column_finalizes_to_nan() -> None:
     s = ColumnState.from_block(np.full(10, np.nan), 200)
     summary = s.finalize([0.5])
-    assert summary.count == 0 and summary.nans == 10
-    assert all(np.isnan(v) for v in (summary.mean, summary.std, summary.min, summary.max, summary.quantiles[0.5]))
+    assert summary.count == 0
+    assert summary.nans == 10
+    assert all(
+        np.isnan(v) for v in (summary.mean, summary.std, summary.min, summary.max, summary.quantiles[0.5])
+    )
 
 
 def test_integer_and_float32_blocks() -> None:
@@ -37,7 +40,8 @@ def test_chunked_and_empty_blocks() -> None:
     s = ColumnState.from_block(chunked, 200)
     assert (s.moments.count, s.nulls) == (3, 1)
     empty = ColumnState.from_block(pa.array([], type=pa.float64()), 200)
-    assert empty.rows == 0 and empty.sketch.is_empty
+    assert empty.rows == 0
+    assert empty.sketch.is_empty
 
 
 def test_table_state_merges_rows_and_columns() -> None:
@@ -45,7 +49,8 @@ def test_table_state_merges_rows_and_columns() -> None:
     t2 = pa.table({"a": [3.0], "b": [None]}, schema=pa.schema([("a", pa.float64()), ("b", pa.int64())]))
     merged = TableState.from_block(t1, ["a", "b"], 200).merge(TableState.from_block(t2, ["a", "b"], 200))
     assert merged.rows == 3
-    assert merged.columns["a"].moments.mean == 2.0 and merged.columns["b"].nulls == 1
+    assert merged.columns["a"].moments.mean == 2.0
+    assert merged.columns["b"].nulls == 1
 
 
 def _same(a: ColumnState, b: ColumnState) -> None:
@@ -64,5 +69,6 @@ def test_merge_properties(a: ColumnState, b: ColumnState, c: ColumnState) -> Non
     _same(a.merge(b).merge(c), a.merge(b.merge(c)))
     _same(a.merge(b), b.merge(a))
     empty = ColumnState.empty(a.sketch.k)
-    assert a.merge(empty) == a and empty.merge(a) == a
+    assert a.merge(empty) == a
+    assert empty.merge(a) == a
     assert a.merge(b).rows == a.rows + b.rows

@@ -39,7 +39,9 @@ def test_small_inputs_are_exact(rng: np.random.Generator) -> None:
 def test_empty_merge_and_serialization() -> None:
     empty = QuantileSketch(200)
     full = QuantileSketch.from_block(np.arange(10.0), 200)
-    assert empty.is_empty and empty.merge(full) is full and full.merge(empty) is full
+    assert empty.is_empty
+    assert empty.merge(full) is full
+    assert full.merge(empty) is full
     assert np.isnan(empty.quantiles([0.5])[0])
     again = QuantileSketch.from_base64(full.to_base64(), 200)
     assert again.quantiles(PROBS) == full.quantiles(PROBS)

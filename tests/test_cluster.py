@@ -1,0 +1,173 @@
+"""Real processes: separate `dask scheduler` / `dask worker`, and workers with 200 MB
+of memory on a dataset larger than all of it."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pyarrow.parquet as pq
+import pytest
+
+import normpipe
+from normpipe.config import ClusterConfig
+from normpipe.datagen import generate
+from normpipe.engine import dask_client
+from tests.helpers import assert_rank_close
+
+pytestmark = pytest.mark.slow
+
+BIN = Path(sys.executable).parent
+
+
+@pytest.fixture
+def scheduler(tmp_path: Path) -> Iterator[str]:
+    """A scheduler and two single-threaded workers, each its own process, on 127.0.0.1."""
+    info = tmp_path / "scheduler.json"
+    env = {**os.environ, "DASK_LOGGING__DISTRIBUTED": "error"}
+    procs = [
+        subprocess.Popen(
+            [
+                BIN / "dask",
+                "scheduler",
+                "--host",
+                "127.0.0.1",
+                "--port",
+                "0",
+                "--no-dashboard",
+                "--scheduler-file",
+                info,
+            ],
+            env=env,
+        )
+    ]
+    try:
+        deadline = time.monotonic() + 60
+        while not info.exists() and time.monotonic() < deadline:
+            time.sleep(0.2)
+        address = json.loads(info.read_text())["address"]
+        for _ in range(2):
+            procs.append(
+                subprocess.Popen(
+                    [
+                        BIN / "dask",
+                        "worker",
+                        address,
+                        "--nthreads",
+                        "1",
+                        "--no-dashboard",
+                        "--host",
+                        "127.0.0.1",
+                        "--memory-limit",
+                        "1GB",
+                    ],
+                    env=env,
+                )
+            )
+        from distributed import Client
+
+        with Client(address, timeout="30s") as client:
+            client.wait_for_workers(2, timeout=60)
+        yield address
+    finally:
+        for proc in reversed(procs):
+            proc.terminate()
+        for proc in procs:
+            proc.wait(timeout=30)
+
+
+def test_end_to_end_on_separate_scheduler_and_workers(scheduler: str, tmp_path: Path) -> None:
+    source = tmp_path / "data"
+    generate(source, 40_000, 4, seed=3, partitions=("a", "b"))
+    out = tmp_path / "out"
+    cmd = [
+        BIN / "normpipe",
+        "run",
+        source,
+        "--output",
+        out,
+        "--scheduler",
+        scheduler,
+        "--method",
+        "robust",
+        "--exclude",
+        "id",
+    ]
+    done = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    assert str(out) in done.stdout
+    stats = normpipe.Stats.load(out / "_stats.json")
+    frame = pd.read_parquet(source)
+    result = pd.read_parquet(out)
+    for name in ("normal", "lognormal_nan", "counts"):
+        values = frame[name].to_numpy(dtype=float)
+        assert stats.summary(name).mean == pytest.approx(np.nanmean(values), rel=1e-12)
+        assert_rank_close(values, stats.scalers[name].params["center"], 0.5, stats.summary(name).rank_error)
+        np.testing.assert_array_equal(result[name].to_numpy(), stats.transform_column(name, values))
+    assert (result["key"] == frame["key"]).all()
+    assert (result["id"] == frame["id"]).all()
+    # A bad input through the real CLI: one line, exit 2, nothing written.
+    bad = subprocess.run(
+        [
+            BIN / "normpipe",
+            "run",
+            tmp_path / "missing",
+            "--output",
+            tmp_path / "o2",
+            "--scheduler",
+            scheduler,
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert bad.returncode == 2
+    assert bad.stderr.count("\n") == 1
+    assert "Traceback" not in bad.stderr
+    assert bad.stderr.startswith("error: ")
+    assert not (tmp_path / "o2").exists()
+
+
+def _peak_rss_bytes() -> int:
+    """The worker's peak resident memory since it started (VmHWM; unlike ru_maxrss it
+    does not carry over the parent's peak across fork and exec)."""
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) * 1024
+    raise AssertionError("no VmHWM in /proc/self/status")
+
+
+def test_larger_than_memory_with_200mb_workers(tmp_path: Path) -> None:
+    source = tmp_path / "big"
+    generate(source, 14_000_000, 28, seed=7, row_group_size=16_384, workers=2)
+    size = sum(p.stat().st_size for p in source.rglob("*.parquet"))
+    assert size >= 1_000_000_000  # 1 GB on disk, 2.5x the workers' memory together
+    with dask_client(ClusterConfig(workers=2, threads_per_worker=1, memory_limit="200MB")) as client:
+        before = client.run(os.getpid)
+        stats, manifest = normpipe.run(source, tmp_path / "out", client=client, exclude=["id"])
+        after = client.run(os.getpid)
+        peaks = client.run(_peak_rss_bytes)
+    assert before == after, "a worker was restarted"
+    assert len(after) == 2
+    assert max(peaks.values()) < 200_000_000
+    assert stats.rows == manifest["rows_out"] == 14_000_000
+    for name in ("normal", "lognormal_nan"):
+        values = pq.read_table(source, columns=[name]).column(0).to_numpy()
+        summary = stats.summary(name)
+        assert summary.count == np.isfinite(values).sum()
+        assert summary.mean == pytest.approx(np.nanmean(values), rel=1e-10)
+        assert summary.std == pytest.approx(np.nanstd(values), rel=1e-10)
+        assert (summary.min, summary.max) == (np.nanmin(values), np.nanmax(values))
+        for p in (0.25, 0.5, 0.75):
+            assert_rank_close(values, summary.quantiles[p], p, summary.rank_error)
+    for rel in ("part-00000.parquet", "part-00027.parquet"):
+        src = pq.read_table(source / rel, columns=["normal"]).column(0).to_numpy()
+        out = pq.read_table(tmp_path / "out" / rel, columns=["normal"]).column(0).to_numpy()
+        np.testing.assert_array_equal(out, stats.transform_column("normal", src))
