@@ -417,3 +417,7 @@ def demo(
 
 def entrypoint() -> None:  # pragma: no cover - console script
     app()
+
+
+if __name__ == "__main__":  # pragma: no cover - python -m normpipe.cli
+    entrypoint()

@@ -75,7 +75,7 @@ def dask_client(config: ClusterConfig | None = None) -> Iterator[Client]:
             threads_per_worker=config.threads_per_worker,
             memory_limit=config.memory_limit,
             processes=config.processes,
-            dashboard_address=None,
+            dashboard_address=":0",
             silence_logs=logging.ERROR,
             **nanny,
         )

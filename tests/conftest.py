@@ -24,7 +24,7 @@ def client() -> Iterator[Client]:
             n_workers=1,
             threads_per_worker=2,
             processes=False,
-            dashboard_address=None,
+            dashboard_address=":0",
             silence_logs=logging.WARNING,
         ) as cluster,
         Client(cluster) as c,
