@@ -69,13 +69,16 @@ def main() -> None:
         values = pq.read_table(data, columns=[name]).column(0).to_numpy()
         errors[name] = max(rank_error(values, stats.summary(name).quantiles[p], p) for p in (0.25, 0.5, 0.75))
     rows = stats.rows
-    print(f"| dataset | {rows:,} rows, {len(stats.columns)} numeric + 2 other columns, "
-          f"{args.files} files, {size / 1e9:.2f} GB (generated in {generated:.0f} s) |")
+    print(
+        f"| dataset | {rows:,} rows, {len(stats.columns)} numeric + 2 other columns, "
+        f"{args.files} files, {size / 1e9:.2f} GB (generated in {generated:.0f} s) |"
+    )
     print("|---|---|")
     print(f"| fit | {fit_s:.1f} s, {rows / fit_s / 1e6:.2f} M rows/s, {size / fit_s / 1e6:.0f} MB/s |")
     print(f"| transform (read + write) | {transform_s:.1f} s, {rows / transform_s / 1e6:.2f} M rows/s |")
     print(f"| peak RSS per worker | {max(peaks.values()) / 2**20:.0f} MiB (limit {args.memory_limit}) |")
-    print(f"| stated rank error (KLL k={stats.k}) | {stats.summary(next(iter(stats.columns))).rank_error:.1e} |")
+    stated = stats.summary(next(iter(stats.columns))).rank_error
+    print(f"| stated rank error (KLL k={stats.k}) | {stated:.1e} |")
     worst = max(errors, key=errors.__getitem__)
     print(f"| measured max rank error, q=.25/.5/.75 | {errors[worst]:.1e} ({worst}) |")
     shutil.rmtree(out, ignore_errors=True)

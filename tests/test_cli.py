@@ -40,12 +40,14 @@ def test_demo_runs_end_to_end_and_reruns_idempotently(tmp_path: Path) -> None:
     code, out, err = invoke("demo", "--dir", tmp_path / "demo", "--rows", 20_000, "--workers", 1)
     assert code == 0, err
     output = tmp_path / "demo" / "output"
-    assert f"output: {output.absolute()}" in out and "_stats.json" in out
+    assert f"output: {output.absolute()}" in out
+    assert "_stats.json" in out
     manifest = json.loads((output / "_SUCCESS").read_text())
     assert manifest["rows_in"] == manifest["rows_out"] == 20_000
     assert {f["path"].split("/")[0] for f in manifest["files"]} == {"region=east", "region=west"}
     stats = Stats.load(output / "_stats.json")
-    assert stats.scalers["outliers"].method == "robust" and "id" not in stats.columns
+    assert stats.scalers["outliers"].method == "robust"
+    assert "id" not in stats.columns
     data_files = sorted((tmp_path / "demo" / "data").rglob("*.parquet"))
     mtimes = [p.stat().st_mtime_ns for p in data_files]
     code, _, err = invoke("demo", "--dir", tmp_path / "demo", "--rows", 20_000, "--workers", 1)
@@ -77,9 +79,11 @@ def test_fit_transform_inspect(tmp_path: Path, local: Path) -> None:
         200,
     )
     assert code == 0, err
-    assert "outliers" in out and str(stats_path.absolute()) in out
+    assert "outliers" in out
+    assert str(stats_path.absolute()) in out
     stats = Stats.load(stats_path)
-    assert stats.k == 200 and stats.scalers["normal"].method == "minmax"
+    assert stats.k == 200
+    assert stats.scalers["normal"].method == "minmax"
     code, out, err = invoke(
         "transform",
         tmp_path / "data",
@@ -96,12 +100,16 @@ def test_fit_transform_inspect(tmp_path: Path, local: Path) -> None:
     assert "wrote 5,000 rows in 3 files" in out
     normalized = pd.read_parquet(tmp_path / "out")
     assert normalized["normal"].dtype == np.float32
-    assert normalized["normal"].min() == 0.0 and normalized["normal"].max() == 1.0
+    assert normalized["normal"].min() == 0.0
+    assert normalized["normal"].max() == 1.0
     code, out, _ = invoke("inspect", stats_path)
-    assert code == 0 and "normal_offset" in out and "minmax" in out
+    assert code == 0
+    assert "normal_offset" in out
+    assert "minmax" in out
     code, out, _ = invoke("inspect", stats_path, "--json")
     doc = json.loads(out)
-    assert code == 0 and "sketch" not in doc["columns"]["normal"]
+    assert code == 0
+    assert "sketch" not in doc["columns"]["normal"]
 
 
 def test_config_file_with_command_line_overrides(tmp_path: Path) -> None:
@@ -125,17 +133,21 @@ def test_config_file_with_command_line_overrides(tmp_path: Path) -> None:
     assert stats.scalers["normal"].method == "robust"  # the command line wins
     assert stats.scalers["uniform"].params["scale"] == pytest.approx(2.0, rel=1e-2)
     frame = pd.read_parquet(tmp_path / "out")
-    assert frame["uniform"].min() == -1.0 and frame["uniform"].max() == 1.0
+    assert frame["uniform"].min() == -1.0
+    assert frame["uniform"].max() == 1.0
 
 
 def test_example_configs_are_valid() -> None:
     for path in sorted((ROOT / "configs").glob("*.yaml")):
         config = load_config(path)
-        assert config.source and config.output, path
+        assert config.source, path
+        assert config.output, path
 
 
 def test_console_script_version_and_help() -> None:
     done = subprocess.run([sys.executable, "-m", "normpipe.cli", "--version"], capture_output=True, text=True)
-    assert done.returncode == 0 and done.stdout.strip() == f"normpipe {__version__}"
+    assert done.returncode == 0
+    assert done.stdout.strip() == f"normpipe {__version__}"
     code, out, _ = invoke("--help")
-    assert code == 0 and all(c in out for c in ("fit", "transform", "run", "inspect", "demo"))
+    assert code == 0
+    assert all(c in out for c in ("fit", "transform", "run", "inspect", "demo"))
