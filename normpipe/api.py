@@ -65,7 +65,7 @@ def _output(config: RunConfig, dataset: Dataset) -> Path:
 
 def _plan(config: RunConfig, dataset: Dataset) -> list[str]:
     """The columns to analyze; checked before any cluster starts."""
-    columns = select_columns(dataset.schema(), config.columns, config.exclude, where=dataset.source)
+    columns = select_columns(dataset.schema, config.columns, config.exclude, where=dataset.source)
     for name in config.overrides:
         if name not in columns:
             raise ConfigError(
@@ -76,7 +76,7 @@ def _plan(config: RunConfig, dataset: Dataset) -> list[str]:
 
 
 def _check_artifact_columns(stats: Stats, dataset: Dataset) -> None:
-    schema = dataset.schema()
+    schema = dataset.schema
     for name in stats.columns:
         if schema.get_field_index(name) < 0:
             raise ArtifactError(
@@ -91,7 +91,7 @@ def _fit(
     state = engine.analyze(client, dataset, columns, config.sketch_k, config.split_every, progress)
     if state.rows == 0:
         raise InputError(f"{dataset.source}: the dataset has no rows; nothing to fit")
-    schema = dataset.schema()
+    schema = dataset.schema
     return Stats.from_state(
         state,
         {name: config.spec_for(name) for name in columns},

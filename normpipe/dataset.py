@@ -15,6 +15,7 @@ import os
 import posixpath
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
+from functools import cached_property
 from typing import Any
 
 import fsspec
@@ -60,7 +61,7 @@ class SourceFile:
             ) from None
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True)
 class Dataset:
     """The files of one source, in a stable (sorted) order."""
 
@@ -85,8 +86,9 @@ class Dataset:
         digest = hashlib.sha256(json.dumps(files, sort_keys=True).encode()).hexdigest()
         return {"source": self.source, "root": self.root, "sha256": digest, "files": files}
 
+    @cached_property
     def schema(self) -> pa.Schema:
-        """The Arrow schema of the first file."""
+        """The Arrow schema of the first file (its footer is read once)."""
         return self.files[0].open(self.fs).schema_arrow
 
 
