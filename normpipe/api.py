@@ -173,13 +173,16 @@ def transform(
     config: RunConfig | None = None,
     client: Client | None = None,
     progress: Progress | None = None,
+    save_stats: bool = False,
     **options: Any,
 ) -> dict[str, Any]:
     """Write a normalized copy of ``source`` to ``output`` with a fitted artifact.
 
     ``stats`` is a :class:`Stats` or the path of a saved artifact (default: the
     ``stats`` option). The output appears atomically with a ``_SUCCESS`` manifest,
-    which is returned (row counts per file, the artifact's sha256).
+    which is returned (row counts per file, the artifact's sha256). With
+    ``save_stats`` the artifact is also written as ``OUTPUT/_stats.json``, inside the
+    atomic output.
     """
     if source is not None:
         options["source"] = os.fspath(source)
@@ -193,7 +196,10 @@ def transform(
     output_path = _output(cfg, dataset)
     _check_artifact_columns(artifact, dataset)
     with _client(cfg, client) as c:
-        return _transform(cfg, artifact, dataset, output_path, c, progress, stats_inside=False)
+        manifest = _transform(cfg, artifact, dataset, output_path, c, progress, stats_inside=save_stats)
+    if save_stats:
+        manifest["stats"] = str(output_path / STATS_IN_OUTPUT)
+    return manifest
 
 
 def run(

@@ -1,0 +1,219 @@
+"""Prefect flows over normpipe's Dask jobs: ``compute_stats``, ``normalize``, ``preprocess``.
+
+Each flow takes one :class:`~normpipe.config.RunConfig` (or the path of a YAML file in
+``configs/``) and owns the Dask client for its whole run: a private ``LocalCluster``,
+closed at the end even on failure, or the scheduler named by ``cluster.scheduler``.
+Tasks are coarse (fingerprint, analyze, write artifact, transform, validate) and call
+the library; no numerical code lives here.
+
+The analyze task is cached on the dataset fingerprint (file paths, sizes, modification
+times) plus the statistics-relevant options; its result (the artifact's JSON text) is
+stored, as JSON, under Prefect's ``PREFECT_LOCAL_STORAGE_PATH``. ``refresh=True`` forces
+a new pass.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+import pyarrow.parquet as pq
+from distributed import default_client
+from prefect import flow, get_run_logger, task
+from prefect.artifacts import create_link_artifact, create_markdown_artifact, create_table_artifact
+from prefect.cache_policies import NO_CACHE
+from prefect.client.schemas.objects import State
+from prefect.context import TaskRunContext
+
+import normpipe
+from normpipe.artifact import Stats
+from normpipe.config import RunConfig, load_config
+from normpipe.dataset import discover
+from normpipe.engine import dask_client
+from normpipe.errors import NormpipeError, OutputError
+from normpipe.writer import SUCCESS
+
+__all__ = ["compute_stats", "normalize", "preprocess"]
+
+#: Options that change the statistics (and so the cache key of the analyze task).
+STATS_OPTIONS = {"method", "overrides", "columns", "exclude", "sketch_k"}
+
+
+def _as_config(config: RunConfig | str | Path) -> RunConfig:
+    return config if isinstance(config, RunConfig) else load_config(config)
+
+
+def _transient(task: Any, task_run: Any, state: State[Any]) -> bool:
+    """Retry I/O failures, never bad input (a NormpipeError fails the same way again)."""
+    error = state.result(raise_on_failure=False)
+    return not isinstance(error, NormpipeError)
+
+
+@task(retries=2, retry_delay_seconds=[1, 5], retry_condition_fn=_transient, cache_policy=NO_CACHE)
+def fingerprint(config: RunConfig) -> dict[str, Any]:
+    """List the dataset's files with sizes and modification times."""
+    return discover(config.source or "", config.storage_options).fingerprint()
+
+
+def _stats_cache_key(context: TaskRunContext, parameters: dict[str, Any]) -> str:
+    config: RunConfig = parameters["config"]
+    relevant = config.model_dump(include=STATS_OPTIONS, mode="json")
+    text = json.dumps(
+        [parameters["dataset"]["sha256"], parameters["dataset"]["root"], relevant], sort_keys=True
+    )
+    return "normpipe-stats-" + hashlib.sha256(text.encode()).hexdigest()
+
+
+@task(cache_key_fn=_stats_cache_key, persist_result=True, result_serializer="json")
+def analyze(config: RunConfig, dataset: dict[str, Any]) -> str:
+    """The Dask pass: returns the stats artifact as JSON text (cached on ``dataset``)."""
+    return (
+        normpipe.fit(config=config.model_copy(update={"stats": None}), client=default_client())
+        .to_bytes()
+        .decode()
+    )
+
+
+@task(retries=2, retry_delay_seconds=[1, 5], retry_condition_fn=_transient, cache_policy=NO_CACHE)
+def write_stats(text: str, path: str) -> str:
+    """Save the artifact atomically; returns its sha256."""
+    return Stats.from_bytes(text.encode(), "cached stats").save(path)
+
+
+@task(retries=2, retry_delay_seconds=[1, 5], retry_condition_fn=_transient, cache_policy=NO_CACHE)
+def transform(config: RunConfig, text: str, save_stats: bool) -> dict[str, Any]:
+    """Write the normalized dataset atomically; returns the ``_SUCCESS`` manifest."""
+    stats = Stats.from_bytes(text.encode(), "stats")
+    return normpipe.transform(config=config, stats=stats, client=default_client(), save_stats=save_stats)
+
+
+@task(cache_policy=NO_CACHE)
+def validate(output: str) -> dict[str, Any]:
+    """Row counts in the Parquet footers must match ``_SUCCESS``."""
+    manifest: dict[str, Any] = json.loads(Path(output, SUCCESS).read_text())
+    for entry in manifest["files"]:
+        rows = pq.ParquetFile(Path(output, entry["path"])).metadata.num_rows
+        if rows != entry["rows_out"] or entry["rows_in"] != entry["rows_out"]:
+            raise OutputError(f"{output}/{entry['path']}: {rows} rows, the manifest says {entry['rows_out']}")
+    return manifest
+
+
+def _publish(stats: Stats, elapsed: float, output: str | None, stats_path: str | None) -> None:
+    """A markdown summary, a per-column table and links, attached to the flow run."""
+    k_error = next(iter(stats.columns.values())).summary.rank_error if stats.columns else float("nan")
+    rows = []
+    for name, column in stats.columns.items():
+        s = column.summary
+        rows.append(
+            {
+                "column": name,
+                "method": column.scaler.method,
+                "count": s.count,
+                "missing": s.nulls + s.nans,
+                "inf": s.posinf + s.neginf,
+                "mean": s.mean,
+                "std": s.std,
+                "min": s.min,
+                "median": s.quantiles.get(0.5),
+                "max": s.max,
+                **{f"param_{k}": v for k, v in column.scaler.params.items()},
+            }
+        )
+    lines = [
+        "# normpipe statistics",
+        f"- rows: **{stats.rows:,}** in {len(stats.dataset['files'])} files from `{stats.dataset['source']}`",
+        f"- columns: {len(stats.columns)}; quantiles: KLL k={stats.k}, rank error <= {k_error:.1e} (99%)",
+        f"- elapsed: {elapsed:.1f} s",
+    ]
+    if output:
+        lines.append(f"- output: `{output}`")
+    if stats_path:
+        lines.append(f"- stats: `{stats_path}`")
+    lines += [
+        "",
+        "| column | method | count | missing | mean | std | median |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    lines += [
+        f"| {r['column']} | {r['method']} | {r['count']:,} | {r['missing']:,} | {r['mean']:.6g} | "
+        f"{r['std']:.6g} | {r['median']:.6g} |"
+        for r in rows
+    ]
+    create_markdown_artifact("\n".join(lines), key="normpipe-summary", description="normpipe run summary")
+    create_table_artifact(rows, key="normpipe-column-stats", description="per-column statistics")
+    if output:
+        create_link_artifact(
+            Path(output).absolute().as_uri(), link_text="normalized dataset", key="normpipe-output"
+        )
+    if stats_path:
+        create_link_artifact(
+            Path(stats_path).absolute().as_uri(), link_text="stats artifact", key="normpipe-stats"
+        )
+
+
+def _fit(config: RunConfig, refresh: bool) -> str:
+    dataset = fingerprint(config)
+    return analyze.with_options(refresh_cache=refresh)(config, dataset)
+
+
+@flow(name="compute-stats")
+def compute_stats(config: RunConfig | str, refresh: bool = False) -> str:
+    """Dataset -> stats artifact at ``config.stats``; returns its path."""
+    cfg = _as_config(config)
+    if not cfg.stats:
+        raise OutputError("compute_stats needs 'stats': where to save the stats artifact")
+    started = time.perf_counter()
+    with dask_client(cfg.cluster):
+        text = _fit(cfg, refresh)
+    write_stats(text, cfg.stats)
+    _publish(Stats.from_bytes(text.encode()), time.perf_counter() - started, None, cfg.stats)
+    get_run_logger().info("stats written to %s", cfg.stats)
+    return cfg.stats
+
+
+@flow(name="normalize")
+def normalize(config: RunConfig | str) -> dict[str, Any]:
+    """Dataset + saved stats -> normalized Parquet; returns the ``_SUCCESS`` manifest."""
+    cfg = _as_config(config)
+    if not cfg.stats:
+        raise OutputError("normalize needs 'stats': the stats artifact to apply")
+    started = time.perf_counter()
+    Stats.load(cfg.stats)  # one clear line if it is not a valid artifact
+    text = Path(cfg.stats).read_text()
+    with dask_client(cfg.cluster):
+        manifest = transform(cfg, text, save_stats=False)
+    validate(manifest["output"])
+    _publish(Stats.from_bytes(text.encode()), time.perf_counter() - started, manifest["output"], cfg.stats)
+    return manifest
+
+
+@flow(name="preprocess")
+def preprocess(config: RunConfig | str, refresh: bool = False) -> dict[str, Any]:
+    """Stats and normalized Parquet in one flow on one cluster.
+
+    The artifact goes to ``config.stats`` when set, else into ``OUTPUT/_stats.json``.
+    Returns the ``_SUCCESS`` manifest with ``stats`` (the artifact's path) added.
+    """
+    cfg = _as_config(config)
+    started = time.perf_counter()
+    with dask_client(cfg.cluster):
+        text = _fit(cfg, refresh)
+        if cfg.stats:
+            write_stats(text, cfg.stats)
+        manifest = transform(cfg, text, save_stats=not cfg.stats)
+    validate(manifest["output"])
+    manifest["stats"] = cfg.stats or manifest["stats"]
+    _publish(
+        Stats.from_bytes(text.encode()), time.perf_counter() - started, manifest["output"], manifest["stats"]
+    )
+    get_run_logger().info("output in %s, stats in %s", manifest["output"], manifest["stats"])
+    return manifest
+
+
+if __name__ == "__main__":
+    import sys
+
+    preprocess(sys.argv[1] if len(sys.argv) > 1 else "configs/example.yaml")

@@ -1,0 +1,127 @@
+"""The Prefect flows end to end: outputs, artifacts, caching, failures."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import pytest
+from prefect.client.orchestration import get_client
+from prefect.client.schemas.filters import (
+    ArtifactFilter,
+    ArtifactFilterFlowRunId,
+    FlowRunFilter,
+    FlowRunFilterId,
+)
+
+from flows.preprocess import compute_stats, normalize, preprocess
+from normpipe.artifact import Stats
+from normpipe.config import RunConfig
+from normpipe.datagen import generate
+
+
+def make_config(tmp_path: Path, **options: Any) -> RunConfig:
+    return RunConfig.model_validate(
+        {
+            "source": str(tmp_path / "data"),
+            "output": str(tmp_path / "out"),
+            "exclude": ["id"],
+            "cluster": {"processes": False, "workers": 1},
+            **options,
+        }
+    )
+
+
+@pytest.fixture
+def data(tmp_path: Path) -> Path:
+    generate(tmp_path / "data", 6_000, 3, seed=5, features=["normal", "lognormal_nan", "outliers"])
+    return tmp_path / "data"
+
+
+def task_states(flow_run_id: Any) -> dict[str, str]:
+    with get_client(sync_client=True) as client:
+        runs = client.read_task_runs(flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[flow_run_id])))
+    return {run.name.rsplit("-", 1)[0]: run.state.name for run in runs if run.state}
+
+
+def artifacts(flow_run_id: Any) -> dict[str, Any]:
+    with get_client(sync_client=True) as client:
+        found = client.read_artifacts(
+            artifact_filter=ArtifactFilter(flow_run_id=ArtifactFilterFlowRunId(any_=[flow_run_id]))
+        )
+    return {a.key: a for a in found}
+
+
+@pytest.mark.slow
+def test_preprocess_outputs_artifacts_and_cache(data: Path, tmp_path: Path) -> None:
+    config = make_config(tmp_path, overwrite=True, overrides={"outliers": "robust"})
+    state = preprocess(config, return_state=True)
+    assert state.is_completed()
+    manifest = state.result()
+    stats = Stats.load(tmp_path / "out" / "_stats.json")
+    assert manifest["rows_out"] == 6_000
+    assert manifest["stats_sha256"] == stats.sha256
+    out = pd.read_parquet(tmp_path / "out")
+    expected = stats.transform(pd.read_parquet(data))
+    pd.testing.assert_frame_equal(out, expected)
+    flow_run = state.state_details.flow_run_id
+    found = artifacts(flow_run)
+    assert {"normpipe-summary", "normpipe-column-stats", "normpipe-output", "normpipe-stats"} <= set(found)
+    summary = found["normpipe-summary"].data
+    for fragment in ("6,000", "outliers | robust", "rank error"):
+        assert fragment in summary
+    table = json.loads(found["normpipe-column-stats"].data)
+    assert {row["column"] for row in table} == {"normal", "lognormal_nan", "outliers"}
+    assert (task_states(flow_run))["analyze"] == "Completed"
+
+    # Unchanged data: the analyze task is a cache hit and the output is the same.
+    second = preprocess(config, return_state=True)
+    assert (task_states(second.state_details.flow_run_id))["analyze"] == "Cached"
+    assert Stats.load(tmp_path / "out" / "_stats.json").sha256 == stats.sha256
+
+    # A touched file, a changed option, or refresh=True recompute.
+    part = sorted(data.glob("*.parquet"))[0]
+    os.utime(part, (part.stat().st_atime, part.stat().st_mtime + 10))
+    third = preprocess(config, return_state=True)
+    assert (task_states(third.state_details.flow_run_id))["analyze"] == "Completed"
+    changed = config.model_copy(update={"sketch_k": 200})
+    fourth = preprocess(changed, return_state=True)
+    assert (task_states(fourth.state_details.flow_run_id))["analyze"] == "Completed"
+    fifth = preprocess(changed, refresh=True, return_state=True)
+    assert (task_states(fifth.state_details.flow_run_id))["analyze"] == "Completed"
+
+
+@pytest.mark.slow
+def test_compute_stats_then_normalize(data: Path, tmp_path: Path) -> None:
+    config = make_config(tmp_path, stats=str(tmp_path / "stats.json"), method="minmax")
+    assert compute_stats(config) == str(tmp_path / "stats.json")
+    stats = Stats.load(tmp_path / "stats.json")
+    manifest = normalize(config)
+    assert manifest["stats_sha256"] == stats.sha256
+    out = pd.read_parquet(tmp_path / "out")
+    assert np.nanmin(out["normal"]) == 0.0
+    assert np.nanmax(out["normal"]) == 1.0
+    assert not (tmp_path / "out" / "_stats.json").exists()
+
+
+@pytest.mark.slow
+def test_bad_input_fails_the_run_with_the_library_message(data: Path, tmp_path: Path) -> None:
+    (data / "part-00009.parquet").write_bytes(b"not parquet at all")
+    state = preprocess(make_config(tmp_path), return_state=True)
+    assert state.is_failed()
+    with pytest.raises(Exception, match=r"part-00009\.parquet: not a readable Parquet file"):
+        state.result()
+    assert not (tmp_path / "out").exists()
+    assert not list(tmp_path.glob(".out.normpipe-*"))
+
+
+def test_yaml_config_path_is_accepted(tmp_path: Path) -> None:
+    from flows.preprocess import _as_config
+
+    path = tmp_path / "c.yaml"
+    path.write_text("source: data\nmethod: robust\n")
+    assert _as_config(str(path)).method.method == "robust"
