@@ -12,8 +12,9 @@ stored, as JSON, under Prefect's ``PREFECT_LOCAL_STORAGE_PATH``. ``refresh=True`
 a new pass.
 """
 
-from __future__ import annotations
-
+# No `from __future__ import annotations`: Prefect builds each flow's parameter model
+# from the annotations at run time, and string annotations leave RunConfig undefined
+# when a deployment loads the flow from its entrypoint.
 import hashlib
 import json
 import time

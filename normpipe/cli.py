@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import sys
 import time
 from collections.abc import Callable, Iterator
@@ -339,12 +340,21 @@ def run(
     _run_and_report(cfg, progress)
 
 
-def _run_and_report(cfg: Any, progress: bool | None) -> None:
+def _run_and_report(cfg: Any, progress: bool | None, prefect: bool = False) -> None:
     from normpipe import api
+    from normpipe.artifact import Stats
 
     started = time.perf_counter()
-    with _progress(progress) as report:
-        stats, manifest = api.run(config=cfg, progress=report)
+    if prefect:
+        os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")  # no network here
+        os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "90")
+        from flows.preprocess import preprocess
+
+        manifest = preprocess(cfg)
+        stats = Stats.load(manifest["stats"])
+    else:
+        with _progress(progress) as report:
+            stats, manifest = api.run(config=cfg, progress=report)
     console.print(_stats_table(stats))
     console.print(
         f"output: {manifest['output']}  ({manifest['rows_out']:,} rows, {len(manifest['files'])} files)\n"
@@ -384,9 +394,17 @@ def demo(
     ] = Path("normpipe-demo"),
     rows: Annotated[int, typer.Option("--rows", min=1, help="Rows of example data.")] = 1_000_000,
     workers: WorkersOpt = None,
+    prefect: Annotated[
+        bool,
+        typer.Option("--prefect/--no-prefect", help="Run as the Prefect preprocess flow (local, embedded)."),
+    ] = True,
     progress: ProgressOpt = None,
 ) -> None:
-    """Generate an example dataset (hive-partitioned, with NaN and outliers) and run on it."""
+    """Generate an example dataset (hive-partitioned, with NaN and outliers) and preprocess it.
+
+    By default this runs the Prefect ``preprocess`` flow with an embedded Prefect server
+    and a local Dask cluster; ``--no-prefect`` calls the library directly.
+    """
     from normpipe.datagen import generate
 
     data = directory / "data"
@@ -412,7 +430,26 @@ def demo(
         threads_per_worker=None,
         memory_limit=None,
     )
-    _run_and_report(cfg, progress)
+    _run_and_report(cfg, progress, prefect=prefect)
+
+
+@app.command()
+@_clean_errors
+def serve(
+    config: Annotated[Path, typer.Argument(help="YAML run config for the preprocess flow.")],
+    cron: Annotated[str | None, typer.Option("--cron", help="Cron schedule, e.g. '0 2 * * *'.")] = None,
+    interval: Annotated[int | None, typer.Option("--interval", min=1, help="Run every N seconds.")] = None,
+    name: Annotated[str, typer.Option("--name", help="Deployment name.")] = "normpipe-preprocess",
+) -> None:
+    """Serve the preprocess flow on a schedule from this process (Prefect flow.serve)."""
+    from normpipe.config import load_config
+
+    if (cron is None) == (interval is None):
+        raise ConfigError("give exactly one of --cron '0 2 * * *' or --interval SECONDS")
+    load_config(config)  # one clear line now rather than a failed run later
+    from flows.preprocess import preprocess
+
+    preprocess.serve(name=name, cron=cron, interval=interval, parameters={"config": str(config.absolute())})
 
 
 def entrypoint() -> None:  # pragma: no cover - console script

@@ -37,7 +37,9 @@ def local(tmp_path: Path) -> Path:
 
 
 def test_demo_runs_end_to_end_and_reruns_idempotently(tmp_path: Path) -> None:
-    code, out, err = invoke("demo", "--dir", tmp_path / "demo", "--rows", 20_000, "--workers", 1)
+    code, out, err = invoke(
+        "demo", "--dir", tmp_path / "demo", "--rows", 20_000, "--workers", 1, "--no-prefect"
+    )
     assert code == 0, err
     output = tmp_path / "demo" / "output"
     assert f"output: {output.absolute()}" in out
@@ -50,7 +52,9 @@ def test_demo_runs_end_to_end_and_reruns_idempotently(tmp_path: Path) -> None:
     assert "id" not in stats.columns
     data_files = sorted((tmp_path / "demo" / "data").rglob("*.parquet"))
     mtimes = [p.stat().st_mtime_ns for p in data_files]
-    code, _, err = invoke("demo", "--dir", tmp_path / "demo", "--rows", 20_000, "--workers", 1)
+    code, _, err = invoke(
+        "demo", "--dir", tmp_path / "demo", "--rows", 20_000, "--workers", 1, "--no-prefect"
+    )
     assert code == 0, err
     assert [p.stat().st_mtime_ns for p in data_files] == mtimes  # data reused, not rewritten
     stats = Stats.load(output / "_stats.json")  # refitted: KLL quantiles may move within their bound

@@ -125,3 +125,20 @@ def test_yaml_config_path_is_accepted(tmp_path: Path) -> None:
     path = tmp_path / "c.yaml"
     path.write_text("source: data\nmethod: robust\n")
     assert _as_config(str(path)).method.method == "robust"
+
+
+@pytest.mark.slow
+def test_demo_runs_the_preprocess_flow(tmp_path: Path) -> None:
+    from typer.testing import CliRunner
+
+    from normpipe.cli import app
+
+    result = CliRunner().invoke(
+        app, ["demo", "--dir", str(tmp_path / "demo"), "--rows", "20000", "--workers", "1"]
+    )
+    assert result.exit_code == 0, result.output
+    assert f"output: {(tmp_path / 'demo' / 'output').absolute()}" in result.stdout
+    manifest = json.loads((tmp_path / "demo" / "output" / "_SUCCESS").read_text())
+    assert manifest["rows_out"] == 20_000
+    stats = Stats.load(tmp_path / "demo" / "output" / "_stats.json")
+    assert stats.sha256 == manifest["stats_sha256"]
