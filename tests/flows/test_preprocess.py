@@ -142,3 +142,36 @@ def test_demo_runs_the_preprocess_flow(tmp_path: Path) -> None:
     assert manifest["rows_out"] == 20_000
     stats = Stats.load(tmp_path / "demo" / "output" / "_stats.json")
     assert stats.sha256 == manifest["stats_sha256"]
+
+
+@pytest.mark.slow
+def test_transient_io_error_is_retried_bad_input_is_not(
+    data: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import normpipe
+    from normpipe import api
+
+    real = api.transform
+    calls: list[int] = []
+
+    def flaky(*args: Any, **kwargs: Any) -> Any:
+        calls.append(1)
+        if len(calls) == 1:
+            raise OSError("injected: connection reset while writing")
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(normpipe, "transform", flaky)
+    state = preprocess(make_config(tmp_path), return_state=True)
+    assert state.is_completed()
+    assert len(calls) == 2
+    assert (tmp_path / "out" / "_SUCCESS").is_file()
+
+    def bad(*args: Any, **kwargs: Any) -> Any:
+        calls.append(1)
+        raise normpipe.InputError("data/x.parquet: injected bad input")
+
+    calls.clear()
+    monkeypatch.setattr(normpipe, "transform", bad)
+    state = preprocess(make_config(tmp_path, overwrite=True), return_state=True)
+    assert state.is_failed()
+    assert len(calls) == 1
