@@ -28,6 +28,7 @@ from prefect.artifacts import create_link_artifact, create_markdown_artifact, cr
 from prefect.cache_policies import NO_CACHE
 from prefect.client.schemas.objects import State
 from prefect.context import TaskRunContext
+from prefect.runtime import flow_run
 
 import normpipe
 from normpipe.artifact import Stats
@@ -102,8 +103,9 @@ def validate(output: str) -> dict[str, Any]:
     return manifest
 
 
-def _publish(stats: Stats, elapsed: float, output: str | None, stats_path: str | None) -> None:
-    """A markdown summary, a per-column table and links, attached to the flow run."""
+def _publish(stats: Stats, elapsed: float, output: str | None, stats_path: str | None) -> list[str]:
+    """A markdown summary, a per-column table and links, attached to the flow run;
+    returns the artifacts' keys."""
     k_error = next(iter(stats.columns.values())).summary.rank_error if stats.columns else float("nan")
     rows = []
     for name, column in stats.columns.items():
@@ -145,14 +147,18 @@ def _publish(stats: Stats, elapsed: float, output: str | None, stats_path: str |
     ]
     create_markdown_artifact("\n".join(lines), key="normpipe-summary", description="normpipe run summary")
     create_table_artifact(rows, key="normpipe-column-stats", description="per-column statistics")
+    keys = ["normpipe-summary", "normpipe-column-stats"]
     if output:
         create_link_artifact(
             Path(output).absolute().as_uri(), link_text="normalized dataset", key="normpipe-output"
         )
+        keys.append("normpipe-output")
     if stats_path:
         create_link_artifact(
             Path(stats_path).absolute().as_uri(), link_text="stats artifact", key="normpipe-stats"
         )
+        keys.append("normpipe-stats")
+    return keys
 
 
 def _fit(config: RunConfig, refresh: bool) -> str:
@@ -207,9 +213,10 @@ def preprocess(config: RunConfig | str, refresh: bool = False) -> dict[str, Any]
         manifest = transform(cfg, text, save_stats=not cfg.stats)
     validate(manifest["output"])
     manifest["stats"] = cfg.stats or manifest["stats"]
-    _publish(
+    manifest["artifacts"] = _publish(
         Stats.from_bytes(text.encode()), time.perf_counter() - started, manifest["output"], manifest["stats"]
     )
+    manifest["flow_run"] = flow_run.get_name()
     get_run_logger().info("output in %s, stats in %s", manifest["output"], manifest["stats"])
     return manifest
 

@@ -352,6 +352,9 @@ def _run_and_report(cfg: Any, progress: bool | None, prefect: bool = False) -> N
 
         manifest = preprocess(cfg)
         stats = Stats.load(manifest["stats"])
+        console.print(
+            f"prefect: flow run '{manifest['flow_run']}' with artifacts {', '.join(manifest['artifacts'])}"
+        )
     else:
         with _progress(progress) as report:
             stats, manifest = api.run(config=cfg, progress=report)
@@ -393,6 +396,9 @@ def demo(
         Path, typer.Option("--dir", help="Where to put the example data and output.")
     ] = Path("normpipe-demo"),
     rows: Annotated[int, typer.Option("--rows", min=1, help="Rows of example data.")] = 1_000_000,
+    config: Annotated[
+        Path, typer.Option("--config", "-c", help="Run config to use, if the file exists.")
+    ] = Path("configs/example.yaml"),
     workers: WorkersOpt = None,
     prefect: Annotated[
         bool,
@@ -418,13 +424,15 @@ def demo(
         console.print(f"generating {rows:,} example rows in {data} …")
         generate(data, rows, 8, seed=0, partitions=("east", "west"), workers=2)
         marker.write_text(json.dumps(wanted))
+    # configs/example.yaml (when run from the project) sets the methods; the data and
+    # output paths always follow --dir.
     cfg = _build_config(
-        None,
+        config if config.is_file() else None,
         source=str(data),
         output=str(directory / "output"),
         overwrite=True,
-        overrides={"outliers": "robust", "uniform": "minmax"},
-        exclude=["id"],
+        overrides=None if config.is_file() else {"outliers": "robust", "uniform": "minmax"},
+        exclude=None if config.is_file() else ["id"],
         scheduler=None,
         workers=workers,
         threads_per_worker=None,

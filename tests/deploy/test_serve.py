@@ -64,12 +64,17 @@ def server(tmp_path: Path) -> Iterator[tuple[str, dict[str, str]]]:
         wait_for(lambda: httpx.get(f"{api}/health", timeout=2).status_code == 200, 120, "the Prefect server")
         yield api, env
     finally:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            proc.kill()
+        stop(proc)
         log.close()
+
+
+def stop(proc: subprocess.Popen[bytes]) -> None:
+    proc.send_signal(signal.SIGTERM)
+    try:
+        proc.wait(timeout=30)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait(timeout=30)
 
 
 def flow_runs(api: str, deployment_id: str) -> list[dict]:  # type: ignore[type-arg]
@@ -138,9 +143,5 @@ def test_serve_runs_on_demand_and_on_schedule(server: tuple[str, dict[str, str]]
         )
         assert scheduled
     finally:
-        serving.send_signal(signal.SIGTERM)
-        try:
-            serving.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            serving.kill()
+        stop(serving)
         log.close()

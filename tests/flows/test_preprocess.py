@@ -138,6 +138,7 @@ def test_demo_runs_the_preprocess_flow(tmp_path: Path) -> None:
     )
     assert result.exit_code == 0, result.output
     assert f"output: {(tmp_path / 'demo' / 'output').absolute()}" in result.stdout
+    assert "artifacts normpipe-summary, normpipe-column-stats" in result.stdout
     manifest = json.loads((tmp_path / "demo" / "output" / "_SUCCESS").read_text())
     assert manifest["rows_out"] == 20_000
     stats = Stats.load(tmp_path / "demo" / "output" / "_stats.json")
