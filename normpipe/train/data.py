@@ -1,0 +1,163 @@
+"""Streaming rows of a (normalized) Parquet dataset into PyTorch, in flat memory.
+
+The dataset is cut into units (one row group of one file). Each DataLoader worker
+reads only its own units (unit ``i`` goes to worker ``i % num_workers``), so no row is
+read twice; rows pass through a bounded shuffle buffer and leave as mini-batches.
+Memory is one row group plus the buffer, whatever the dataset's size.
+
+The train/validation split is decided per row by a seeded hash of (seed, file, row
+number), so it is the same for any number of workers, batch size or buffer size.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from collections.abc import Iterator, Sequence
+from typing import Literal
+
+import numpy as np
+import numpy.typing as npt
+import torch
+from torch.utils.data import IterableDataset, get_worker_info
+
+from normpipe.core.column import to_float64
+from normpipe.dataset import Dataset, discover, select_columns
+
+__all__ = ["ParquetBatches", "split_mask"]
+
+Split = Literal["train", "valid", "all"]
+
+
+def split_mask(
+    seed: int, relpath: str, first_row: int, rows: int, valid_fraction: float
+) -> npt.NDArray[np.bool_]:
+    """True for the rows (``first_row`` .. ``first_row + rows`` of a file) in validation."""
+    key = int.from_bytes(hashlib.sha256(f"{seed}:{relpath}".encode()).digest()[:8], "little")
+    index = np.arange(first_row, first_row + rows, dtype=np.uint64)
+    # SplitMix64 of (file key + row number): a fixed, well-mixed uniform per row.
+    z = index + np.uint64(key)
+    with np.errstate(over="ignore"):
+        z = (z ^ (z >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
+        z = (z ^ (z >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
+        z = z ^ (z >> np.uint64(31))
+    uniform = (z >> np.uint64(11)).astype(np.float64) / float(1 << 53)
+    return uniform < valid_fraction
+
+
+class ParquetBatches(IterableDataset[tuple[torch.Tensor, torch.Tensor]]):
+    """Mini-batches ``(features, target)`` of float32 tensors from Parquet files.
+
+    Parameters
+    ----------
+    source : str or path
+        A Parquet file, directory or glob (names starting with ``_`` or ``.`` skipped).
+    features : sequence of str
+        Feature columns, in order (numeric).
+    target : str
+        Target column.
+    split : {"train", "valid", "all"}
+        Which rows to yield.
+    valid_fraction : float
+        Share of rows in the validation split.
+    batch_size : int
+        Rows per batch (the last batch of a worker may be smaller).
+    shuffle_buffer : int
+        Rows held for shuffling; 0 keeps file order (use it for validation).
+    seed : int
+        Fixes the split and, with the epoch, the shuffle order.
+
+    Notes
+    -----
+    Rows with NaN or null in a feature or the target are skipped. Use with
+    ``DataLoader(dataset, batch_size=None, num_workers=N)``; call :meth:`set_epoch`
+    between epochs for a new shuffle order.
+    """
+
+    def __init__(
+        self,
+        source: str | os.PathLike[str],
+        features: Sequence[str],
+        target: str,
+        split: Split = "train",
+        valid_fraction: float = 0.2,
+        batch_size: int = 256,
+        shuffle_buffer: int = 16_384,
+        seed: int = 0,
+    ) -> None:
+        super().__init__()
+        if not 0.0 <= valid_fraction < 1.0:
+            raise ValueError(f"valid_fraction must be in [0, 1), got {valid_fraction}")
+        self.dataset: Dataset = discover(source)
+        self.columns = select_columns(self.dataset.schema, [*features, target], where=self.dataset.source)
+        self.features = list(features)
+        self.target = target
+        self.split = split
+        self.valid_fraction = valid_fraction
+        self.batch_size = batch_size
+        self.shuffle_buffer = shuffle_buffer
+        self.seed = seed
+        self.epoch = 0
+        self.units = [
+            (i, g)
+            for i, f in enumerate(self.dataset.files)
+            for g in range(f.open(self.dataset.fs).metadata.num_row_groups)
+        ]
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def _rows(self, units: Sequence[tuple[int, int]]) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+        """(features, target) blocks of the selected split, one unit at a time."""
+        for file_index, group in units:
+            file = self.dataset.files[file_index]
+            parquet = file.open(self.dataset.fs)
+            first = sum(parquet.metadata.row_group(g).num_rows for g in range(group))
+            table = parquet.read_row_group(group, columns=[*self.features, self.target])
+            x = np.column_stack([to_float64(table.column(c)) for c in self.features]).astype(np.float32)
+            y = to_float64(table.column(self.target)).astype(np.float32)
+            keep = np.isfinite(x).all(axis=1) & np.isfinite(y)
+            if self.split != "all":
+                valid = split_mask(self.seed, file.relpath, first, table.num_rows, self.valid_fraction)
+                keep &= valid if self.split == "valid" else ~valid
+            yield x[keep], y[keep]
+
+    def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        info = get_worker_info()
+        worker, workers = (info.id, info.num_workers) if info is not None else (0, 1)
+        units = self.units[worker::workers]
+        rng = np.random.default_rng([self.seed, self.epoch, worker])
+        if self.shuffle_buffer > 0:
+            units = [units[i] for i in rng.permutation(len(units))]
+        xs: list[np.ndarray] = []
+        ys: list[np.ndarray] = []
+        held = 0
+        for x, y in self._rows(units):
+            xs.append(x)
+            ys.append(y)
+            held += len(y)
+            if held >= self.shuffle_buffer + self.batch_size:
+                yield from self._drain(xs, ys, rng, final=False)
+                held = len(ys[0]) if ys else 0
+        yield from self._drain(xs, ys, rng, final=True)
+
+    def _drain(
+        self, xs: list[np.ndarray], ys: list[np.ndarray], rng: np.random.Generator, final: bool
+    ) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        """Shuffle the buffer and yield whole batches, keeping ``shuffle_buffer`` rows
+        back to mix with what comes next (everything when ``final``)."""
+        if not ys:
+            return
+        x, y = np.concatenate(xs), np.concatenate(ys)
+        xs.clear()
+        ys.clear()
+        if self.shuffle_buffer > 0:
+            order = rng.permutation(len(y))
+            x, y = x[order], y[order]
+        n_out = len(y) if final else (len(y) - self.shuffle_buffer) // self.batch_size * self.batch_size
+        for start in range(0, n_out, self.batch_size):
+            stop = min(start + self.batch_size, n_out)
+            yield torch.from_numpy(x[start:stop]), torch.from_numpy(y[start:stop])
+        if n_out < len(y):
+            xs.append(x[n_out:])
+            ys.append(y[n_out:])
