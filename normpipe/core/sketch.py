@@ -102,13 +102,6 @@ class QuantileSketch:
             return [float("nan")] * len(probabilities)
         return [float(q) for q in self._load().get_quantiles(list(probabilities))]
 
-    def cdf(self, values: Sequence[float]) -> list[float]:
-        """Approximate normalized ranks (fraction of values <= each point)."""
-        if self.is_empty:
-            return [float("nan")] * len(values)
-        sketch = self._load()
-        return [float(sketch.get_rank(v, True)) for v in values]
-
     def to_base64(self) -> str:
         return base64.b64encode(self.data).decode("ascii")
 

@@ -98,22 +98,23 @@ class ParquetBatches(IterableDataset[tuple[torch.Tensor, torch.Tensor]]):
         self.shuffle_buffer = shuffle_buffer
         self.seed = seed
         self.epoch = 0
-        self.units = [
-            (i, g)
-            for i, f in enumerate(self.dataset.files)
-            for g in range(f.open(self.dataset.fs).metadata.num_row_groups)
-        ]
+        # (file index, row group, number of the group's first row in its file)
+        self.units: list[tuple[int, int, int]] = []
+        for i, f in enumerate(self.dataset.files):
+            meta = f.open(self.dataset.fs).metadata
+            first = 0
+            for g in range(meta.num_row_groups):
+                self.units.append((i, g, first))
+                first += meta.row_group(g).num_rows
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch
 
-    def _rows(self, units: Sequence[tuple[int, int]]) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+    def _rows(self, units: Sequence[tuple[int, int, int]]) -> Iterator[tuple[np.ndarray, np.ndarray]]:
         """(features, target) blocks of the selected split, one unit at a time."""
-        for file_index, group in units:
+        for file_index, group, first in units:
             file = self.dataset.files[file_index]
-            parquet = file.open(self.dataset.fs)
-            first = sum(parquet.metadata.row_group(g).num_rows for g in range(group))
-            table = parquet.read_row_group(group, columns=[*self.features, self.target])
+            table = file.open(self.dataset.fs).read_row_group(group, columns=[*self.features, self.target])
             x = np.column_stack([to_float64(table.column(c)) for c in self.features]).astype(np.float32)
             y = to_float64(table.column(self.target)).astype(np.float32)
             keep = np.isfinite(x).all(axis=1) & np.isfinite(y)
