@@ -35,7 +35,7 @@ def test_fold_stats_are_the_training_rows_statistics(raw: Path) -> None:
     folds = 3
     per_fold = fold_stats(raw, ["a", "y"], folds, seed=7, k=200)
     frames = []
-    for i, path in enumerate(sorted(raw.glob("*.parquet"))):
+    for path in sorted(raw.glob("*.parquet")):
         frame = pd.read_parquet(path)
         frame["fold"] = -1
         for j in range(folds):
@@ -86,7 +86,8 @@ def test_compare_grid_report_and_divergence(raw: Path, tmp_path: Path) -> None:
         assert run.epochs_to_target == (reached[0] if reached else None)
     saved = result.save(tmp_path / "report")
     doc = json.loads((saved / "results.json").read_text())
-    assert doc["format"] == "normpipe.compare" and len(doc["runs"]) == 8
+    assert doc["format"] == "normpipe.compare"
+    assert len(doc["runs"]) == 8
     assert (saved / "table.md").read_text().count("\n") == 2 + 4
     assert (saved / "curves.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert (saved / "_SUCCESS").is_file()

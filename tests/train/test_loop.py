@@ -60,7 +60,8 @@ def test_train_reports_original_units_and_saves_as_data(
     assert result.metrics["r2"] == pytest.approx(r2_score(y_units, p_units), rel=1e-6)
     saved = save_model(result, config, stats, tmp_path / "model")
     model, card, reloaded = load_model(saved)
-    assert reloaded is not None and reloaded.sha256 == stats.sha256
+    assert reloaded is not None
+    assert reloaded.sha256 == stats.sha256
     assert card["stats_sha256"] == stats.sha256
     assert card["features"] == FEATURES
     with torch.no_grad():

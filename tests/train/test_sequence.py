@@ -99,7 +99,8 @@ def test_instance_norm_forecasts_series_of_any_scale(series_file: Path, tmp_path
     # predict reproduces the validation metrics from the saved directory
     save_model(instance, config, None, tmp_path / "model")
     model, card, stats = load_model(tmp_path / "model")
-    assert stats is None and card["architecture"]["norm"] == "instance"
+    assert stats is None
+    assert card["architecture"]["norm"] == "instance"
     assert isinstance(model, SequenceRegressor)
     manifest = predict(tmp_path / "model", series_file, tmp_path / "pred")
     out = pd.read_parquet(tmp_path / "pred" / "predictions.parquet")
