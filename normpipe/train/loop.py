@@ -141,10 +141,10 @@ def fit_model(
 
     ``inverse`` maps the target from model units back to original units, for the
     metrics. The weights of the epoch with the lowest validation loss are kept. A
-    non-finite loss stops the run with :class:`TrainingDiverged`. Batches of one row are
+    non-finite loss stops the run with :class:`TrainingDiverged`. Seed torch before
+    building ``model`` for a reproducible run (:func:`train` does). Batches of one row are
     skipped for models with batch norm (it cannot train on one row).
     """
-    torch.manual_seed(config.seed)
     device = device_for(config.device)
     model = model.to(device)
     optimizer = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
@@ -249,6 +249,7 @@ def train(
                 )
         inverse = partial(stats.inverse_column, config.target)
     normalize = stats if apply_stats else None
+    torch.manual_seed(config.seed)  # before the model is built: its initial weights too
     if config.model == "sequence":
         if config.time is None:
             raise ConfigError("the sequence model needs 'time', the column that orders each series")
