@@ -88,3 +88,21 @@ def test_compare_flow_publishes_the_table(raw: Path, tmp_path: Path) -> None:
     assert len(state.result()["cells"]) == 2
     found = artifacts(state.state_details.flow_run_id)
     assert "| zscore | layer |" in found["normpipe-compare"].data
+
+
+def test_prefect_yaml_deployments_name_real_flows_and_parameters() -> None:
+    import importlib
+
+    import yaml
+    from prefect import Flow
+
+    root = Path(__file__).resolve().parents[2]
+    doc = yaml.safe_load((root / "prefect.yaml").read_text())
+    for deployment in doc["deployments"]:
+        module, name = deployment["entrypoint"].split(":")
+        flow_obj = getattr(importlib.import_module(module.removesuffix(".py").replace("/", ".")), name)
+        assert isinstance(flow_obj, Flow)
+        assert set(deployment["parameters"]) <= set(flow_obj.parameters.properties)
+        for value in deployment["parameters"].values():
+            if isinstance(value, str) and value.startswith("configs/"):
+                assert (root / value).is_file(), value
