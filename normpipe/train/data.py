@@ -77,7 +77,8 @@ class ParquetBatches(IterableDataset[tuple[torch.Tensor, torch.Tensor]]):
         Share of all rows used at all (a fixed, seeded subset), for quick experiments.
     stats : Stats, optional
         Normalize the features and the target with this artifact as blocks are read
-        (for raw data); left out, the data is taken as already normalized.
+        (for raw data; columns it lacks pass as they are); left out, the data is
+        taken as already normalized.
     batch_size : int
         Rows per batch (the last batch of a worker may be smaller).
     shuffle_buffer : int
@@ -156,7 +157,9 @@ class ParquetBatches(IterableDataset[tuple[torch.Tensor, torch.Tensor]]):
 
     def _column(self, table: pa.Table, name: str) -> npt.NDArray[np.float64]:
         values = to_float64(table.column(name))
-        return values if self.stats is None else self.stats.transform_column(name, values)
+        if self.stats is None or name not in self.stats.columns:
+            return values
+        return self.stats.transform_column(name, values)
 
     def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         info = get_worker_info()

@@ -242,11 +242,12 @@ def train(
     """
     inverse: Inverse = _identity
     if stats is not None:
-        for name in [*config.features, config.target]:
-            if name not in stats.columns:
-                raise ArtifactError(
-                    f"column '{name}' is not in the stats artifact; fit it with the features and target"
-                )
+        # The target must be in the artifact (its inverse gives the metrics' units);
+        # features it lacks are used as they are, as `normpipe run` copies them.
+        if config.target not in stats.columns:
+            raise ArtifactError(
+                f"target '{config.target}' is not in the stats artifact; fit it together with the features"
+            )
         inverse = partial(stats.inverse_column, config.target)
     normalize = stats if apply_stats else None
     torch.manual_seed(config.seed)  # before the model is built: its initial weights too

@@ -101,7 +101,9 @@ def _predict_file(
             columns = []
             for column in features:
                 values = to_float64(table.column(column))
-                columns.append(values if stats is None else stats.transform_column(column, values))
+                if stats is not None and column in stats.columns:
+                    values = stats.transform_column(column, values)
+                columns.append(values)
             x = np.column_stack(columns).astype(np.float32) if columns else np.empty((0, 0), np.float32)
             ok = np.isfinite(x).all(axis=1)
             pred = np.full(table.num_rows, np.nan)

@@ -174,7 +174,8 @@ class SequenceWindows(IterableDataset[tuple[torch.Tensor, torch.Tensor]]):
         values = np.column_stack([to_float64(table.column(c)) for c in self.channels])
         if stats is not None:
             for j, name in enumerate(self.channels):
-                values[:, j] = stats.transform_column(name, values[:, j])
+                if name in stats.columns:  # columns the artifact lacks pass as they are
+                    values[:, j] = stats.transform_column(name, values[:, j])
         self.values = values.astype(np.float32)
         n = table.num_rows
         codes = (
