@@ -76,7 +76,7 @@ def main() -> None:
     args = parser.parse_args()
     print(
         "| rows (train split) | file size | stream rows/s | peak RSS main | peak RSS worker | "
-        "train rows/s (MLP 64x64 batch norm) | device |"
+        "train rows/s (MLP 64x64 batch norm) | peak RSS after training | device |"
     )
     print("|---|---|---|---|---|---|---|---|")
     for rows in args.rows:
