@@ -115,7 +115,20 @@ def test_serve_runs_on_demand_and_on_schedule(server: tuple[str, dict[str, str]]
             120,
             "the deployment",
         )
-        triggered = httpx.post(f"{api}/deployments/{deployment['id']}/create_flow_run", json={}, timeout=10)
+        # SQLite answers 503 while the scheduler holds its write lock; that is retryable.
+        triggered = wait_for(
+            lambda: (
+                (
+                    r := httpx.post(
+                        f"{api}/deployments/{deployment['id']}/create_flow_run", json={}, timeout=10
+                    )
+                ).status_code
+                != 503
+                and [r]
+            ),
+            60,
+            "the server to accept a flow run",
+        )[0]
         triggered.raise_for_status()
         run_id = triggered.json()["id"]
 
