@@ -26,6 +26,7 @@ from safetensors.torch import load_file, save_file
 from torch.utils.data import DataLoader
 
 from normpipe.artifact import Stats
+from normpipe.core.moments import Moments
 from normpipe.errors import ArtifactError, ConfigError, InputError, NormpipeError
 from normpipe.train.data import ParquetBatches, Split
 from normpipe.train.models import MLP, Norm
@@ -36,9 +37,9 @@ __all__ = [
     "TrainConfig",
     "TrainResult",
     "TrainingDiverged",
+    "evaluate",
     "fit_model",
     "load_model",
-    "regression_metrics",
     "save_model",
     "train",
 ]
@@ -100,34 +101,43 @@ def device_for(name: str) -> torch.device:
     return torch.device(name)
 
 
-def regression_metrics(y: npt.NDArray[np.float64], p: npt.NDArray[np.float64]) -> dict[str, float]:
-    """RMSE, MAE and R^2 of predictions ``p`` for targets ``y`` (float64)."""
-    error = p - y
-    total = float(np.sum((y - y.mean()) ** 2))
-    return {
-        "rmse": float(np.sqrt(np.mean(error**2))),
-        "mae": float(np.mean(np.abs(error))),
-        "r2": 1.0 - float(np.sum(error**2)) / total if total > 0 else float("nan"),
-        "rows": float(y.size),
-    }
+Inverse = Callable[[npt.NDArray[np.float64]], npt.NDArray[np.float64]]
 
 
-def predict_batches(
-    model: torch.nn.Module, batches: Iterable[tuple[torch.Tensor, torch.Tensor]], device: torch.device
-) -> tuple[npt.NDArray[np.float64], npt.NDArray[np.float64]]:
-    """Targets and predictions (float64, model units) over ``batches``."""
+def evaluate(
+    model: torch.nn.Module,
+    batches: Iterable[tuple[torch.Tensor, torch.Tensor]],
+    device: torch.device,
+    inverse: Inverse,
+) -> dict[str, float]:
+    """Validation metrics, accumulated batch by batch (memory does not grow with rows).
+
+    ``loss``: MSE in model units; ``rmse``, ``mae``, ``r2``: in original units (through
+    ``inverse``); ``rows``. R^2's total sum of squares comes from the targets'
+    :class:`~normpipe.core.moments.Moments`, merged per batch (Chan et al.).
+    """
     model.eval()
-    ys, ps = [], []
+    rows, loss, squared, absolute = 0, 0.0, 0.0, 0.0
+    target = Moments()
     with torch.no_grad():
         for xb, yb in batches:
-            ps.append(model(xb.to(device)).squeeze(1).double().cpu().numpy())
-            ys.append(yb.double().numpy())
-    if not ys:
-        return np.empty(0), np.empty(0)
-    return np.concatenate(ys), np.concatenate(ps)
-
-
-Inverse = Callable[[npt.NDArray[np.float64]], npt.NDArray[np.float64]]
+            p = model(xb.to(device)).squeeze(1).double().cpu().numpy()
+            y = yb.double().numpy()
+            loss += float(np.sum((p - y) ** 2))
+            y_units, error = inverse(y), inverse(p) - inverse(y)
+            squared += float(np.sum(error**2))
+            absolute += float(np.sum(np.abs(error)))
+            target = target.merge(Moments.from_block(y_units))
+            rows += y.size
+    if rows == 0:
+        raise InputError("no validation rows: raise valid_fraction or use more data")
+    return {
+        "loss": loss / rows,
+        "rmse": math.sqrt(squared / rows),
+        "mae": absolute / rows,
+        "r2": 1.0 - squared / target.m2 if target.m2 > 0 else math.nan,
+        "rows": float(rows),
+    }
 
 
 def fit_model(
@@ -175,22 +185,19 @@ def fit_model(
             rows += len(yb)
         trained_seconds += time.perf_counter() - started
         trained_rows += rows
-        y, p = predict_batches(model, valid_batches, device)
-        if y.size == 0:
-            raise InputError("no validation rows: raise valid_fraction or use more data")
-        valid_loss = float(np.mean((p - y) ** 2))
+        scores = evaluate(model, valid_batches, device, inverse)
+        valid_loss = scores["loss"]
         if not math.isfinite(valid_loss):
             raise TrainingDiverged(
                 f"training diverged: validation loss is {valid_loss} at epoch {epoch}; "
                 "lower the learning rate (lr) or check the inputs for extreme values"
             )
-        valid_rmse = float(np.sqrt(np.mean((inverse(p) - inverse(y)) ** 2)))
         history.append(
             {
                 "epoch": epoch,
                 "train_loss": total / max(rows, 1),
                 "valid_loss": valid_loss,
-                "valid_rmse": valid_rmse,
+                "valid_rmse": scores["rmse"],
             }
         )
         if valid_loss < best[0]:
@@ -198,8 +205,8 @@ def fit_model(
         elif epoch - best[1] >= config.patience:
             break
     model.load_state_dict(best[2])
-    y, p = predict_batches(model, valid_batches, device)
-    metrics = regression_metrics(inverse(y), inverse(p))
+    metrics = evaluate(model, valid_batches, device, inverse)
+    del metrics["loss"]
     metrics["rows_per_s"] = trained_rows / trained_seconds if trained_seconds > 0 else float("nan")
     metrics["seconds"] = trained_seconds
     return TrainResult(model, metrics, history, best[1])
