@@ -17,7 +17,7 @@ import numpy.typing as npt
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-__all__ = ["FEATURES", "generate", "nycflights13", "regression"]
+__all__ = ["BENCHMARK_FEATURES", "EXTRA_FEATURES", "FEATURES", "generate", "nycflights13", "regression"]
 
 Generator = Callable[[np.random.Generator, int], npt.NDArray[np.generic]]
 
@@ -50,6 +50,34 @@ FEATURES: dict[str, Generator] = {
     "lognormal_nan": lambda rng, n: _with_nan(rng.lognormal(1.0, 0.5, n), rng, 0.01),
 }
 
+#: More distributions, for the benchmark dataset (not in the default feature set).
+EXTRA_FEATURES: dict[str, Generator] = {
+    "exponential": lambda rng, n: rng.exponential(2.0, n),
+    "laplace": lambda rng, n: rng.laplace(10.0, 3.0, n),
+    "bimodal": lambda rng, n: np.where(rng.random(n) < 0.3, rng.normal(-5, 1, n), rng.normal(5, 0.5, n)),
+    "gamma": lambda rng, n: rng.gamma(0.5, 4.0, n),
+    "outliers_mixture": lambda rng, n: _outliers(rng, n) * 3.0 + 100.0,
+    "student_t_nan": lambda rng, n: _with_nan(rng.standard_t(3.0, n), rng, 0.01),
+    "uniform_nan": lambda rng, n: _with_nan(rng.uniform(-1.0, 1.0, n), rng, 0.01),
+}
+
+#: The benchmark dataset's 16 float64 features (normal, lognormal, uniform, Student-t,
+#: outlier mixtures; 1% NaN in four of them), besides ``id`` and ``key``.
+BENCHMARK_FEATURES: tuple[str, ...] = (
+    "normal",
+    "normal_offset",
+    "lognormal",
+    "uniform",
+    "uniform_offset",
+    "student_t",
+    "outliers",
+    "normal_nan",
+    "lognormal_nan",
+    *EXTRA_FEATURES,
+)
+
+_GENERATORS: dict[str, Generator] = {**FEATURES, **EXTRA_FEATURES}
+
 _KEYS = np.array([f"k{i:03d}" for i in range(100)])
 _KEY_WEIGHTS = 1.0 / np.arange(1, 101) ** 1.2
 _KEY_WEIGHTS /= _KEY_WEIGHTS.sum()
@@ -62,7 +90,7 @@ def _write_file(
     columns: dict[str, pa.Array] = {"id": pa.array(np.arange(start, start + rows, dtype=np.int64))}
     columns["key"] = pa.array(_KEYS[rng.choice(_KEYS.size, rows, p=_KEY_WEIGHTS)])
     for name in features:
-        columns[name] = pa.array(FEATURES[name](rng, rows))
+        columns[name] = pa.array(_GENERATORS[name](rng, rows))
     path.parent.mkdir(parents=True, exist_ok=True)
     pq.write_table(
         pa.table(columns),
@@ -95,8 +123,10 @@ def generate(
     seed : int
         Same seed, same data.
     features : sequence of str, optional
-        Names from :data:`FEATURES`; default all. Besides them every file has an
-        ``id`` (int64 row number) and a skewed string ``key``.
+        Names from :data:`FEATURES` or :data:`EXTRA_FEATURES`; default all of
+        :data:`FEATURES` (:data:`BENCHMARK_FEATURES` for the benchmark dataset).
+        Besides them every file has an ``id`` (int64 row number) and a skewed
+        string ``key``.
     partitions : sequence of str
         Hive partition values: file ``i`` goes under ``region=<partitions[i % len]>/``.
     row_group_size : int
@@ -110,9 +140,9 @@ def generate(
         The files written.
     """
     names = list(FEATURES) if features is None else list(features)
-    unknown = [n for n in names if n not in FEATURES]
+    unknown = [n for n in names if n not in _GENERATORS]
     if unknown:
-        raise ValueError(f"unknown feature {unknown[0]!r}; choose from {', '.join(FEATURES)}")
+        raise ValueError(f"unknown feature {unknown[0]!r}; choose from {', '.join(_GENERATORS)}")
     root = Path(directory)
     bounds = np.linspace(0, rows, files + 1).astype(np.int64)
     jobs = []
