@@ -135,16 +135,19 @@ def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("--rows", type=int, default=20_000_000)
-    parser.add_argument("--files", type=int, default=64)
-    parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument("--rows", type=int, help="default 20,000,000 (--quick: 200,000)")
+    parser.add_argument("--files", type=int, help="default 64 (--quick: 8)")
+    parser.add_argument("--repeat", type=int, help="runs per tool; default 3 (--quick: 1)")
     parser.add_argument("--dir", type=Path, default=Path("/tmp/normpipe-anchors"))
     parser.add_argument("--tools", nargs="*", default=list(TOOLS), help="a subset of: " + ", ".join(TOOLS))
-    parser.add_argument("--quick", action="store_true", help="200 k rows, 8 files, 1 run")
+    parser.add_argument("--quick", action="store_true", help="a small run: 200 k rows, 8 files, 1 run")
     parser.add_argument("--json", type=Path, help="also write the measurements here")
     args = parser.parse_args()
-    if args.quick:
-        args.rows, args.files, args.repeat = 200_000, 8, 1
+    quick = {"rows": 200_000, "files": 8, "repeat": 1} if args.quick else {}
+    full = {"rows": 20_000_000, "files": 64, "repeat": 3}
+    for key, value in full.items():
+        if getattr(args, key) is None:
+            setattr(args, key, quick.get(key, value))
     data = ensure_data(args.dir, args.rows, args.files)
     columns = exact_columns(data)
     exact = {

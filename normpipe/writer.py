@@ -137,11 +137,7 @@ def transform_file(
     metadata = dict(schema.metadata or {})
     metadata[STATS_SHA256_KEY] = stats_sha256.encode()
     target_schema = output_schema(schema, scalers, dtype).with_metadata(metadata)
-    dictionary_columns = [
-        f.name
-        for f in schema
-        if f.name not in scalers and not pa.types.is_floating(f.type) and not pa.types.is_nested(f.type)
-    ]
+    dictionary_columns = _dictionary_encoded(parquet, scalers)
     dest = Path(dest_root, file.relpath)
     dest.parent.mkdir(parents=True, exist_ok=True)
     with pq.ParquetWriter(
@@ -158,6 +154,25 @@ def transform_file(
         "rows_out": written,
         "bytes": dest.stat().st_size,
     }
+
+
+def _dictionary_encoded(parquet: pq.ParquetFile, scalers: Mapping[str, FittedScaler]) -> list[str]:
+    """The copied columns the input stored with a dictionary: they keep it. Normalized
+    columns, and columns the input stored plain, are written plain (trying a dictionary
+    on high-cardinality values is costly and the writer then falls back to plain)."""
+    meta = parquet.metadata
+    if meta.num_row_groups == 0:
+        return []
+    group = meta.row_group(0)
+    names = []
+    for i in range(group.num_columns):
+        column = group.column(i)
+        name = column.path_in_schema
+        if name in scalers or "." in name:
+            continue
+        if any("DICTIONARY" in encoding for encoding in column.encodings):
+            names.append(name)
+    return names
 
 
 def write_manifest(
