@@ -1,0 +1,70 @@
+"""Scaling: normpipe fit + transform at 1x, 2x, 4x, 8x rows (same file size, more files).
+
+    python benchmarks/scaling.py --base-rows 2500000 --factors 1 2 4 8
+
+Each size runs on a fresh local cluster (2 single-threaded workers, 1 GB each) on the
+16-feature benchmark dataset. Time should grow linearly with rows (seconds per million
+rows constant) and peak worker memory should stay flat. Prints one markdown table; a
+measurement, not a test.
+"""
+
+from __future__ import annotations
+
+import argparse
+import shutil
+import time
+from pathlib import Path
+
+import normpipe
+from normpipe.config import ClusterConfig
+from normpipe.datagen import BENCHMARK_FEATURES, generate
+from normpipe.engine import dask_client
+
+
+def peak_rss() -> int:
+    """VmHWM of the calling process, in bytes."""
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) * 1024
+    return 0
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--base-rows", type=int, default=2_500_000)
+    parser.add_argument("--rows-per-file", type=int, default=312_500)
+    parser.add_argument("--factors", type=int, nargs="+", default=[1, 2, 4, 8])
+    parser.add_argument("--dir", type=Path, default=Path("/tmp/normpipe-scaling"))
+    parser.add_argument("--memory-limit", default="1GB")
+    args = parser.parse_args()
+    print("| rows | files | GiB | fit s | transform s | total s per M rows | peak RSS per worker |")
+    print("|---|---|---|---|---|---|---|")
+    for factor in args.factors:
+        rows = args.base_rows * factor
+        files = max(1, rows // args.rows_per_file)
+        data, out = args.dir / f"x{factor}", args.dir / "out"
+        if not data.exists():
+            generate(
+                data, rows, files, features=BENCHMARK_FEATURES, row_group_size=args.rows_per_file, workers=2
+            )
+        size = sum(p.stat().st_size for p in data.rglob("*.parquet"))
+        cluster = ClusterConfig(workers=2, threads_per_worker=1, memory_limit=args.memory_limit)
+        with dask_client(cluster) as client:
+            client.run(lambda: None)
+            t0 = time.perf_counter()
+            stats = normpipe.fit(data, client=client, exclude=["id"])
+            fit_s = time.perf_counter() - t0
+            t0 = time.perf_counter()
+            normpipe.transform(data, stats, out, client=client, overwrite=True)
+            transform_s = time.perf_counter() - t0
+            peak = max(client.run(peak_rss).values())
+        shutil.rmtree(out, ignore_errors=True)
+        print(
+            f"| {rows:,} | {files} | {size / 2**30:.2f} | {fit_s:.1f} | {transform_s:.1f} | "
+            f"{(fit_s + transform_s) / rows * 1e6:.2f} | {peak / 2**20:.0f} MiB |",
+            flush=True,
+        )
+
+
+if __name__ == "__main__":
+    main()

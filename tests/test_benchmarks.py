@@ -1,0 +1,58 @@
+"""The benchmark harness runs end to end on a tiny dataset, and checks every tool's output.
+
+No timing is asserted: the machines are shared. The harness itself verifies each
+output (row count, z-scores of the first rows against exact statistics) and the
+quantiles against exact ones; this test checks that it did, for every tool.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_anchor_harness_quick(tmp_path: Path) -> None:
+    out = subprocess.run(
+        [
+            sys.executable,
+            "benchmarks/anchors.py",
+            "--quick",
+            "--rows",
+            "40000",
+            "--files",
+            "4",
+            "--dir",
+            str(tmp_path),
+            "--json",
+            str(tmp_path / "m.json"),
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert out.returncode == 0, out.stderr[-3000:]
+    measured = json.loads((tmp_path / "m.json").read_text())
+    assert measured["rows"] == 40_000
+    tools = measured["tools"]
+    assert set(tools) == {
+        "pyarrow read (floor)",
+        "pyarrow read+write (floor)",
+        "normpipe run",
+        "DuckDB approx quantiles",
+        "Polars exact quantiles",
+        "dask-ml StandardScaler",
+        "scikit-learn partial_fit",
+    }
+    assert all(m["verified"] == "ok" for m in tools.values()), tools
+    # normpipe states a 7.2e-4 rank error bound; exact tools are near zero
+    assert tools["normpipe run"]["rank_error"] <= 7.2e-4
+    assert tools["Polars exact quantiles"]["rank_error"] < 1e-4
+    table = out.stdout
+    assert table.count("\n| ") == 1 + len(tools)  # header + one row per tool
+    assert "| normpipe run |" in table
+    assert "1.00x" in table
