@@ -10,6 +10,7 @@ its temporary directory and leaves any earlier output untouched.
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 import shutil
@@ -17,7 +18,7 @@ import uuid
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from datetime import UTC, datetime
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import Any
 
 import fsspec
@@ -33,8 +34,11 @@ __all__ = [
     "STATS_SHA256_KEY",
     "SUCCESS",
     "check_output",
+    "check_replaceable",
     "committed_output",
+    "destination",
     "local_path",
+    "output_lock",
     "transform_file",
     "write_manifest",
 ]
@@ -95,28 +99,78 @@ def check_replaceable(output: Path, overwrite: bool) -> None:
 
 
 @contextmanager
+def output_lock(output: Path) -> Iterator[None]:
+    """Hold an exclusive lock on ``output`` (``.NAME.normpipe-lock`` beside it).
+
+    Two runs writing the same output cannot overlap: the second fails at once with
+    :class:`OutputError`. The lock is an ``flock``, released by the OS if the process
+    dies, so a killed run never leaves a stale lock. The lock file itself stays.
+    """
+    path = output.parent / f".{output.name}.normpipe-lock"
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise OutputError(
+                f"another normpipe run is writing {output} (it holds {path.name}); "
+                "wait for it to finish or choose another --output"
+            ) from None
+        os.ftruncate(fd, 0)
+        os.write(fd, f"{os.getpid()}\n".encode())
+        yield
+    finally:
+        os.close(fd)  # releases the lock
+
+
+def _recover(output: Path) -> None:
+    """Clean up after runs that died while writing ``output`` (call under its lock).
+
+    A run killed between moving the old output aside and moving the new one in left
+    the old, complete output as ``.NAME.normpipe-old-*``: it is put back. Temporary
+    directories of killed runs are removed.
+    """
+    old = sorted(output.parent.glob(f".{output.name}.normpipe-old-*"))
+    if not output.exists() and old and (old[-1] / SUCCESS).is_file():
+        old.pop().rename(output)
+    for leftover in [*old, *output.parent.glob(f".{output.name}.normpipe-tmp-*")]:
+        shutil.rmtree(leftover, ignore_errors=True)
+
+
+@contextmanager
 def committed_output(output: Path) -> Iterator[Path]:
     """Yield a temporary sibling directory; on success move it to ``output``.
 
     The caller writes everything, ``_SUCCESS`` last, into the yielded directory. An
-    existing ``output`` is swapped out only after the new one is complete.
+    existing ``output`` is swapped out only after the new one is complete. The whole
+    write holds :func:`output_lock`, and first cleans up what killed runs left.
     """
     output.parent.mkdir(parents=True, exist_ok=True)
-    tag = uuid.uuid4().hex[:12]
-    tmp = output.parent / f".{output.name}.normpipe-tmp-{tag}"
-    tmp.mkdir()
-    try:
-        yield tmp
-        if output.exists():
-            old = output.parent / f".{output.name}.normpipe-old-{tag}"
-            output.rename(old)
-            tmp.rename(output)
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            tmp.rename(output)
-    finally:
-        if tmp.exists():
-            shutil.rmtree(tmp, ignore_errors=True)
+    with output_lock(output):
+        _recover(output)
+        tag = uuid.uuid4().hex[:12]
+        tmp = output.parent / f".{output.name}.normpipe-tmp-{tag}"
+        tmp.mkdir()
+        try:
+            yield tmp
+            if output.exists():
+                old = output.parent / f".{output.name}.normpipe-old-{tag}"
+                output.rename(old)
+                tmp.rename(output)
+                shutil.rmtree(old, ignore_errors=True)
+            else:
+                tmp.rename(output)
+        finally:
+            if tmp.exists():
+                shutil.rmtree(tmp, ignore_errors=True)
+
+
+def destination(root: Path, relpath: str) -> Path:
+    """``root / relpath``, refusing any relative path that would leave ``root``."""
+    parts = PurePosixPath(relpath).parts
+    if not parts or relpath.startswith("/") or ".." in parts:
+        raise OutputError(f"refusing to write {relpath!r}: it would leave the output directory {root}")
+    return root.joinpath(*parts)
 
 
 def transform_file(
@@ -138,7 +192,7 @@ def transform_file(
     metadata[STATS_SHA256_KEY] = stats_sha256.encode()
     target_schema = output_schema(schema, scalers, dtype).with_metadata(metadata)
     dictionary_columns = _dictionary_encoded(parquet, scalers)
-    dest = Path(dest_root, file.relpath)
+    dest = destination(Path(dest_root), file.relpath)
     dest.parent.mkdir(parents=True, exist_ok=True)
     with pq.ParquetWriter(
         dest, target_schema, compression="snappy", use_dictionary=dictionary_columns

@@ -365,10 +365,10 @@ def load_model(directory: str | os.PathLike[str]) -> tuple[torch.nn.Module, dict
     on raw data), read as data (JSON + safetensors)."""
     root = Path(directory)
     try:
-        card = json.loads((root / "model.json").read_text())
+        card = json.loads((root / "model.json").read_bytes())
     except FileNotFoundError:
         raise ArtifactError(f"{root}: no model.json; pass a directory written by 'normpipe train'") from None
-    except json.JSONDecodeError as err:
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
         raise ArtifactError(f"{root / 'model.json'}: invalid JSON ({err}); train the model again") from None
     if not isinstance(card, dict) or card.get("format") != MODEL_FORMAT:
         raise ArtifactError(
@@ -379,10 +379,17 @@ def load_model(directory: str | os.PathLike[str]) -> tuple[torch.nn.Module, dict
             f"{root / 'model.json'}: model format version {card.get('version')!r} is not {MODEL_VERSION}; "
             "use the normpipe version that trained it"
         )
-    arch = dict(card["architecture"])
-    kind = arch.pop("kind")
-    model: torch.nn.Module = MLP(**arch) if kind == "mlp" else SequenceRegressor(**arch)
-    model.load_state_dict(load_file(root / "model.safetensors"))
+    try:
+        arch = dict(card["architecture"])
+        kind = arch.pop("kind")
+        builders: dict[str, Any] = {"mlp": MLP, "sequence": SequenceRegressor}
+        model: torch.nn.Module = builders[kind](**arch)
+        model.load_state_dict(load_file(root / "model.safetensors"))
+    except (KeyError, TypeError, ValueError, RuntimeError, OSError) as err:
+        raise ArtifactError(
+            f"{root}: the model card and weights do not match ({type(err).__name__}: {err}); "
+            "train the model again"
+        ) from None
     model.eval()
     stats = None
     if card.get("stats_sha256"):

@@ -28,7 +28,7 @@ from normpipe.dataset import Dataset, discover, select_columns
 from normpipe.errors import InputError
 from normpipe.train.loop import device_for, load_model
 from normpipe.train.sequence import SequenceWindows
-from normpipe.writer import check_output, committed_output, write_manifest
+from normpipe.writer import check_output, committed_output, destination, write_manifest
 
 __all__ = ["predict"]
 
@@ -91,7 +91,7 @@ def _predict_file(
     name = f"{target}_pred"
     if parquet.schema_arrow.get_field_index(name) >= 0:
         raise InputError(f"{file.path}: already has a column '{name}'; rename it or drop it first")
-    dest = dest_root / file.relpath
+    dest = destination(dest_root, file.relpath)
     dest.parent.mkdir(parents=True, exist_ok=True)
     schema = parquet.schema_arrow.append(pa.field(name, pa.float64()))
     written = 0
