@@ -18,7 +18,7 @@ from distributed import Client
 from normpipe import engine
 from normpipe.artifact import Stats
 from normpipe.config import RunConfig, load_config
-from normpipe.dataset import Dataset, discover, select_columns
+from normpipe.dataset import Dataset, discover, listing, select_columns
 from normpipe.engine import Progress
 from normpipe.errors import ArtifactError, ConfigError, InputError
 from normpipe.writer import check_output, committed_output, local_path, write_manifest
@@ -70,7 +70,7 @@ def _plan(config: RunConfig, dataset: Dataset) -> list[str]:
         if name not in columns:
             raise ConfigError(
                 f"override for column '{name}', which is not normalized; "
-                f"normalized columns: {', '.join(columns)}"
+                f"normalized columns: {listing(columns)}"
             )
     return columns
 

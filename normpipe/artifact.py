@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import os
 import tempfile
 from collections.abc import Mapping, Sequence
@@ -45,7 +46,8 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from normpipe.core.column import ColumnState, ColumnSummary, TableState
 from normpipe.core.moments import Moments
 from normpipe.core.sketch import QuantileSketch, rank_error_bound
-from normpipe.errors import ArtifactError
+from normpipe.dataset import listing
+from normpipe.errors import ArtifactError, InputError
 from normpipe.scalers import (
     REPORTED_PROBABILITIES,
     FittedScaler,
@@ -116,6 +118,14 @@ class _ArtifactModel(_Model):
     quantile_sketch: _SketchModel
     dataset: _DatasetModel
     columns: dict[str, _ColumnModel]
+    checksum: str | None = None  # absent in files written before it was added
+
+
+def _checksum(doc: Mapping[str, Any]) -> str:
+    """sha256 of the artifact's content (every key but ``checksum``), canonical JSON."""
+    content = {k: v for k, v in doc.items() if k != "checksum"}
+    canonical = json.dumps(content, sort_keys=True, separators=(",", ":"))  # NaN/inf: a mismatch
+    return "sha256:" + hashlib.sha256(canonical.encode()).hexdigest()
 
 
 def _finite_or_none(value: float) -> float | None:
@@ -240,6 +250,13 @@ class Stats:
         for name, spec in specs.items():
             probabilities = sorted({*REPORTED_PROBABILITIES, *spec.probabilities()})
             column_state = state.columns[name]
+            moments = column_state.moments
+            if moments.count and not (math.isfinite(moments.mean) and math.isfinite(moments.m2)):
+                raise InputError(
+                    f"column '{name}': values too large for float64 statistics (the "
+                    f"{'mean' if not math.isfinite(moments.mean) else 'variance'} overflows; "
+                    f"largest magnitude {max(abs(moments.min), abs(moments.max)):.3g}); rescale or exclude it"
+                )
             summary = column_state.finalize(probabilities)
             columns[name] = ColumnStats(dtypes[name], column_state, summary, fit_scaler(spec, summary))
         return cls(columns, state.rows, k, dataset)
@@ -290,7 +307,9 @@ class Stats:
         }
 
     def to_bytes(self) -> bytes:
-        return (json.dumps(self.to_json(), indent=2, allow_nan=False) + "\n").encode()
+        doc = self.to_json()
+        doc["checksum"] = _checksum(doc)
+        return (json.dumps(doc, indent=2, allow_nan=False) + "\n").encode()
 
     @property
     def sha256(self) -> str:
@@ -340,6 +359,11 @@ class Stats:
                 f"{where}: artifact version {version} is newer than this normpipe reads ({VERSION}); "
                 "upgrade normpipe"
             )
+        if "checksum" in doc and doc["checksum"] != _checksum(doc):
+            raise ArtifactError(
+                f"{where}: checksum does not match the content (the file was edited or damaged); "
+                "recreate it with 'normpipe fit'"
+            )
         try:
             model = _ArtifactModel.model_validate(doc)
             k = model.quantile_sketch.k
@@ -388,7 +412,7 @@ class Stats:
             return self.columns[name]
         except KeyError:
             raise ArtifactError(
-                f"column '{name}' is not in the stats artifact; columns: {', '.join(self.columns)}"
+                f"column '{name}' is not in the stats artifact; columns: {listing(list(self.columns))}"
             ) from None
 
     # ---------------------------------------------------------------- in-memory transform

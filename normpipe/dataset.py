@@ -13,6 +13,7 @@ import hashlib
 import json
 import os
 import posixpath
+from collections import Counter
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from functools import cached_property
@@ -31,6 +32,7 @@ __all__ = [
     "check_file_schema",
     "discover",
     "is_numeric",
+    "listing",
     "pandas_index_columns",
     "select_columns",
 ]
@@ -174,6 +176,12 @@ def is_numeric(dtype: pa.DataType) -> bool:
     return bool(pa.types.is_integer(dtype) or pa.types.is_floating(dtype))
 
 
+def listing(names: Sequence[str], limit: int = 12) -> str:
+    """Names for a one-line message: the first ``limit``, then how many more."""
+    shown = ", ".join(names[:limit])
+    return shown if len(names) <= limit else f"{shown}, … ({len(names) - limit:,} more)"
+
+
 def select_columns(
     schema: pa.Schema,
     columns: Sequence[str] | None = None,
@@ -187,7 +195,7 @@ def select_columns(
     exist and be numeric; names in ``exclude`` must exist.
     """
     names = schema.names
-    duplicated = sorted({n for n in names if names.count(n) > 1})
+    duplicated = sorted(n for n, times in Counter(names).items() if times > 1)
     if duplicated:
         raise InputError(
             f"{where}: column name '{duplicated[0]}' appears more than once; rename the duplicates"
@@ -196,12 +204,12 @@ def select_columns(
     numeric = [f.name for f in schema if is_numeric(f.type) and f.name not in index]
     for name in exclude:
         if name not in names:
-            raise InputError(f"excluded column '{name}' is not in {where}; columns: {', '.join(names)}")
+            raise InputError(f"excluded column '{name}' is not in {where}; columns: {listing(names)}")
     if columns is not None:
         for name in columns:
             if name not in names:
                 raise InputError(
-                    f"column '{name}' is not in {where}; numeric columns: {', '.join(numeric) or 'none'}"
+                    f"column '{name}' is not in {where}; numeric columns: {listing(numeric) or 'none'}"
                 )
             dtype = schema.field(name).type
             if not is_numeric(dtype):

@@ -27,10 +27,8 @@ def arrow_dtype(dtype: OutputDtype) -> pa.DataType:
 def output_schema(schema: pa.Schema, scalers: Mapping[str, FittedScaler], dtype: OutputDtype) -> pa.Schema:
     """``schema`` with every scaled column turned into ``dtype`` (nullable)."""
     target = arrow_dtype(dtype)
-    for name in scalers:
-        index = schema.get_field_index(name)
-        schema = schema.set(index, schema.field(index).with_type(target).with_nullable(True))
-    return schema
+    fields = [f.with_type(target).with_nullable(True) if f.name in scalers else f for f in schema]
+    return pa.schema(fields, metadata=schema.metadata)
 
 
 def transform_table(
@@ -42,11 +40,13 @@ def transform_table(
     """
     target = arrow_dtype(dtype)
     np_dtype = np.dtype(dtype)
-    for name, scaler in scalers.items():
-        index = table.schema.get_field_index(name)
-        column = table.column(index)
+    columns = list(table.columns)
+    for index, field in enumerate(table.schema):
+        scaler = scalers.get(field.name)
+        if scaler is None:
+            continue
+        column = columns[index]
         values = scaler.apply(to_float64(column)).astype(np_dtype, copy=False)
         mask = column.is_null().to_numpy() if column.null_count else None
-        field = table.schema.field(index).with_type(target).with_nullable(True)
-        table = table.set_column(index, field, pa.array(values, type=target, mask=mask))
-    return table
+        columns[index] = pa.array(values, type=target, mask=mask)
+    return pa.Table.from_arrays(columns, schema=output_schema(table.schema, scalers, dtype))

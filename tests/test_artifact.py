@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import numpy as np
@@ -100,11 +101,23 @@ def saved(tmp_path: Path, diabetes: pd.DataFrame) -> Path:
     ],
 )
 def test_malformed_artifacts_are_rejected(saved: Path, mutate, message: str) -> None:  # type: ignore[no-untyped-def]
-    saved.write_text(mutate(saved.read_text()))
+    # Without its checksum (as files from before it was added), so that each edit
+    # reaches the check it is meant for; with it, any edit fails the checksum.
+    text = re.sub(r',\n  "checksum": "sha256:[0-9a-f]+"', "", saved.read_text())
+    assert "checksum" not in text
+    saved.write_text(mutate(text))
     with pytest.raises(ArtifactError, match=message) as info:
         Stats.load(saved)
     assert str(saved) in str(info.value)
     assert "\n" not in str(info.value)
+
+
+def test_any_edit_fails_the_checksum(saved: Path) -> None:
+    text = saved.read_text()
+    Stats.from_bytes(re.sub(r',\n  "checksum": "sha256:[0-9a-f]+"', "", text).encode())  # loads
+    saved.write_text(text.replace('"rows": ', '"rows": 1', 1))
+    with pytest.raises(ArtifactError, match="checksum does not match"):
+        Stats.load(saved)
 
 
 def test_missing_file_and_directory(tmp_path: Path) -> None:

@@ -79,10 +79,11 @@ class Moments:
         if n == 0:
             return cls()
         x = values if values.dtype == np.float64 else values.astype(np.float64)
-        mean = float(np.mean(x))
-        d = x - mean
-        s = float(np.sum(d))
-        m2 = float(np.dot(d, d)) - s * s / n
+        with np.errstate(over="ignore", invalid="ignore"):  # |x| near 1e308: inf, caught later
+            mean = float(np.mean(x))
+            d = x - mean
+            s = float(np.sum(d))
+            m2 = float(np.dot(d, d)) - s * s / n
         hi, lo = _two_sum(mean, s / n)
         return cls(n, hi, max(m2, 0.0), float(np.min(x)), float(np.max(x)), lo)
 
