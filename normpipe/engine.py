@@ -7,6 +7,7 @@ so no single task ever holds more than ``split_every`` states.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 from collections.abc import Callable, Iterator, Sequence
@@ -17,12 +18,13 @@ import dask
 import psutil
 from dask.utils import parse_bytes
 from distributed import Client, Future, LocalCluster, as_completed
+from distributed.scheduler import KilledWorker
 
 from normpipe.analyzers import analyze_file, merge_states
 from normpipe.config import ClusterConfig
 from normpipe.core.column import TableState
 from normpipe.dataset import Dataset
-from normpipe.errors import ConfigError
+from normpipe.errors import ClusterError, ConfigError, NormpipeError
 from normpipe.mappers import OutputDtype
 from normpipe.scalers import FittedScaler
 from normpipe.writer import transform_file
@@ -50,7 +52,7 @@ def dask_client(config: ClusterConfig | None = None) -> Iterator[Client]:
                 f"cannot reach the Dask scheduler at {config.scheduler} ({err}); "
                 "check --scheduler or leave it out to start a local cluster"
             ) from None
-        with client:
+        with _quiet_client_logs(), client:
             yield client
         return
     workers = config.workers or max(1, min(os.cpu_count() or 1, 8) // config.threads_per_worker)
@@ -134,6 +136,40 @@ def _wait(futures: list[Future[Any]], phase: str, progress: Progress | None, kee
             progress(phase, done, total)
 
 
+@contextmanager
+def _quiet_client_logs() -> Iterator[None]:
+    """While a remote cluster is in use, the client does not log its connection errors
+    (with tracebacks): a lost cluster reaches the user as one :class:`ClusterError` line."""
+    loggers = [logging.getLogger(name) for name in ("distributed.client", "distributed.core")]
+    levels = [logger.level for logger in loggers]
+    for logger in loggers:
+        logger.setLevel(logging.CRITICAL)
+    try:
+        yield
+    finally:
+        for logger, level in zip(loggers, levels, strict=True):
+            logger.setLevel(level)
+
+
+@contextmanager
+def _cluster_failures(phase: str) -> Iterator[None]:
+    """Anything but normpipe's own errors that stops a phase becomes one line."""
+    try:
+        yield
+    except NormpipeError:
+        raise
+    except KilledWorker as err:
+        raise ClusterError(
+            f"{phase}: workers kept dying while running a task ({getattr(err, 'task', '?')}); "
+            "give workers more memory (--memory-limit) or check their logs; nothing was written"
+        ) from None
+    except Exception as err:  # the cluster went away, or the environment failed a task
+        text = " ".join(str(err).split())[:200] or "no message"
+        raise ClusterError(
+            f"{phase} failed on the Dask cluster ({type(err).__name__}: {text}); nothing was written"
+        ) from None
+
+
 def analyze(
     client: Client,
     dataset: Dataset,
@@ -146,11 +182,13 @@ def analyze(
     leaves = [client.submit(analyze_file, f, dataset.fs, list(columns), k, pure=False) for f in dataset.files]
     root = tree_reduce(client, leaves, merge_states, split_every)
     try:
-        _wait(leaves, "fit", progress, keep=False)
-        result: TableState = root.result()
+        with _cluster_failures("fit"):
+            _wait(leaves, "fit", progress, keep=False)
+            result: TableState = root.result()
         return result
     finally:
-        client.cancel([root])
+        with contextlib.suppress(Exception):
+            client.cancel([root])
 
 
 def transform(
@@ -168,7 +206,9 @@ def transform(
         for f in dataset.files
     ]
     try:
-        _wait(futures, "transform", progress)
-        return [f.result() for f in futures]
+        with _cluster_failures("transform"):
+            _wait(futures, "transform", progress)
+            return [f.result() for f in futures]
     finally:
-        client.cancel(futures)
+        with contextlib.suppress(Exception):
+            client.cancel(futures)

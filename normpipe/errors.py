@@ -7,7 +7,7 @@ message argument so that they survive the trip from a Dask worker to the client.
 
 from __future__ import annotations
 
-__all__ = ["ArtifactError", "ConfigError", "InputError", "NormpipeError", "OutputError"]
+__all__ = ["ArtifactError", "ClusterError", "ConfigError", "InputError", "NormpipeError", "OutputError"]
 
 
 class NormpipeError(ValueError):
@@ -28,3 +28,8 @@ class ArtifactError(NormpipeError):
 
 class ConfigError(NormpipeError):
     """A run configuration (YAML file or options) is invalid."""
+
+
+class ClusterError(NormpipeError):
+    """The Dask cluster failed the run: it went away, its workers kept dying, or a task
+    failed on an environment problem (disk full, permissions). Nothing was committed."""

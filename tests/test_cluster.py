@@ -171,3 +171,96 @@ def test_larger_than_memory_with_200mb_workers(tmp_path: Path) -> None:
         src = pq.read_table(source / rel, columns=["normal"]).column(0).to_numpy()
         out = pq.read_table(tmp_path / "out" / rel, columns=["normal"]).column(0).to_numpy()
         np.testing.assert_array_equal(out, stats.transform_column("normal", src))
+
+
+@pytest.mark.parametrize("phase", ["fit", "transform"])
+def test_worker_killed_mid_phase_gives_the_undisturbed_result(
+    scheduler: str, tmp_path: Path, phase: str
+) -> None:
+    """SIGKILL one worker process while a phase runs: Dask recomputes the lost work
+    (the nanny starts a new worker) and the result equals an undisturbed run's."""
+    import signal
+
+    from distributed import Client
+
+    source = tmp_path / "data"
+    generate(source, 1_200_000, 24, seed=5, row_group_size=10_000, workers=2)
+    with Client(scheduler, timeout="30s") as client:
+        reference, _ = normpipe.run(source, tmp_path / "ref", client=client, exclude=["id"])
+        pids = list(client.run(os.getpid).values())
+        killed: list[int] = []
+
+        def progress(current: str, done: int, total: int) -> None:
+            if current == phase and done >= 2 and not killed:
+                os.kill(pids[0], signal.SIGKILL)
+                killed.append(pids[0])
+
+        stats, manifest = normpipe.run(
+            source, tmp_path / "out", client=client, exclude=["id"], progress=progress
+        )
+    assert killed, f"the {phase} phase ended before a worker could be killed"
+    assert manifest["rows_out"] == 1_200_000
+    for name in reference.columns:  # moments merge in a fixed order: identical
+        assert stats.summary(name).mean == reference.summary(name).mean
+        assert stats.summary(name).std == reference.summary(name).std
+    pd.testing.assert_frame_equal(pd.read_parquet(tmp_path / "out"), pd.read_parquet(tmp_path / "ref"))
+
+
+def test_whole_cluster_dying_fails_clearly_and_writes_nothing(tmp_path: Path) -> None:
+    info = tmp_path / "scheduler.json"
+    env = {**os.environ, "DASK_LOGGING__DISTRIBUTED": "error"}
+    cluster = [
+        subprocess.Popen(
+            [
+                BIN / "dask",
+                "scheduler",
+                "--host",
+                "127.0.0.1",
+                "--port",
+                "0",
+                "--no-dashboard",
+                "--scheduler-file",
+                info,
+            ],
+            env=env,
+        )
+    ]
+    try:
+        deadline = time.monotonic() + 60
+        while not info.exists() and time.monotonic() < deadline:
+            time.sleep(0.2)
+        address = json.loads(info.read_text())["address"]
+        cluster.append(
+            subprocess.Popen(
+                [BIN / "dask", "worker", address, "--nthreads", "1", "--no-dashboard", "--host", "127.0.0.1"],
+                env=env,
+            )
+        )
+        source = tmp_path / "data"
+        generate(source, 1_200_000, 24, seed=5, row_group_size=10_000, workers=2)
+        run = subprocess.Popen(
+            [BIN / "normpipe", "run", source, "--output", tmp_path / "out", "--scheduler", address],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        from distributed import Client
+
+        with Client(address, timeout="30s") as watcher:  # kill once tasks are running
+            deadline = time.monotonic() + 120
+            while not any(watcher.processing().values()) and time.monotonic() < deadline:
+                assert run.poll() is None, "the run ended before the cluster could be killed"
+                time.sleep(0.05)
+            for proc in cluster:
+                proc.kill()
+        _, err = run.communicate(timeout=180)
+    finally:
+        for proc in cluster:
+            proc.kill()
+            proc.wait(timeout=30)
+    assert run.returncode == 2, err
+    assert err.count("\n") == 1
+    assert err.startswith("error: ")
+    assert "Traceback" not in err
+    assert not (tmp_path / "out").exists()
+    assert not list(tmp_path.glob(".out.normpipe-tmp-*"))
