@@ -35,7 +35,7 @@ from normpipe.artifact import Stats
 from normpipe.config import RunConfig, load_config
 from normpipe.dataset import discover
 from normpipe.engine import dask_client
-from normpipe.errors import NormpipeError, OutputError
+from normpipe.errors import ClusterError, NormpipeError, OutputError
 from normpipe.writer import SUCCESS
 
 __all__ = ["compute_stats", "normalize", "preprocess"]
@@ -49,9 +49,9 @@ def _as_config(config: RunConfig | str | Path) -> RunConfig:
 
 
 def _transient(task: Any, task_run: Any, state: State[Any]) -> bool:
-    """Retry I/O failures, never bad input (a NormpipeError fails the same way again)."""
+    """Retry I/O and cluster failures, never bad input (it fails the same way again)."""
     error = state.result(raise_on_failure=False)
-    return not isinstance(error, NormpipeError)
+    return isinstance(error, ClusterError) or not isinstance(error, NormpipeError)
 
 
 @task(retries=2, retry_delay_seconds=[1, 5], retry_condition_fn=_transient, cache_policy=NO_CACHE)
@@ -69,7 +69,14 @@ def _stats_cache_key(context: TaskRunContext, parameters: dict[str, Any]) -> str
     return "normpipe-stats-" + hashlib.sha256(text.encode()).hexdigest()
 
 
-@task(cache_key_fn=_stats_cache_key, persist_result=True, result_serializer="json")
+@task(
+    cache_key_fn=_stats_cache_key,
+    persist_result=True,
+    result_serializer="json",
+    retries=2,
+    retry_delay_seconds=[1, 5],
+    retry_condition_fn=_transient,
+)
 def analyze(config: RunConfig, dataset: dict[str, Any]) -> str:
     """The Dask pass: returns the stats artifact as JSON text (cached on ``dataset``)."""
     return (

@@ -1,0 +1,61 @@
+"""Retries: a transient read failure is retried by the Prefect task and the run
+completes; a permanent one fails after the configured retries; bad input is not retried."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+import normpipe.engine
+from flows.preprocess import preprocess
+from normpipe.analyzers import analyze_file
+from tests.flows.test_preprocess import data as data
+from tests.flows.test_preprocess import make_config, task_states
+
+pytestmark = pytest.mark.filterwarnings("ignore::UserWarning")
+
+
+def flaky(failures: int, log: Path) -> Any:
+    """analyze_file that raises OSError on its first ``failures`` calls. Calls are
+    counted in a file: Dask ships the function to its workers by value."""
+
+    def analyze(*args: Any, **kwargs: Any) -> Any:
+        with log.open("a") as handle:
+            handle.write("call\n")
+        if len(log.read_text().splitlines()) <= failures:
+            raise OSError("injected: connection reset while reading")
+        return analyze_file(*args, **kwargs)
+
+    return analyze
+
+
+def test_transient_read_error_is_retried(
+    data: Path,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    log = tmp_path / "calls.log"
+    monkeypatch.setattr(normpipe.engine, "analyze_file", flaky(1, log))
+    state = preprocess(make_config(tmp_path), refresh=True, return_state=True)
+    assert state.is_completed()
+    assert state.result()["rows_out"] == 6_000
+    calls = len(log.read_text().splitlines())
+    assert 4 <= calls <= 6  # the failed attempt (1 to 3 calls), then the 3 files again
+
+
+def test_permanent_read_error_fails_after_the_retries(
+    data: Path,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    log = tmp_path / "calls.log"
+    monkeypatch.setattr(normpipe.engine, "analyze_file", flaky(10**6, log))
+    state = preprocess(make_config(tmp_path), refresh=True, return_state=True)
+    assert state.is_failed()
+    assert "injected: connection reset" in state.message
+    assert not (tmp_path / "out").exists()
+    states = task_states(state.state_details.flow_run_id)
+    assert states["analyze"] == "Failed"
+    assert len(log.read_text().splitlines()) >= 3  # 1 try + 2 retries
