@@ -47,10 +47,16 @@ def dask_client(config: ClusterConfig | None = None) -> Iterator[Client]:
     if config.scheduler:
         try:
             client = Client(config.scheduler, timeout="10s")
-        except (OSError, TimeoutError) as err:
+        except (OSError, TimeoutError, TypeError, ValueError) as err:
+            hint = (
+                "set Dask's TLS settings (distributed.comm.tls.ca-file, .client.cert, .client.key)"
+                if config.scheduler.startswith("tls://")
+                and not dask.config.get("distributed.comm.tls.ca-file")
+                else "check --scheduler or leave it out to start a local cluster"
+            )
+            text = " ".join(str(err).split())[:200]
             raise ConfigError(
-                f"cannot reach the Dask scheduler at {config.scheduler} ({err}); "
-                "check --scheduler or leave it out to start a local cluster"
+                f"cannot reach the Dask scheduler at {config.scheduler} ({text}); {hint}"
             ) from None
         with _quiet_client_logs(), client:
             yield client

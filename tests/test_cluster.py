@@ -264,3 +264,129 @@ def test_whole_cluster_dying_fails_clearly_and_writes_nothing(tmp_path: Path) ->
     assert "Traceback" not in err
     assert not (tmp_path / "out").exists()
     assert not list(tmp_path.glob(".out.normpipe-tmp-*"))
+
+
+def _self_signed(directory: Path) -> tuple[Path, Path]:
+    """A key and a self-signed certificate for 127.0.0.1 (it is its own CA)."""
+    import datetime
+    import ipaddress
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import rsa
+    from cryptography.x509.oid import NameOID
+
+    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "normpipe-test")])
+    now = datetime.datetime.now(datetime.UTC)
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(minutes=5))
+        .not_valid_after(now + datetime.timedelta(days=1))
+        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+        .add_extension(
+            x509.SubjectAlternativeName(
+                [x509.DNSName("localhost"), x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]
+            ),
+            critical=False,
+        )
+        .sign(key, hashes.SHA256())
+    )
+    key_file, cert_file = directory / "key.pem", directory / "cert.pem"
+    key_file.write_bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+        )
+    )
+    cert_file.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    return key_file, cert_file
+
+
+def test_tls_scheduler_through_dask_security_settings(tmp_path: Path) -> None:
+    key, cert = _self_signed(tmp_path)
+    tls = ["--tls-ca-file", cert, "--tls-cert", cert, "--tls-key", key]
+    info = tmp_path / "scheduler.json"
+    env = {**os.environ, "DASK_LOGGING__DISTRIBUTED": "error"}
+    procs = [
+        subprocess.Popen(
+            [
+                BIN / "dask",
+                "scheduler",
+                "--protocol",
+                "tls",
+                "--host",
+                "127.0.0.1",
+                "--port",
+                "0",
+                "--no-dashboard",
+                "--scheduler-file",
+                info,
+                *tls,
+            ],
+            env=env,
+        )
+    ]
+    try:
+        deadline = time.monotonic() + 60
+        while not info.exists() and time.monotonic() < deadline:
+            time.sleep(0.2)
+        address = json.loads(info.read_text())["address"]
+        assert address.startswith("tls://")
+        procs.append(
+            subprocess.Popen(
+                [
+                    BIN / "dask",
+                    "worker",
+                    address,
+                    "--nthreads",
+                    "1",
+                    "--no-dashboard",
+                    "--host",
+                    "127.0.0.1",
+                    *tls,
+                ],
+                env=env,
+            )
+        )
+        source = tmp_path / "data"
+        generate(source, 20_000, 2, seed=1)
+        # The client's side: Dask's own security settings, here as environment variables
+        # (the same keys as in ~/.config/dask/distributed.yaml).
+        secure = {
+            **env,
+            "DASK_DISTRIBUTED__COMM__TLS__CA_FILE": str(cert),
+            "DASK_DISTRIBUTED__COMM__TLS__CLIENT__CERT": str(cert),
+            "DASK_DISTRIBUTED__COMM__TLS__CLIENT__KEY": str(key),
+            "DASK_DISTRIBUTED__COMM__REQUIRE_ENCRYPTION": "True",
+        }
+        cmd = [
+            BIN / "normpipe",
+            "run",
+            source,
+            "--output",
+            tmp_path / "out",
+            "--scheduler",
+            address,
+            "--exclude",
+            "id",
+        ]
+        done = subprocess.run(cmd, env=secure, capture_output=True, text=True, timeout=300)
+        assert done.returncode == 0, done.stderr
+        assert json.loads((tmp_path / "out" / "_SUCCESS").read_text())["rows_out"] == 20_000
+        # without the certificates: one clear line, nothing written
+        plain = subprocess.run(
+            [*cmd[:4], tmp_path / "o2", *cmd[5:]], env=env, capture_output=True, text=True, timeout=300
+        )
+        assert plain.returncode == 2
+        assert plain.stderr.count("\n") == 1
+        assert "cannot reach the Dask scheduler" in plain.stderr
+        assert not (tmp_path / "o2").exists()
+    finally:
+        for proc in reversed(procs):
+            proc.terminate()
+        for proc in procs:
+            proc.wait(timeout=30)
