@@ -207,6 +207,12 @@ def test_pickle_payload_as_artifact_or_model_cannot_run_code(tmp_path: Path) -> 
     )
     with pytest.raises(ArtifactError, match="do not match"):
         load_model(model_dir)
+    architecture = {"kind": "mlp", "n_features": 2, "hidden": [4], "norm": "none", "dropout": 0.0}
+    (model_dir / "model.json").write_text(
+        json.dumps({"format": "normpipe.model", "version": 1, "architecture": architecture})
+    )
+    with pytest.raises(ArtifactError, match="do not match"):  # pickle bytes as the weights
+        load_model(model_dir)
     assert not marker.exists()
 
 

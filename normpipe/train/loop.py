@@ -22,6 +22,7 @@ from typing import Any, Literal
 import numpy as np
 import numpy.typing as npt
 import torch
+from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 from torch.utils.data import DataLoader
 
@@ -385,7 +386,7 @@ def load_model(directory: str | os.PathLike[str]) -> tuple[torch.nn.Module, dict
         builders: dict[str, Any] = {"mlp": MLP, "sequence": SequenceRegressor}
         model: torch.nn.Module = builders[kind](**arch)
         model.load_state_dict(load_file(root / "model.safetensors"))
-    except (KeyError, TypeError, ValueError, RuntimeError, OSError) as err:
+    except (KeyError, TypeError, ValueError, RuntimeError, OSError, SafetensorError) as err:
         raise ArtifactError(
             f"{root}: the model card and weights do not match ({type(err).__name__}: {err}); "
             "train the model again"
