@@ -391,6 +391,54 @@ def inspect(
 
 @app.command()
 @_clean_errors
+def drift(
+    reference: Annotated[Path, typer.Argument(help="Stats artifact of the reference run.")],
+    current: Annotated[Path, typer.Argument(help="Stats artifact of the current run.")],
+    psi: Annotated[float, typer.Option("--psi", help="PSI above which a column drifted.")] = 0.2,
+    ks: Annotated[float, typer.Option("--ks", help="KS distance above which a column drifted.")] = 0.1,
+    mean_shift: Annotated[
+        float,
+        typer.Option("--mean-shift", help="Mean shift, in reference stds, above which a column drifted."),
+    ] = 0.25,
+    missing: Annotated[
+        float, typer.Option("--missing", help="Change in the share of null/NaN above which a column drifted.")
+    ] = 0.05,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the comparison as JSON.")] = False,
+) -> None:
+    """Compare two stats artifacts column by column (PSI, KS, mean shift, missing share).
+
+    Exit status: 0 no drift, 1 drift in some column, 2 bad input.
+    """
+    from normpipe.artifact import Stats
+    from normpipe.drift import Thresholds
+    from normpipe.drift import drift as compare_artifacts
+
+    results = compare_artifacts(
+        Stats.load(reference), Stats.load(current), Thresholds(psi, ks, mean_shift, missing)
+    )
+    if as_json:
+        typer.echo(json.dumps([r.to_json() for r in results], indent=2))
+    else:
+        table = Table("column", "PSI", "KS", "mean shift (std)", "std ratio", "missing change", "drift")
+        for r in results:
+            table.add_row(
+                r.column,
+                _fmt(r.psi),
+                _fmt(r.ks),
+                _fmt(r.mean_shift),
+                _fmt(r.std_ratio),
+                _fmt(r.missing_change),
+                "; ".join(r.reasons) or "no",
+            )
+        console.print(table)
+    drifted = [r.column for r in results if r.drifted]
+    if drifted:
+        typer.echo(f"drift in {len(drifted)} of {len(results)} columns: {', '.join(drifted[:12])}", err=True)
+        raise typer.Exit(1)
+
+
+@app.command()
+@_clean_errors
 def demo(
     directory: Annotated[
         Path, typer.Option("--dir", help="Where to put the example data and output.")

@@ -1,0 +1,114 @@
+"""Drift between two stats artifacts, column by column, from their sketches alone.
+
+For each column present in both:
+
+- **PSI** (population stability index) over ten bins cut at the reference's deciles:
+  ``sum((c - r) * ln(c / r))`` with the shares ``r`` (reference) and ``c`` (current) of
+  each bin read from the two KLL sketches (shares floored at 1e-4). Common reading:
+  < 0.1 stable, 0.1-0.2 moderate, > 0.2 significant.
+- **KS** distance: the largest gap between the two CDFs, evaluated at 201 quantile
+  points of each sketch. Each CDF is within its sketch's rank error, so the KS value
+  is within the sum of the two bounds (stated in the result).
+- **mean shift** in reference standard deviations, and the **std ratio**.
+- the change in the share of missing values (null or NaN).
+
+A column is flagged when any measure passes its threshold, or when it is in one
+artifact only. No pass over the data: the artifacts hold everything needed.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import numpy as np
+
+from normpipe.artifact import Stats
+
+__all__ = ["ColumnDrift", "Thresholds", "drift"]
+
+_FLOOR = 1e-4
+
+
+@dataclass(frozen=True)
+class Thresholds:
+    psi: float = 0.2
+    ks: float = 0.1
+    mean_shift: float = 0.25  # in reference standard deviations
+    missing: float = 0.05  # change in the share of null/NaN values
+
+
+@dataclass
+class ColumnDrift:
+    column: str
+    psi: float = math.nan
+    ks: float = math.nan
+    ks_error_bound: float = math.nan
+    mean_shift: float = math.nan
+    std_ratio: float = math.nan
+    missing_change: float = math.nan
+    reasons: list[str] = field(default_factory=list)
+
+    @property
+    def drifted(self) -> bool:
+        return bool(self.reasons)
+
+    def to_json(self) -> dict[str, Any]:
+        doc = asdict(self)
+        doc["drifted"] = self.drifted
+        return {k: (None if isinstance(v, float) and not math.isfinite(v) else v) for k, v in doc.items()}
+
+
+def _missing_share(stats: Stats, name: str) -> float:
+    s = stats.summary(name)
+    total = s.count + s.nulls + s.nans + s.posinf + s.neginf
+    return (s.nulls + s.nans) / total if total else math.nan
+
+
+def _column(name: str, ref: Stats, cur: Stats, limits: Thresholds) -> ColumnDrift:
+    result = ColumnDrift(name)
+    r_sketch, c_sketch = ref.columns[name].state.sketch, cur.columns[name].state.sketch
+    r, c = ref.summary(name), cur.summary(name)
+    if r_sketch.is_empty or c_sketch.is_empty:
+        if r_sketch.is_empty != c_sketch.is_empty:
+            result.reasons.append("no finite value in one of the two runs")
+        return result
+    edges = sorted(set(r_sketch.quantiles([i / 10 for i in range(1, 10)])))
+    r_cdf = np.array([0.0, *r_sketch.cdf(edges), 1.0])
+    c_cdf = np.array([0.0, *c_sketch.cdf(edges), 1.0])
+    r_share = np.maximum(np.diff(r_cdf), _FLOOR)
+    c_share = np.maximum(np.diff(c_cdf), _FLOOR)
+    result.psi = float(np.sum((c_share - r_share) * np.log(c_share / r_share)))
+    levels = [i / 200 for i in range(201)]
+    grid = sorted({*r_sketch.quantiles(levels), *c_sketch.quantiles(levels)})
+    result.ks = float(np.max(np.abs(np.array(r_sketch.cdf(grid)) - np.array(c_sketch.cdf(grid)))))
+    result.ks_error_bound = r_sketch.rank_error + c_sketch.rank_error
+    if r.std > 0:
+        result.mean_shift = abs(c.mean - r.mean) / r.std
+        result.std_ratio = c.std / r.std
+    result.missing_change = abs(_missing_share(cur, name) - _missing_share(ref, name))
+    checks = [
+        ("PSI", result.psi, limits.psi),
+        ("KS", result.ks, limits.ks),
+        ("mean shift", result.mean_shift, limits.mean_shift),
+        ("missing share change", result.missing_change, limits.missing),
+    ]
+    for label, value, limit in checks:
+        if math.isfinite(value) and value > limit:
+            result.reasons.append(f"{label} {value:.3g} > {limit:g}")
+    return result
+
+
+def drift(reference: Stats, current: Stats, thresholds: Thresholds | None = None) -> list[ColumnDrift]:
+    """Per-column drift of ``current`` against ``reference`` (see the module notes)."""
+    limits = thresholds or Thresholds()
+    names = list(dict.fromkeys([*reference.columns, *current.columns]))
+    results = []
+    for name in names:
+        if name not in current.columns or name not in reference.columns:
+            where = "current" if name not in current.columns else "reference"
+            results.append(ColumnDrift(name, reasons=[f"column missing from the {where} artifact"]))
+        else:
+            results.append(_column(name, reference, current, limits))
+    return results
