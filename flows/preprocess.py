@@ -34,8 +34,9 @@ import normpipe
 from normpipe.artifact import Stats
 from normpipe.config import RunConfig, load_config
 from normpipe.dataset import discover
+from normpipe.drift import drift
 from normpipe.engine import dask_client
-from normpipe.errors import ClusterError, NormpipeError, OutputError
+from normpipe.errors import ClusterError, DriftError, NormpipeError, OutputError
 from normpipe.writer import SUCCESS
 
 __all__ = ["compute_stats", "normalize", "preprocess"]
@@ -204,25 +205,69 @@ def normalize(config: RunConfig | str) -> dict[str, Any]:
     return manifest
 
 
+def _previous_stats(cfg: RunConfig) -> Stats | None:
+    """The artifact of the previous run at this config's paths, if there is a valid one."""
+    path = Path(cfg.stats) if cfg.stats else Path(cfg.output or "", "_stats.json")
+    if not path.is_file():
+        return None
+    try:
+        return Stats.load(path)
+    except NormpipeError:
+        return None
+
+
+@task(cache_policy=NO_CACHE)
+def check_drift(previous: Stats, text: str, fail: bool) -> list[dict[str, Any]]:
+    """Compare the new statistics with the previous run's; publish and warn on drift."""
+    results = drift(previous, Stats.from_bytes(text.encode(), "new stats"))
+    flagged = [r for r in results if r.drifted]
+    lines = ["| column | PSI | KS | mean shift (std) | drift |", "|---|---|---|---|---|"]
+    for r in results:
+        cells = [f"{v:.3g}" if v == v else "-" for v in (r.psi, r.ks, r.mean_shift)]
+        lines.append(f"| {r.column} | {' | '.join(cells)} | {'; '.join(r.reasons) or 'no'} |")
+    create_markdown_artifact(
+        key="normpipe-drift",
+        markdown=f"# Drift against the previous run: {len(flagged)} of {len(results)} columns\n\n"
+        + "\n".join(lines),
+        description="PSI / KS / mean shift of the new statistics against the previous run's",
+    )
+    if flagged:
+        message = f"drift in {len(flagged)} columns: " + "; ".join(
+            f"{r.column} ({', '.join(r.reasons)})" for r in flagged[:10]
+        )
+        if fail:
+            raise DriftError(message + "; nothing was written")
+        get_run_logger().warning(message)
+    return [r.to_json() for r in results]
+
+
 @flow(name="preprocess")
-def preprocess(config: RunConfig | str, refresh: bool = False) -> dict[str, Any]:
+def preprocess(config: RunConfig | str, refresh: bool = False, fail_on_drift: bool = False) -> dict[str, Any]:
     """Stats and normalized Parquet in one flow on one cluster.
 
     The artifact goes to ``config.stats`` when set, else into ``OUTPUT/_stats.json``.
-    Returns the ``_SUCCESS`` manifest with ``stats`` (the artifact's path) added.
+    When the previous run left an artifact there, the new statistics are compared with
+    it (``normpipe-drift`` artifact; a warning, or failure before writing with
+    ``fail_on_drift``). Returns the ``_SUCCESS`` manifest with ``stats`` (the
+    artifact's path) and ``drift`` added.
     """
     cfg = _as_config(config)
     started = time.perf_counter()
+    previous = _previous_stats(cfg)
     with dask_client(cfg.cluster):
         text = _fit(cfg, refresh)
+        drifts = check_drift(previous, text, fail_on_drift) if previous is not None else []
         if cfg.stats:
             write_stats(text, cfg.stats)
         manifest = transform(cfg, text, save_stats=not cfg.stats)
     validate(manifest["output"])
     manifest["stats"] = cfg.stats or manifest["stats"]
+    manifest["drift"] = drifts
     manifest["artifacts"] = _publish(
         Stats.from_bytes(text.encode()), time.perf_counter() - started, manifest["output"], manifest["stats"]
     )
+    if previous is not None:
+        manifest["artifacts"].append("normpipe-drift")
     manifest["flow_run"] = flow_run.get_name()
     get_run_logger().info("output in %s, stats in %s", manifest["output"], manifest["stats"])
     return manifest

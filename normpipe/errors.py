@@ -7,7 +7,15 @@ message argument so that they survive the trip from a Dask worker to the client.
 
 from __future__ import annotations
 
-__all__ = ["ArtifactError", "ClusterError", "ConfigError", "InputError", "NormpipeError", "OutputError"]
+__all__ = [
+    "ArtifactError",
+    "ClusterError",
+    "ConfigError",
+    "DriftError",
+    "InputError",
+    "NormpipeError",
+    "OutputError",
+]
 
 
 class NormpipeError(ValueError):
@@ -33,3 +41,7 @@ class ConfigError(NormpipeError):
 class ClusterError(NormpipeError):
     """The Dask cluster failed the run: it went away, its workers kept dying, or a task
     failed on an environment problem (disk full, permissions). Nothing was committed."""
+
+
+class DriftError(NormpipeError):
+    """The data drifted from the previous run's statistics past the set thresholds."""

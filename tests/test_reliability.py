@@ -227,7 +227,11 @@ def artifact_text() -> str:
     state = TableState.from_block(table, ["x", "y"], 64)
     specs = {"x": parse_scaler("robust"), "y": parse_scaler("zscore")}
     stats = Stats.from_state(
-        state, specs, {"x": "double", "y": "double"}, 64, {"source": "s", "root": "r", "files": [], "sha256": "0" * 64}
+        state,
+        specs,
+        {"x": "double", "y": "double"},
+        64,
+        {"source": "s", "root": "r", "files": [], "sha256": "0" * 64},
     )
     return stats.to_bytes().decode()
 

@@ -1,4 +1,4 @@
-"""Retries: a transient read failure is retried by the Prefect task and the run
+"""Retries, and drift against the previous run. A transient read failure is retried and the run
 completes; a permanent one fails after the configured retries; bad input is not retried."""
 
 from __future__ import annotations
@@ -59,3 +59,32 @@ def test_permanent_read_error_fails_after_the_retries(
     states = task_states(state.state_details.flow_run_id)
     assert states["analyze"] == "Failed"
     assert len(log.read_text().splitlines()) >= 3  # 1 try + 2 retries
+
+
+def test_preprocess_checks_drift_against_the_previous_run(data: Path, tmp_path: Path) -> None:
+    import pandas as pd
+
+    from tests.flows.test_preprocess import artifacts
+
+    config = make_config(tmp_path, overwrite=True)
+    first = preprocess(config)
+    assert first["drift"] == []  # no previous run
+    second = preprocess(config, return_state=True)
+    assert second.is_completed()
+    assert [d["drifted"] for d in second.result()["drift"]] == [False] * 3
+    assert "normpipe-drift" in artifacts(second.state_details.flow_run_id)
+
+    # the data changes: one column shifts by two standard deviations
+    for path in sorted(data.rglob("*.parquet")):
+        frame = pd.read_parquet(path)
+        frame["normal"] = frame["normal"] + 2.0
+        frame.to_parquet(path, index=False)
+    before = (tmp_path / "out" / "_SUCCESS").read_text()
+    failed = preprocess(config, fail_on_drift=True, return_state=True)
+    assert failed.is_failed()
+    assert "drift in 1 columns: normal" in failed.message
+    assert (tmp_path / "out" / "_SUCCESS").read_text() == before  # nothing written
+    warned = preprocess(config, return_state=True)
+    assert warned.is_completed()
+    flagged = [d["column"] for d in warned.result()["drift"] if d["drifted"]]
+    assert flagged == ["normal"]
