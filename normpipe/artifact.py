@@ -50,6 +50,7 @@ from normpipe.dataset import listing
 from normpipe.errors import ArtifactError, InputError
 from normpipe.scalers import (
     REPORTED_PROBABILITIES,
+    Auto,
     FittedScaler,
     MaxAbs,
     MinMax,
@@ -99,6 +100,8 @@ class _ColumnModel(_Model):
     neginf: int = Field(ge=0)
     mean: float | None
     m2: float | None
+    m3: float | None = None  # absent in artifacts written before skewness was kept
+    m4: float | None = None
     var: float | None
     std: float | None
     min: float | None
@@ -107,6 +110,8 @@ class _ColumnModel(_Model):
     sketch: str
     scaler: ScalerSpec
     params: dict[str, float]
+    reason: str = ""
+    profile: dict[str, float | None] = Field(default_factory=dict)
 
 
 class _ArtifactModel(_Model):
@@ -158,6 +163,8 @@ class ColumnStats:
             "neginf": s.neginf,
             "mean": _finite_or_none(s.mean),
             "m2": m.m2 if s.count else None,
+            "m3": _finite_or_none(m.m3) if s.count else None,
+            "m4": _finite_or_none(m.m4) if s.count else None,
             "var": _finite_or_none(s.var),
             "std": _finite_or_none(s.std),
             "min": _finite_or_none(s.min),
@@ -166,6 +173,12 @@ class ColumnStats:
             "sketch": self.state.sketch.to_base64(),
             "scaler": self.scaler.spec.model_dump(mode="json"),
             "params": self.scaler.params,
+            "reason": self.scaler.reason,
+            "profile": {
+                "skewness": _finite_or_none(s.skewness),
+                "kurtosis": _finite_or_none(s.kurtosis),
+                "outside_fences": _finite_or_none(s.outside_fences),
+            },
         }
 
     @classmethod
@@ -178,6 +191,9 @@ class ColumnStats:
                 _none_to_nan(model.m2),
                 _none_to_nan(model.min),
                 _none_to_nan(model.max),
+                0.0,
+                _none_to_nan(model.m3),
+                _none_to_nan(model.m4),
             )
             if count
             else Moments()
@@ -203,8 +219,11 @@ class ColumnStats:
             max=_none_to_nan(model.max),
             quantiles={float(p): _none_to_nan(q) for p, q in model.quantiles.items()},
             rank_error=rank_error_bound(k),
+            skewness=moments.skewness,
+            kurtosis=moments.kurtosis,
+            outside_fences=state.outside_fences(),
         )
-        return cls(model.dtype, state, summary, FittedScaler(model.scaler, dict(model.params)))
+        return cls(model.dtype, state, summary, FittedScaler(model.scaler, dict(model.params), model.reason))
 
 
 class Stats:
@@ -240,7 +259,7 @@ class Stats:
     def from_state(
         cls,
         state: TableState,
-        specs: Mapping[str, ZScore | MinMax | Robust | MaxAbs],
+        specs: Mapping[str, ZScore | MinMax | Robust | MaxAbs | Auto],
         dtypes: Mapping[str, str],
         k: int,
         dataset: Mapping[str, Any],

@@ -81,7 +81,12 @@ ConfigOpt = Annotated[Path | None, typer.Option("--config", "-c", help="YAML run
 StatsOpt = Annotated[str | None, typer.Option("--stats", "-s", help="Stats artifact (JSON) path.")]
 OutputOpt = Annotated[str | None, typer.Option("--output", "-o", help="Output directory.")]
 MethodOpt = Annotated[
-    str | None, typer.Option("--method", "-m", help="Default scaler: zscore, minmax, robust or maxabs.")
+    str | None,
+    typer.Option(
+        "--method",
+        "-m",
+        help="Default scaler: zscore, minmax, robust, maxabs or auto (per column, with a reason).",
+    ),
 ]
 OverrideOpt = Annotated[
     list[str] | None, typer.Option("--override", help="Per-column scaler, COLUMN=METHOD (repeatable).")
@@ -190,6 +195,8 @@ def _stats_table(stats: Any) -> Table:
         "median",
         "q75",
         "max",
+        "skew",
+        "kurt",
         "params",
     )
     for header in headers:
@@ -211,8 +218,13 @@ def _stats_table(stats: Any) -> Table:
             _fmt(q.get(0.5)),
             _fmt(q.get(0.75)),
             _fmt(s.max),
+            f"{s.skewness:.2f}" if s.skewness == s.skewness else "-",
+            f"{s.kurtosis:.2f}" if s.kurtosis == s.kurtosis else "-",
             params,
         )
+    reasons = [f"{name}: {c.scaler.reason}" for name, c in stats.columns.items() if c.scaler.reason]
+    if reasons:
+        table.caption = "auto: " + " | ".join(reasons)
     return table
 
 

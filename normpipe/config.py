@@ -16,7 +16,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from normpipe.core.sketch import DEFAULT_K
 from normpipe.errors import ConfigError
-from normpipe.scalers import MaxAbs, MinMax, Robust, ScalerSpec, ZScore
+from normpipe.scalers import Auto, MaxAbs, MinMax, RequestSpec, Robust, ZScore
 
 __all__ = [
     "ClusterConfig",
@@ -30,7 +30,7 @@ __all__ = [
     "load_model_config",
 ]
 
-Spec = ZScore | MinMax | Robust | MaxAbs
+Spec = ZScore | MinMax | Robust | MaxAbs | Auto
 
 
 class _Model(BaseModel):
@@ -58,8 +58,8 @@ class RunConfig(_Model):
     source: str | None = None
     output: str | None = None
     stats: str | None = None
-    method: ScalerSpec = Field(default_factory=ZScore)
-    overrides: dict[str, ScalerSpec] = Field(default_factory=dict)
+    method: RequestSpec = Field(default_factory=ZScore)
+    overrides: dict[str, RequestSpec] = Field(default_factory=dict)
     columns: list[str] | None = None
     exclude: list[str] = Field(default_factory=list)
     dtype: Literal["float64", "float32"] = "float64"

@@ -38,12 +38,15 @@ from normpipe.core.column import ColumnSummary
 __all__ = [
     "METHODS",
     "REPORTED_PROBABILITIES",
+    "Auto",
     "FittedScaler",
     "MaxAbs",
     "MinMax",
+    "RequestSpec",
     "Robust",
     "ScalerSpec",
     "ZScore",
+    "choose",
     "fit_scaler",
     "parse_scaler",
 ]
@@ -114,13 +117,24 @@ class MaxAbs(_Spec):
     method: Literal["maxabs"] = "maxabs"
 
 
+class Auto(_Spec):
+    """Choose zscore, minmax or robust per column from its profile (see :func:`choose`)."""
+
+    method: Literal["auto"] = "auto"
+
+    def probabilities(self) -> tuple[float, ...]:
+        return (0.25, 0.5, 0.75)
+
+
 ScalerSpec = Annotated[ZScore | MinMax | Robust | MaxAbs, Field(discriminator="method")]
-METHODS: tuple[str, ...] = ("zscore", "minmax", "robust", "maxabs")
+#: What a user may ask for: a scaler, or ``auto``.
+RequestSpec = Annotated[ZScore | MinMax | Robust | MaxAbs | Auto, Field(discriminator="method")]
+METHODS: tuple[str, ...] = ("zscore", "minmax", "robust", "maxabs", "auto")
 
-_SPEC_ADAPTER: TypeAdapter[ZScore | MinMax | Robust | MaxAbs] = TypeAdapter(ScalerSpec)
+_SPEC_ADAPTER: TypeAdapter[ZScore | MinMax | Robust | MaxAbs | Auto] = TypeAdapter(RequestSpec)
 
 
-def parse_scaler(value: Any) -> ZScore | MinMax | Robust | MaxAbs:
+def parse_scaler(value: Any) -> ZScore | MinMax | Robust | MaxAbs | Auto:
     """A scaler spec from a method name or a mapping with ``method`` and options.
 
     >>> parse_scaler("minmax").feature_range
@@ -144,6 +158,7 @@ class FittedScaler:
 
     spec: ZScore | MinMax | Robust | MaxAbs
     params: dict[str, float]
+    reason: str = ""
 
     @property
     def method(self) -> str:
@@ -172,12 +187,38 @@ def _nonzero(scale: float) -> float:
     return 1.0 if scale < 10 * _EPS else scale
 
 
-def fit_scaler(spec: ZScore | MinMax | Robust | MaxAbs, s: ColumnSummary) -> FittedScaler:
+def choose(s: ColumnSummary) -> tuple[ZScore | MinMax | Robust, str]:
+    """The ``auto`` rules: a scaler for a column's profile, and the reason in words.
+
+    1. no finite value, or a constant column: zscore (the identity / a shift);
+    2. more than 1% of values beyond Tukey's fences, ``|skewness| > 1`` or excess
+       kurtosis above 5 (outliers, skew, heavy tails): robust;
+    3. excess kurtosis below -1 with ``|skewness| < 0.5`` (flat and bounded, as a
+       uniform's -1.2): minmax;
+    4. otherwise (near-Gaussian): zscore.
+    """
+    if s.count == 0 or s.min == s.max:
+        return ZScore(), "zscore: constant column" if s.count else "zscore: no finite value"
+    skew, kurt, outside = s.skewness, s.kurtosis, s.outside_fences
+    shape = f"skewness {skew:.2f}, excess kurtosis {kurt:.2f}, {outside:.1%} beyond Tukey fences"
+    if outside > 0.01 or abs(skew) > 1.0 or kurt > 5.0:
+        return Robust(), f"robust: {shape}"
+    if kurt < -1.0 and abs(skew) < 0.5:
+        return MinMax(), f"minmax: flat and bounded ({shape})"
+    return ZScore(), f"zscore: near-Gaussian ({shape})"
+
+
+def fit_scaler(spec: ZScore | MinMax | Robust | MaxAbs | Auto, s: ColumnSummary) -> FittedScaler:
     """Parameters of ``spec`` from a column's statistics.
 
     ``s.quantiles`` must hold the probabilities of ``spec.probabilities()``.
-    A column with no finite value gets the identity map.
+    A column with no finite value gets the identity map. ``auto`` picks the scaler
+    with :func:`choose` and keeps the reason.
     """
+    if isinstance(spec, Auto):
+        chosen, reason = choose(s)
+        fitted = fit_scaler(chosen, s)
+        return FittedScaler(fitted.spec, fitted.params, reason)
     if s.count == 0:
         if isinstance(spec, MinMax):
             return FittedScaler(spec, {"scale": 1.0, "min": 0.0})

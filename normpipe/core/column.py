@@ -36,7 +36,10 @@ class ColumnSummary:
     """Final statistics of one column (the output of :meth:`ColumnState.finalize`).
 
     ``var`` and ``std`` use ddof=0. ``mean``, ``var``, ``std``, ``min``, ``max`` and
-    the quantiles are NaN when the column has no finite value.
+    the quantiles are NaN when the column has no finite value. The profile:
+    ``skewness`` and ``kurtosis`` (excess, Fisher) as scipy.stats computes them (bias
+    uncorrected), and ``outside_fences``, the share of finite values beyond Tukey's
+    fences ``q1 - 1.5 IQR`` and ``q3 + 1.5 IQR`` (from the sketch, within its bound).
     """
 
     count: int
@@ -51,6 +54,9 @@ class ColumnSummary:
     max: float
     quantiles: dict[float, float]
     rank_error: float
+    skewness: float = math.nan
+    kurtosis: float = math.nan
+    outside_fences: float = math.nan
 
 
 @dataclass(frozen=True, slots=True)
@@ -158,7 +164,19 @@ class ColumnState:
             max=m.max if finite else math.nan,
             quantiles=dict(zip(probabilities, self.sketch.quantiles(probabilities), strict=True)),
             rank_error=self.sketch.rank_error,
+            skewness=m.skewness,
+            kurtosis=m.kurtosis,
+            outside_fences=self.outside_fences(),
         )
+
+    def outside_fences(self) -> float:
+        """Share of finite values beyond Tukey's fences (NaN when there are none)."""
+        if self.sketch.is_empty:
+            return math.nan
+        q1, q3 = self.sketch.quantiles([0.25, 0.75])
+        (below,) = self.sketch.cdf([q1 - 1.5 * (q3 - q1)], inclusive=False)
+        (upto,) = self.sketch.cdf([q3 + 1.5 * (q3 - q1)], inclusive=True)
+        return below + (1.0 - upto)
 
 
 @dataclass(frozen=True, slots=True)

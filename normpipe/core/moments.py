@@ -37,6 +37,9 @@ class Moments:
         Sum of squared deviations from the mean (0.0 when ``count == 0``).
     min, max : float
         Smallest and largest value (+inf and -inf when ``count == 0``).
+    m3, m4 : float
+        Sums of cubed and fourth-power deviations from the mean (skewness and
+        kurtosis; merged exactly with Pébay's update, NaN when unknown).
     mean_lo : float
         Rounding error of ``mean`` (``mean + mean_lo`` is the mean to about twice
         float64 precision), carried so that many merges of blocks with a large
@@ -66,6 +69,8 @@ class Moments:
     min: float = math.inf
     max: float = -math.inf
     mean_lo: float = 0.0
+    m3: float = 0.0
+    m4: float = 0.0
 
     @classmethod
     def from_block(cls, values: npt.NDArray[np.floating]) -> Moments:
@@ -83,9 +88,15 @@ class Moments:
             mean = float(np.mean(x))
             d = x - mean
             s = float(np.sum(d))
-            m2 = float(np.dot(d, d)) - s * s / n
-        hi, lo = _two_sum(mean, s / n)
-        return cls(n, hi, max(m2, 0.0), float(np.min(x)), float(np.max(x)), lo)
+            d2 = d * d
+            s2, s3, s4 = float(np.sum(d2)), float(np.dot(d2, d)), float(np.dot(d2, d2))
+            # central sums about the exact mean (mean + delta), from those about ``mean``
+            delta = s / n
+            m2 = s2 - s * delta
+            m3 = s3 - 3 * delta * s2 + 2 * n * delta**3
+            m4 = s4 - 4 * delta * s3 + 6 * delta**2 * s2 - 3 * n * delta**4
+        hi, lo = _two_sum(mean, delta)
+        return cls(n, hi, max(m2, 0.0), float(np.min(x)), float(np.max(x)), lo, m3, max(m4, 0.0))
 
     def merge(self, other: Moments) -> Moments:
         """Combine two summaries of disjoint blocks (Chan et al. update)."""
@@ -97,10 +108,46 @@ class Moments:
         delta = (other.mean - self.mean) + (other.mean_lo - self.mean_lo)
         hi, err = _two_sum(self.mean, delta * (other.count / n))
         updated_mean, updated_lo = _two_sum(hi, self.mean_lo + err)
-        updated_m2 = self.m2 + other.m2 + delta * delta * (self.count * other.count / n)
-        return Moments(
-            n, updated_mean, updated_m2, min(self.min, other.min), max(self.max, other.max), updated_lo
+        na, nb = self.count, other.count
+        updated_m2 = self.m2 + other.m2 + delta * delta * (na * nb / n)
+        # Pébay (2008): third and fourth central sums of the union
+        updated_m3 = (
+            self.m3
+            + other.m3
+            + delta**3 * na * nb * (na - nb) / n**2
+            + 3 * delta * (na * other.m2 - nb * self.m2) / n
         )
+        updated_m4 = (
+            self.m4
+            + other.m4
+            + delta**4 * na * nb * (na * na - na * nb + nb * nb) / n**3
+            + 6 * delta**2 * (na * na * other.m2 + nb * nb * self.m2) / n**2
+            + 4 * delta * (na * other.m3 - nb * self.m3) / n
+        )
+        return Moments(
+            n,
+            updated_mean,
+            updated_m2,
+            min(self.min, other.min),
+            max(self.max, other.max),
+            updated_lo,
+            updated_m3,
+            updated_m4,
+        )
+
+    @property
+    def skewness(self) -> float:
+        """Sample skewness ``g1 = sqrt(n) m3 / m2**1.5`` (scipy.stats.skew, bias=True)."""
+        if self.count < 2 or self.m2 <= 0:
+            return math.nan
+        return float(math.sqrt(self.count) * self.m3 / math.pow(self.m2, 1.5))
+
+    @property
+    def kurtosis(self) -> float:
+        """Excess kurtosis ``g2 = n m4 / m2**2 - 3`` (scipy.stats.kurtosis, Fisher, bias=True)."""
+        if self.count < 2 or self.m2 <= 0:
+            return math.nan
+        return self.count * self.m4 / self.m2**2 - 3.0
 
     def variance(self, ddof: int = 0) -> float:
         """``m2 / (count - ddof)``, or NaN when there are too few values."""

@@ -102,11 +102,12 @@ class QuantileSketch:
             return [float("nan")] * len(probabilities)
         return [float(q) for q in self._load().get_quantiles(list(probabilities))]
 
-    def cdf(self, points: Sequence[float]) -> list[float]:
-        """Approximate share of values <= each point (within :attr:`rank_error`)."""
+    def cdf(self, points: Sequence[float], inclusive: bool = True) -> list[float]:
+        """Approximate share of values <= each point (< with ``inclusive=False``),
+        within :attr:`rank_error`. Points must increase strictly."""
         if self.is_empty:
             return [float("nan")] * len(points)
-        return [float(v) for v in self._load().get_cdf(list(points))[: len(points)]]
+        return [float(v) for v in self._load().get_cdf(list(points), inclusive)[: len(points)]]
 
     def to_base64(self) -> str:
         return base64.b64encode(self.data).decode("ascii")
