@@ -195,8 +195,6 @@ def _stats_table(stats: Any) -> Table:
         "median",
         "q75",
         "max",
-        "skew",
-        "kurt",
         "params",
     )
     for header in headers:
@@ -218,14 +216,17 @@ def _stats_table(stats: Any) -> Table:
             _fmt(q.get(0.5)),
             _fmt(q.get(0.75)),
             _fmt(s.max),
-            f"{s.skewness:.2f}" if s.skewness == s.skewness else "-",
-            f"{s.kurtosis:.2f}" if s.kurtosis == s.kurtosis else "-",
             params,
         )
-    reasons = [f"{name}: {c.scaler.reason}" for name, c in stats.columns.items() if c.scaler.reason]
-    if reasons:
-        table.caption = "auto: " + " | ".join(reasons)
     return table
+
+
+def _print_stats(stats: Any) -> None:
+    """The stats table, then the reason for each method chosen by ``auto``."""
+    console.print(_stats_table(stats))
+    for name, column in stats.columns.items():
+        if column.scaler.reason:
+            console.print(f"  {name}: {column.scaler.reason}", highlight=False)
 
 
 # ----------------------------------------------------------------------------- commands
@@ -268,7 +269,7 @@ def fit(
     started = time.perf_counter()
     with _progress(progress) as report:
         result = api.fit(config=cfg, progress=report)
-    console.print(_stats_table(result))
+    _print_stats(result)
     console.print(f"stats: {Path(cfg.stats).absolute()}  ({time.perf_counter() - started:.1f} s)")
 
 
@@ -370,7 +371,7 @@ def _run_and_report(cfg: Any, progress: bool | None, prefect: bool = False) -> N
     else:
         with _progress(progress) as report:
             stats, manifest = api.run(config=cfg, progress=report)
-    console.print(_stats_table(stats))
+    _print_stats(stats)
     console.print(
         f"output: {manifest['output']}  ({manifest['rows_out']:,} rows, {len(manifest['files'])} files)\n"
         f"stats:  {manifest['stats']}\n"
@@ -394,7 +395,7 @@ def inspect(
             column.pop("sketch")
         typer.echo(json.dumps(doc, indent=2))
         return
-    console.print(_stats_table(artifact))
+    _print_stats(artifact)
     console.print(
         f"dataset: {artifact.dataset['source']} ({len(artifact.dataset['files'])} files)  "
         f"sha256 {artifact.sha256[:16]}…"
