@@ -91,11 +91,11 @@ class Moments:
             d2 = d * d
             s2, s3, s4 = float(np.sum(d2)), float(np.dot(d2, d)), float(np.dot(d2, d2))
             # central sums about the exact mean (mean + delta), from those about ``mean``
-            delta = s / n
-            m2 = s2 - s * delta
-            m3 = s3 - 3 * delta * s2 + 2 * n * delta**3
-            m4 = s4 - 4 * delta * s3 + 6 * delta**2 * s2 - 3 * n * delta**4
-        hi, lo = _two_sum(mean, delta)
+            delta = np.float64(s) / n  # numpy floats overflow to inf instead of raising
+            m2 = float(s2 - s * delta)
+            m3 = float(s3 - 3 * delta * s2 + 2 * n * delta**3)
+            m4 = float(s4 - 4 * delta * s3 + 6 * delta**2 * s2 - 3 * n * delta**4)
+        hi, lo = _two_sum(mean, float(delta))
         return cls(n, hi, max(m2, 0.0), float(np.min(x)), float(np.max(x)), lo, m3, max(m4, 0.0))
 
     def merge(self, other: Moments) -> Moments:
@@ -110,20 +110,23 @@ class Moments:
         updated_mean, updated_lo = _two_sum(hi, self.mean_lo + err)
         na, nb = self.count, other.count
         updated_m2 = self.m2 + other.m2 + delta * delta * (na * nb / n)
-        # Pébay (2008): third and fourth central sums of the union
-        updated_m3 = (
-            self.m3
-            + other.m3
-            + delta**3 * na * nb * (na - nb) / n**2
-            + 3 * delta * (na * other.m2 - nb * self.m2) / n
-        )
-        updated_m4 = (
-            self.m4
-            + other.m4
-            + delta**4 * na * nb * (na * na - na * nb + nb * nb) / n**3
-            + 6 * delta**2 * (na * na * other.m2 + nb * nb * self.m2) / n**2
-            + 4 * delta * (na * other.m3 - nb * self.m3) / n
-        )
+        # Pébay (2008): third and fourth central sums of the union (numpy floats, so
+        # that values near 1e308 overflow to inf, reported later, instead of raising)
+        d = np.float64(delta)
+        with np.errstate(over="ignore", invalid="ignore"):
+            updated_m3 = float(
+                self.m3
+                + other.m3
+                + d**3 * na * nb * (na - nb) / n**2
+                + 3 * d * (na * other.m2 - nb * self.m2) / n
+            )
+            updated_m4 = float(
+                self.m4
+                + other.m4
+                + d**4 * na * nb * (na * na - na * nb + nb * nb) / n**3
+                + 6 * d**2 * (na * na * other.m2 + nb * nb * self.m2) / n**2
+                + 4 * d * (na * other.m3 - nb * self.m3) / n
+            )
         return Moments(
             n,
             updated_mean,
@@ -138,16 +141,16 @@ class Moments:
     @property
     def skewness(self) -> float:
         """Sample skewness ``g1 = sqrt(n) m3 / m2**1.5`` (scipy.stats.skew, bias=True)."""
-        if self.count < 2 or self.m2 <= 0:
-            return math.nan
-        return float(math.sqrt(self.count) * self.m3 / math.pow(self.m2, 1.5))
+        with np.errstate(all="ignore"):
+            value = np.sqrt(self.count) * np.float64(self.m3) / np.float64(self.m2) ** 1.5
+        return float(value) if self.count >= 2 and self.m2 > 0 and np.isfinite(value) else math.nan
 
     @property
     def kurtosis(self) -> float:
         """Excess kurtosis ``g2 = n m4 / m2**2 - 3`` (scipy.stats.kurtosis, Fisher, bias=True)."""
-        if self.count < 2 or self.m2 <= 0:
-            return math.nan
-        return self.count * self.m4 / self.m2**2 - 3.0
+        with np.errstate(all="ignore"):
+            value = self.count * np.float64(self.m4) / np.float64(self.m2) ** 2 - 3.0
+        return float(value) if self.count >= 2 and self.m2 > 0 and np.isfinite(value) else math.nan
 
     def variance(self, ddof: int = 0) -> float:
         """``m2 / (count - ddof)``, or NaN when there are too few values."""
