@@ -8,7 +8,8 @@ import os
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -27,9 +28,13 @@ pytestmark = pytest.mark.slow
 BIN = Path(sys.executable).parent
 
 
-@pytest.fixture
-def scheduler(tmp_path: Path) -> Iterator[str]:
-    """A scheduler and two single-threaded workers, each its own process, on 127.0.0.1."""
+@contextmanager
+def dask_processes(
+    tmp_path: Path, workers: int = 2, extra: Sequence[object] = (), wait: bool = True
+) -> Iterator[tuple[str, list[subprocess.Popen[bytes]]]]:
+    """``dask scheduler`` and ``workers`` single-threaded ``dask worker`` processes on
+    127.0.0.1 (``extra``: more options for both, e.g. TLS); yields the address and the
+    processes, and stops them all afterwards."""
     info = tmp_path / "scheduler.json"
     env = {**os.environ, "DASK_LOGGING__DISTRIBUTED": "error"}
     procs = [
@@ -44,6 +49,7 @@ def scheduler(tmp_path: Path) -> Iterator[str]:
                 "--no-dashboard",
                 "--scheduler-file",
                 info,
+                *extra,
             ],
             env=env,
         )
@@ -53,7 +59,7 @@ def scheduler(tmp_path: Path) -> Iterator[str]:
         while not info.exists() and time.monotonic() < deadline:
             time.sleep(0.2)
         address = json.loads(info.read_text())["address"]
-        for _ in range(2):
+        for _ in range(workers):
             procs.append(
                 subprocess.Popen(
                     [
@@ -67,20 +73,33 @@ def scheduler(tmp_path: Path) -> Iterator[str]:
                         "127.0.0.1",
                         "--memory-limit",
                         "1GB",
+                        *extra,
                     ],
                     env=env,
                 )
             )
-        from distributed import Client
+        if wait:
+            from distributed import Client
 
-        with Client(address, timeout="30s") as client:
-            client.wait_for_workers(2, timeout=60)
-        yield address
+            with Client(address, timeout="30s") as client:
+                client.wait_for_workers(workers, timeout=60)
+        yield address, procs
     finally:
         for proc in reversed(procs):
             proc.terminate()
         for proc in procs:
-            proc.wait(timeout=30)
+            try:
+                proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait(timeout=30)
+
+
+@pytest.fixture
+def scheduler(tmp_path: Path) -> Iterator[str]:
+    """A scheduler and two single-threaded workers, each its own process, on 127.0.0.1."""
+    with dask_processes(tmp_path) as (address, _):
+        yield address
 
 
 def test_end_to_end_on_separate_scheduler_and_workers(scheduler: str, tmp_path: Path) -> None:
@@ -207,37 +226,9 @@ def test_worker_killed_mid_phase_gives_the_undisturbed_result(
 
 
 def test_whole_cluster_dying_fails_clearly_and_writes_nothing(tmp_path: Path) -> None:
-    info = tmp_path / "scheduler.json"
-    env = {**os.environ, "DASK_LOGGING__DISTRIBUTED": "error"}
-    cluster = [
-        subprocess.Popen(
-            [
-                BIN / "dask",
-                "scheduler",
-                "--host",
-                "127.0.0.1",
-                "--port",
-                "0",
-                "--no-dashboard",
-                "--scheduler-file",
-                info,
-            ],
-            env=env,
-        )
-    ]
-    try:
-        deadline = time.monotonic() + 60
-        while not info.exists() and time.monotonic() < deadline:
-            time.sleep(0.2)
-        address = json.loads(info.read_text())["address"]
-        cluster.append(
-            subprocess.Popen(
-                [BIN / "dask", "worker", address, "--nthreads", "1", "--no-dashboard", "--host", "127.0.0.1"],
-                env=env,
-            )
-        )
-        source = tmp_path / "data"
-        generate(source, 1_200_000, 24, seed=5, row_group_size=10_000, workers=2)
+    source = tmp_path / "data"
+    generate(source, 1_200_000, 24, seed=5, row_group_size=10_000, workers=2)
+    with dask_processes(tmp_path, workers=1) as (address, cluster):
         run = subprocess.Popen(
             [BIN / "normpipe", "run", source, "--output", tmp_path / "out", "--scheduler", address],
             stdout=subprocess.PIPE,
@@ -254,10 +245,6 @@ def test_whole_cluster_dying_fails_clearly_and_writes_nothing(tmp_path: Path) ->
             for proc in cluster:
                 proc.kill()
         _, err = run.communicate(timeout=180)
-    finally:
-        for proc in cluster:
-            proc.kill()
-            proc.wait(timeout=30)
     assert run.returncode == 2, err
     assert err.count("\n") == 1
     assert err.startswith("error: ")
@@ -308,50 +295,10 @@ def _self_signed(directory: Path) -> tuple[Path, Path]:
 
 def test_tls_scheduler_through_dask_security_settings(tmp_path: Path) -> None:
     key, cert = _self_signed(tmp_path)
-    tls = ["--tls-ca-file", cert, "--tls-cert", cert, "--tls-key", key]
-    info = tmp_path / "scheduler.json"
+    tls = ["--protocol", "tls", "--tls-ca-file", cert, "--tls-cert", cert, "--tls-key", key]
     env = {**os.environ, "DASK_LOGGING__DISTRIBUTED": "error"}
-    procs = [
-        subprocess.Popen(
-            [
-                BIN / "dask",
-                "scheduler",
-                "--protocol",
-                "tls",
-                "--host",
-                "127.0.0.1",
-                "--port",
-                "0",
-                "--no-dashboard",
-                "--scheduler-file",
-                info,
-                *tls,
-            ],
-            env=env,
-        )
-    ]
-    try:
-        deadline = time.monotonic() + 60
-        while not info.exists() and time.monotonic() < deadline:
-            time.sleep(0.2)
-        address = json.loads(info.read_text())["address"]
+    with dask_processes(tmp_path, workers=1, extra=tls, wait=False) as (address, _):
         assert address.startswith("tls://")
-        procs.append(
-            subprocess.Popen(
-                [
-                    BIN / "dask",
-                    "worker",
-                    address,
-                    "--nthreads",
-                    "1",
-                    "--no-dashboard",
-                    "--host",
-                    "127.0.0.1",
-                    *tls,
-                ],
-                env=env,
-            )
-        )
         source = tmp_path / "data"
         generate(source, 20_000, 2, seed=1)
         # The client's side: Dask's own security settings, here as environment variables
@@ -385,8 +332,3 @@ def test_tls_scheduler_through_dask_security_settings(tmp_path: Path) -> None:
         assert plain.stderr.count("\n") == 1
         assert "cannot reach the Dask scheduler" in plain.stderr
         assert not (tmp_path / "o2").exists()
-    finally:
-        for proc in reversed(procs):
-            proc.terminate()
-        for proc in procs:
-            proc.wait(timeout=30)
