@@ -127,10 +127,10 @@ def _recover(output: Path) -> None:
     """Clean up after runs that died while writing ``output`` (call under its lock).
 
     A run killed between moving the old output aside and moving the new one in left
-    the old, complete output as ``.NAME.normpipe-old-*``: it is put back. Temporary
+    the old, complete output as ``.NAME.normpipe-old-*``: the newest is put back. Temporary
     directories of killed runs are removed.
     """
-    old = sorted(output.parent.glob(f".{output.name}.normpipe-old-*"))
+    old = sorted(output.parent.glob(f".{output.name}.normpipe-old-*"), key=lambda p: p.stat().st_mtime)
     if not output.exists() and old and (old[-1] / SUCCESS).is_file():
         old.pop().rename(output)
     for leftover in [*old, *output.parent.glob(f".{output.name}.normpipe-tmp-*")]:
