@@ -112,6 +112,7 @@ class _ColumnModel(_Model):
     params: dict[str, float]
     reason: str = ""
     profile: dict[str, float | None] = Field(default_factory=dict)
+    zeros: int = Field(default=0, ge=0)  # absent in artifacts written before it was kept
 
 
 class _ArtifactModel(_Model):
@@ -178,7 +179,9 @@ class ColumnStats:
                 "skewness": _finite_or_none(s.skewness),
                 "kurtosis": _finite_or_none(s.kurtosis),
                 "outside_fences": _finite_or_none(s.outside_fences),
+                "zero_share": _finite_or_none(s.zero_share),
             },
+            "zeros": self.state.zeros,
         }
 
     @classmethod
@@ -205,6 +208,7 @@ class ColumnStats:
             model.nans,
             model.posinf,
             model.neginf,
+            model.zeros,
         )
         summary = ColumnSummary(
             count=count,
@@ -222,6 +226,7 @@ class ColumnStats:
             skewness=moments.skewness,
             kurtosis=moments.kurtosis,
             outside_fences=state.outside_fences(),
+            zero_share=model.zeros / count if count else math.nan,
         )
         return cls(model.dtype, state, summary, FittedScaler(model.scaler, dict(model.params), model.reason))
 

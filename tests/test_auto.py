@@ -105,3 +105,14 @@ def test_auto_choice_and_reason_survive_the_artifact(columns: dict[str, np.ndarr
 def test_constant_column_reason() -> None:
     stats = fitted({"c": np.full(100, 3.0)}, parts=2)
     assert stats.scalers["c"].reason == "zscore: constant column"
+
+
+def test_zero_share_is_exact_and_kept(columns: dict[str, np.ndarray]) -> None:
+    rng = np.random.default_rng(3)
+    values = np.where(rng.random(N) < 0.37, 0.0, rng.exponential(1.0, N))
+    values[::1000] = np.nan
+    stats = fitted({"z": values})
+    finite = values[np.isfinite(values)]
+    assert stats.summary("z").zero_share == pytest.approx(np.mean(finite == 0.0), rel=1e-12)
+    loaded = Stats.from_bytes(stats.to_bytes())
+    assert loaded.summary("z").zero_share == stats.summary("z").zero_share

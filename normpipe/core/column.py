@@ -39,7 +39,8 @@ class ColumnSummary:
     the quantiles are NaN when the column has no finite value. The profile:
     ``skewness`` and ``kurtosis`` (excess, Fisher) as scipy.stats computes them (bias
     uncorrected), and ``outside_fences``, the share of finite values beyond Tukey's
-    fences ``q1 - 1.5 IQR`` and ``q3 + 1.5 IQR`` (from the sketch, within its bound).
+    fences ``q1 - 1.5 IQR`` and ``q3 + 1.5 IQR`` (from the sketch, within its bound),
+    and ``zero_share``, the share of finite values equal to zero.
     """
 
     count: int
@@ -57,6 +58,7 @@ class ColumnSummary:
     skewness: float = math.nan
     kurtosis: float = math.nan
     outside_fences: float = math.nan
+    zero_share: float = math.nan
 
 
 @dataclass(frozen=True, slots=True)
@@ -71,6 +73,8 @@ class ColumnState:
         KLL sketch of the finite values.
     nulls, nans, posinf, neginf : int
         Values left out of the moments and the sketch, by kind.
+    zeros : int
+        Finite values equal to zero (their share is part of the profile).
     """
 
     moments: Moments = field(default_factory=Moments)
@@ -79,6 +83,7 @@ class ColumnState:
     nans: int = 0
     posinf: int = 0
     neginf: int = 0
+    zeros: int = 0
 
     @classmethod
     def empty(cls, k: int = DEFAULT_K) -> ColumnState:
@@ -114,6 +119,7 @@ class ColumnState:
             nans,
             posinf,
             neginf,
+            int(values.size - np.count_nonzero(values)),
         )
 
     @property
@@ -129,6 +135,7 @@ class ColumnState:
             self.nans + other.nans,
             self.posinf + other.posinf,
             self.neginf + other.neginf,
+            self.zeros + other.zeros,
         )
 
     @classmethod
@@ -145,6 +152,7 @@ class ColumnState:
             sum(s.nans for s in states),
             sum(s.posinf for s in states),
             sum(s.neginf for s in states),
+            sum(s.zeros for s in states),
         )
 
     def finalize(self, probabilities: Sequence[float]) -> ColumnSummary:
@@ -167,6 +175,7 @@ class ColumnState:
             skewness=m.skewness,
             kurtosis=m.kurtosis,
             outside_fences=self.outside_fences(),
+            zero_share=self.zeros / m.count if finite else math.nan,
         )
 
     def outside_fences(self) -> float:
