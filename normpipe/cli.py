@@ -391,8 +391,10 @@ def inspect(
     artifact = Stats.load(stats)
     if as_json:
         doc = artifact.to_json()
-        for column in doc["columns"].values():
+        for name, column in doc["columns"].items():
             column.pop("sketch")
+            edges, shares = artifact.columns[name].state.histogram(20)
+            column["histogram"] = {"edges": edges, "shares": shares}
         typer.echo(json.dumps(doc, indent=2))
         return
     _print_stats(artifact)

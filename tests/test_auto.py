@@ -116,3 +116,14 @@ def test_zero_share_is_exact_and_kept(columns: dict[str, np.ndarray]) -> None:
     assert stats.summary("z").zero_share == pytest.approx(np.mean(finite == 0.0), rel=1e-12)
     loaded = Stats.from_bytes(stats.to_bytes())
     assert loaded.summary("z").zero_share == stats.summary("z").zero_share
+
+
+def test_histogram_from_the_sketch_matches_numpy(columns: dict[str, np.ndarray]) -> None:
+    values = columns["lognormal"]
+    state = TableState.from_block(pa.table({"x": values}), ["x"], 4000).columns["x"]
+    edges, shares = state.histogram(25)
+    counts, numpy_edges = np.histogram(values, bins=25, range=(values.min(), values.max()))
+    np.testing.assert_allclose(edges, numpy_edges, rtol=1e-12)
+    bound = 2 * state.sketch.rank_error
+    assert np.max(np.abs(np.array(shares) - counts / values.size)) <= bound
+    assert sum(shares) == pytest.approx(1.0)

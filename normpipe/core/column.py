@@ -178,6 +178,19 @@ class ColumnState:
             zero_share=self.zeros / m.count if finite else math.nan,
         )
 
+    def histogram(self, bins: int = 20) -> tuple[list[float], list[float]]:
+        """``bins`` equal-width bins from min to max: edges and the share of finite
+        values in each, read from the sketch (each share within twice its rank error)."""
+        if self.sketch.is_empty or bins < 1:
+            return [], []
+        low, high = self.moments.min, self.moments.max
+        if low == high:
+            return [low, high], [1.0]
+        edges = np.linspace(low, high, bins + 1)
+        inner = self.sketch.cdf(list(edges[1:-1]), inclusive=False)
+        shares = np.diff([0.0, *inner, 1.0])
+        return [float(e) for e in edges], [float(max(v, 0.0)) for v in shares]
+
     def outside_fences(self) -> float:
         """Share of finite values beyond Tukey's fences (NaN when there are none)."""
         if self.sketch.is_empty:
