@@ -112,7 +112,7 @@ class _ColumnModel(_Model):
     params: dict[str, float]
     reason: str = ""
     profile: dict[str, float | None] = Field(default_factory=dict)
-    zeros: int = Field(default=0, ge=0)  # absent in artifacts written before it was kept
+    zeros: int | None = Field(default=None, ge=0)  # absent in artifacts written before it was kept
 
 
 class _ArtifactModel(_Model):
@@ -208,7 +208,7 @@ class ColumnStats:
             model.nans,
             model.posinf,
             model.neginf,
-            model.zeros,
+            model.zeros or 0,
         )
         summary = ColumnSummary(
             count=count,
@@ -226,7 +226,7 @@ class ColumnStats:
             skewness=moments.skewness,
             kurtosis=moments.kurtosis,
             outside_fences=state.outside_fences(),
-            zero_share=model.zeros / count if count else math.nan,
+            zero_share=model.zeros / count if count and model.zeros is not None else math.nan,
         )
         return cls(model.dtype, state, summary, FittedScaler(model.scaler, dict(model.params), model.reason))
 
