@@ -12,21 +12,13 @@ from __future__ import annotations
 
 import argparse
 import shutil
-import time
+import sys
 from pathlib import Path
 
-import normpipe
-from normpipe.config import ClusterConfig
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from benchmarks.throughput import fit_and_transform
 from normpipe.datagen import BENCHMARK_FEATURES, generate
-from normpipe.engine import dask_client
-
-
-def peak_rss() -> int:
-    """VmHWM of the calling process, in bytes."""
-    for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith("VmHWM:"):
-            return int(line.split()[1]) * 1024
-    return 0
 
 
 def main() -> None:
@@ -48,16 +40,7 @@ def main() -> None:
                 data, rows, files, features=BENCHMARK_FEATURES, row_group_size=args.rows_per_file, workers=2
             )
         size = sum(p.stat().st_size for p in data.rglob("*.parquet"))
-        cluster = ClusterConfig(workers=2, threads_per_worker=1, memory_limit=args.memory_limit)
-        with dask_client(cluster) as client:
-            client.run(lambda: None)
-            t0 = time.perf_counter()
-            stats = normpipe.fit(data, client=client, exclude=["id"])
-            fit_s = time.perf_counter() - t0
-            t0 = time.perf_counter()
-            normpipe.transform(data, stats, out, client=client, overwrite=True)
-            transform_s = time.perf_counter() - t0
-            peak = max(client.run(peak_rss).values())
+        _, fit_s, transform_s, peak = fit_and_transform(data, out, 2, args.memory_limit)
         shutil.rmtree(out, ignore_errors=True)
         print(
             f"| {rows:,} | {files} | {size / 2**30:.2f} | {fit_s:.1f} | {transform_s:.1f} | "
