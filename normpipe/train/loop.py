@@ -125,7 +125,8 @@ def evaluate(
             p = model(xb.to(device)).squeeze(1).double().cpu().numpy()
             y = yb.double().numpy()
             loss += float(np.sum((p - y) ** 2))
-            y_units, error = inverse(y), inverse(p) - inverse(y)
+            y_units = inverse(y)
+            error = inverse(p) - y_units
             squared += float(np.sum(error**2))
             absolute += float(np.sum(np.abs(error)))
             target = target.merge(Moments.from_block(y_units))
