@@ -7,7 +7,7 @@ file or the row group.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 
 import fsspec
 import pyarrow as pa
@@ -19,9 +19,15 @@ __all__ = ["analyze_file", "merge_states"]
 
 
 def analyze_file(
-    file: SourceFile, fs: fsspec.AbstractFileSystem | None, columns: Sequence[str], k: int
+    file: SourceFile,
+    fs: fsspec.AbstractFileSystem | None,
+    columns: Sequence[str],
+    k: int,
+    log: Collection[str] = (),
+    distinct: Collection[str] = (),
 ) -> TableState:
-    """The :class:`TableState` of ``columns`` over every row of one Parquet file.
+    """The :class:`TableState` of ``columns`` over every row of one Parquet file
+    (with the signed-log moments of ``log`` and the distinct sketch of ``distinct``).
 
     Raises
     ------
@@ -35,7 +41,7 @@ def analyze_file(
         state = ColumnState.empty(k)
         for i in range(parquet.num_row_groups):
             chunk = parquet.read_row_group(i, columns=[name]).column(0)
-            state = state.merge(ColumnState.from_block(chunk, k))
+            state = state.merge(ColumnState.from_block(chunk, k, name in log, name in distinct))
         states[name] = state
     pa.default_memory_pool().release_unused()  # hand decode buffers back between tasks
     return TableState(parquet.metadata.num_rows, states)

@@ -88,7 +88,16 @@ def _check_artifact_columns(stats: Stats, dataset: Dataset) -> None:
 def _fit(
     config: RunConfig, dataset: Dataset, columns: list[str], client: Client, progress: Progress | None
 ) -> Stats:
-    state = engine.analyze(client, dataset, columns, config.sketch_k, config.split_every, progress)
+    state = engine.analyze(
+        client,
+        dataset,
+        columns,
+        config.sketch_k,
+        config.split_every,
+        progress,
+        log=config.log_columns(columns),
+        distinct=columns if config.distinct else (),
+    )
     if state.rows == 0:
         raise InputError(f"{dataset.source}: the dataset has no rows; nothing to fit")
     schema = dataset.schema

@@ -45,18 +45,14 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from normpipe.core.column import ColumnState, ColumnSummary, TableState
 from normpipe.core.moments import Moments
-from normpipe.core.sketch import QuantileSketch, rank_error_bound
+from normpipe.core.sketch import DistinctSketch, QuantileSketch, rank_error_bound
 from normpipe.dataset import listing
 from normpipe.errors import ArtifactError, InputError
 from normpipe.scalers import (
     REPORTED_PROBABILITIES,
-    Auto,
     FittedScaler,
-    MaxAbs,
-    MinMax,
-    Robust,
+    Request,
     ScalerSpec,
-    ZScore,
     fit_scaler,
     parse_scaler,
 )
@@ -91,6 +87,42 @@ class _SketchModel(_Model):
     confidence: float
 
 
+class _MomentsModel(_Model):
+    count: int = Field(ge=1)
+    mean: float
+    m2: float
+    m3: float | None
+    m4: float | None
+    min: float
+    max: float
+
+    @classmethod
+    def of(cls, m: Moments | None) -> dict[str, Any] | None:
+        if m is None or not m.count:
+            return None
+        return {
+            "count": m.count,
+            "mean": m.mean,
+            "m2": m.m2,
+            "m3": _finite_or_none(m.m3),
+            "m4": _finite_or_none(m.m4),
+            "min": m.min,
+            "max": m.max,
+        }
+
+    def moments(self) -> Moments:
+        return Moments(
+            self.count,
+            self.mean,
+            self.m2,
+            self.min,
+            self.max,
+            0.0,
+            _none_to_nan(self.m3),
+            _none_to_nan(self.m4),
+        )
+
+
 class _ColumnModel(_Model):
     dtype: str
     count: int = Field(ge=0)
@@ -113,6 +145,11 @@ class _ColumnModel(_Model):
     reason: str = ""
     profile: dict[str, float | None] = Field(default_factory=dict)
     zeros: int | None = Field(default=None, ge=0)  # absent in artifacts written before it was kept
+    at_min: int | None = Field(default=None, ge=0)  # likewise
+    at_max: int | None = Field(default=None, ge=0)
+    log: _MomentsModel | None = None  # moments of sign(x) log1p(|x|), when a method needed them
+    distinct: str | None = None  # base64 HLL sketch, when asked for
+    table: list[float] | None = None  # the quantile transform's quantiles
 
 
 class _ArtifactModel(_Model):
@@ -180,8 +217,16 @@ class ColumnStats:
                 "kurtosis": _finite_or_none(s.kurtosis),
                 "outside_fences": _finite_or_none(s.outside_fences),
                 "zero_share": _finite_or_none(s.zero_share),
+                "min_share": _finite_or_none(s.min_share),
+                "max_share": _finite_or_none(s.max_share),
+                "distinct": _finite_or_none(s.distinct),
             },
             "zeros": self.state.zeros,
+            "at_min": self.state.at_min,
+            "at_max": self.state.at_max,
+            "log": _MomentsModel.of(self.state.log),
+            "distinct": self.state.distinct.to_base64() if self.state.distinct is not None else None,
+            "table": list(self.scaler.table) if self.scaler.table else None,
         }
 
     @classmethod
@@ -209,6 +254,10 @@ class ColumnStats:
             model.posinf,
             model.neginf,
             model.zeros or 0,
+            model.at_min or 0,
+            model.at_max or 0,
+            model.log.moments() if model.log is not None else None,
+            DistinctSketch.from_base64(model.distinct) if model.distinct is not None else None,
         )
         summary = ColumnSummary(
             count=count,
@@ -227,8 +276,15 @@ class ColumnStats:
             kurtosis=moments.kurtosis,
             outside_fences=state.outside_fences(),
             zero_share=model.zeros / count if count and model.zeros is not None else math.nan,
+            min_share=model.at_min / count if count and model.at_min is not None else math.nan,
+            max_share=model.at_max / count if count and model.at_max is not None else math.nan,
+            distinct=state.distinct.estimate if state.distinct is not None else math.nan,
+            log=state.log,
         )
-        return cls(model.dtype, state, summary, FittedScaler(model.scaler, dict(model.params), model.reason))
+        scaler = FittedScaler(model.scaler, dict(model.params), model.reason, tuple(model.table or ()))
+        if model.scaler.method == "quantile" and len(scaler.table) < 2:
+            raise ValueError("the quantile transform has no table")
+        return cls(model.dtype, state, summary, scaler)
 
 
 class Stats:
@@ -264,7 +320,7 @@ class Stats:
     def from_state(
         cls,
         state: TableState,
-        specs: Mapping[str, ZScore | MinMax | Robust | MaxAbs | Auto],
+        specs: Mapping[str, Request],
         dtypes: Mapping[str, str],
         k: int,
         dataset: Mapping[str, Any],
@@ -282,7 +338,8 @@ class Stats:
                     f"largest magnitude {max(abs(moments.min), abs(moments.max)):.3g}); rescale or exclude it"
                 )
             summary = column_state.finalize(probabilities)
-            columns[name] = ColumnStats(dtypes[name], column_state, summary, fit_scaler(spec, summary))
+            scaler = fit_scaler(spec, summary, column_state, name)
+            columns[name] = ColumnStats(dtypes[name], column_state, summary, scaler)
         return cls(columns, state.rows, k, dataset)
 
     def refit(self, method: Any = None, overrides: Mapping[str, Any] | None = None) -> Stats:
@@ -309,7 +366,8 @@ class Stats:
             spec = column.scaler.spec if chosen is None else parse_scaler(chosen)
             probabilities = sorted({*REPORTED_PROBABILITIES, *spec.probabilities()})
             summary = column.state.finalize(probabilities)
-            columns[name] = ColumnStats(column.dtype, column.state, summary, fit_scaler(spec, summary))
+            scaler = fit_scaler(spec, summary, column.state, name)
+            columns[name] = ColumnStats(column.dtype, column.state, summary, scaler)
         return Stats(columns, self.rows, self.k, self.dataset)
 
     # ---------------------------------------------------------------- persistence

@@ -85,7 +85,8 @@ MethodOpt = Annotated[
     typer.Option(
         "--method",
         "-m",
-        help="Default scaler: zscore, minmax, robust, maxabs or auto (per column, with a reason).",
+        help="Default method: zscore, minmax, robust, maxabs, log1p, signed_log, quantile, clip, "
+        "or auto (per column, with a reason).",
     ),
 ]
 OverrideOpt = Annotated[
@@ -101,6 +102,10 @@ DtypeOpt = Annotated[
     str | None, typer.Option("--dtype", help="Output dtype of normalized columns: float64 or float32.")
 ]
 KOpt = Annotated[int | None, typer.Option("--sketch-k", help="KLL sketch k (accuracy; default 4000).")]
+DistinctOpt = Annotated[
+    bool | None,
+    typer.Option("--distinct", help="Estimate distinct counts (HLL; about 0.2 s per million values)."),
+]
 OverwriteOpt = Annotated[
     bool | None, typer.Option("--overwrite", help="Replace an existing normpipe output.")
 ]
@@ -203,6 +208,8 @@ def _stats_table(stats: Any) -> Table:
         s = column.summary
         q = s.quantiles
         params = ", ".join(f"{k}={_fmt(v)}" for k, v in column.scaler.params.items())
+        if column.scaler.table:
+            params = f"{len(column.scaler.table)} quantiles"
         table.add_row(
             name,
             column.scaler.method,
@@ -241,6 +248,7 @@ def fit(
     columns: ColumnsOpt = None,
     exclude: ExcludeOpt = None,
     sketch_k: KOpt = None,
+    distinct: DistinctOpt = None,
     scheduler: SchedulerOpt = None,
     workers: WorkersOpt = None,
     threads_per_worker: ThreadsOpt = None,
@@ -259,6 +267,7 @@ def fit(
         columns=_split(columns),
         exclude=_split(exclude),
         sketch_k=sketch_k,
+        distinct=distinct,
         scheduler=scheduler,
         workers=workers,
         threads_per_worker=threads_per_worker,
@@ -325,6 +334,7 @@ def run(
     exclude: ExcludeOpt = None,
     dtype: DtypeOpt = None,
     sketch_k: KOpt = None,
+    distinct: DistinctOpt = None,
     overwrite: OverwriteOpt = None,
     scheduler: SchedulerOpt = None,
     workers: WorkersOpt = None,
@@ -344,6 +354,7 @@ def run(
         exclude=_split(exclude),
         dtype=dtype,
         sketch_k=sketch_k,
+        distinct=distinct,
         overwrite=overwrite,
         scheduler=scheduler,
         workers=workers,

@@ -16,7 +16,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from normpipe.core.sketch import DEFAULT_K
 from normpipe.errors import ConfigError
-from normpipe.scalers import Auto, MaxAbs, MinMax, RequestSpec, Robust, ZScore
+from normpipe.scalers import Request, RequestSpec, ZScore
 
 __all__ = [
     "ClusterConfig",
@@ -30,7 +30,7 @@ __all__ = [
     "load_model_config",
 ]
 
-Spec = ZScore | MinMax | Robust | MaxAbs | Auto
+Spec = Request
 
 
 class _Model(BaseModel):
@@ -64,6 +64,9 @@ class RunConfig(_Model):
     exclude: list[str] = Field(default_factory=list)
     dtype: Literal["float64", "float32"] = "float64"
     sketch_k: int = Field(default=DEFAULT_K, ge=8, le=65535)
+    distinct: bool = Field(
+        default=False, description="estimate distinct counts (HLL; about 0.2 s per million values)"
+    )
     split_every: int = Field(default=8, ge=2)
     overwrite: bool = False
     storage_options: dict[str, Any] = Field(default_factory=dict)
@@ -83,6 +86,10 @@ class RunConfig(_Model):
 
     def spec_for(self, column: str) -> Spec:
         return self.overrides.get(column, self.method)
+
+    def log_columns(self, columns: list[str]) -> list[str]:
+        """The columns whose method needs the moments of the signed log."""
+        return [name for name in columns if self.spec_for(name).needs_log]
 
 
 class ModelOptions(_Model):

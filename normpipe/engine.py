@@ -183,9 +183,16 @@ def analyze(
     k: int,
     split_every: int = 8,
     progress: Progress | None = None,
+    log: Sequence[str] = (),
+    distinct: Sequence[str] = (),
 ) -> TableState:
-    """One pass over every file of ``dataset``: the merged state of ``columns``."""
-    leaves = [client.submit(analyze_file, f, dataset.fs, list(columns), k, pure=False) for f in dataset.files]
+    """One pass over every file of ``dataset``: the merged state of ``columns``
+    (plus the signed-log moments of ``log`` and the distinct sketches of ``distinct``)."""
+    extra = (frozenset(log), frozenset(distinct))
+    leaves = [
+        client.submit(analyze_file, f, dataset.fs, list(columns), k, *extra, pure=False)
+        for f in dataset.files
+    ]
     root = tree_reduce(client, leaves, merge_states, split_every)
     try:
         with _cluster_failures("fit"):

@@ -1,16 +1,31 @@
-"""The four scalers: their options, how parameters follow from statistics, and the maps.
+"""The scalers and transforms: their options, how parameters follow from statistics, and the maps.
 
-Each scaler has scikit-learn's semantics and parameter names:
+The four scalers have scikit-learn's semantics and parameter names; the transforms
+after them are fitted from the same single pass (mergeable states) and are invertible:
 
-=========  ===========================================  =================================
-method     options                                      forward map
-=========  ===========================================  =================================
-zscore     ``with_mean``, ``with_std``                  ``(x - mean) / std`` (ddof=0)
-minmax     ``feature_range``, ``clip``                  ``x * scale + min``, then clip
-robust     ``quantile_range``, ``with_centering``,       ``(x - median) / IQR``
-           ``with_scaling``, ``unit_variance``
-maxabs     (none)                                       ``x / max(|x|)``
-=========  ===========================================  =================================
+==========  ==========================================  ====================================
+method      options                                     forward map
+==========  ==========================================  ====================================
+zscore      ``with_mean``, ``with_std``                 ``(x - mean) / std`` (ddof=0)
+minmax      ``feature_range``, ``clip``                 ``x * scale + min``, then clip
+robust      ``quantile_range``, ``with_centering``,      ``(x - median) / IQR``
+            ``with_scaling``, ``unit_variance``
+maxabs      (none)                                      ``x / max(|x|)``
+log1p       (none)                                      z-score of ``log1p(x)``; needs x >= 0
+signed_log  (none)                                      z-score of ``sign(x) log1p(|x|)``
+quantile    ``n_quantiles``, ``output``                 the sketch's CDF, onto uniform [0, 1]
+                                                        or standard normal (scikit-learn's
+                                                        ``QuantileTransformer``, out of core)
+clip        ``quantile_range``, ``then``                winsorize at fitted quantiles, then
+                                                        ``none``, ``minmax`` or ``robust``
+==========  ==========================================  ====================================
+
+``log1p`` and ``signed_log`` take their mean and std from the moments of
+``sign(x) log1p(|x|)`` kept in the same pass (for ``x >= 0`` that is ``log1p(x)``);
+a value below -1 has no ``log1p`` and maps to NaN. ``quantile`` interpolates
+linearly between ``n_quantiles`` quantiles of the sketch, so its output is uniform
+(normal) within the sketch's rank error; values beyond the fitted range map to the
+ends (0 and 1, or about +/-5.2 for normal). ``clip`` cannot recover clipped values.
 
 A scale that would be zero (a constant column) is replaced by 1, as scikit-learn
 does; a column with no finite value gets the identity map. One difference: for
@@ -25,6 +40,7 @@ functions: NaN stays NaN and +/-inf stay infinite (clipped by ``minmax`` with
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from statistics import NormalDist
 from typing import Annotated, Any, Literal
@@ -32,19 +48,26 @@ from typing import Annotated, Any, Literal
 import numpy as np
 import numpy.typing as npt
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, model_validator
+from scipy import special
 
-from normpipe.core.column import ColumnSummary
+from normpipe.core.column import ColumnState, ColumnSummary, signed_log
+from normpipe.core.moments import Moments
+from normpipe.errors import InputError
 
 __all__ = [
     "METHODS",
     "REPORTED_PROBABILITIES",
     "Auto",
+    "Clip",
     "FittedScaler",
+    "Log1p",
     "MaxAbs",
     "MinMax",
+    "Quantile",
     "RequestSpec",
     "Robust",
     "ScalerSpec",
+    "SignedLog",
     "ZScore",
     "choose",
     "fit_scaler",
@@ -63,6 +86,11 @@ class _Spec(BaseModel):
     def probabilities(self) -> tuple[float, ...]:
         """Quantile probabilities this scaler needs from the sketch."""
         return ()
+
+    @property
+    def needs_log(self) -> bool:
+        """Whether fitting needs the moments of ``signed_log(x)`` from the pass."""
+        return False
 
 
 class ZScore(_Spec):
@@ -117,24 +145,87 @@ class MaxAbs(_Spec):
     method: Literal["maxabs"] = "maxabs"
 
 
+class Log1p(_Spec):
+    """Z-score of ``log1p(x)``, for non-negative right-skewed data."""
+
+    method: Literal["log1p"] = "log1p"
+
+    @property
+    def needs_log(self) -> bool:
+        return True
+
+
+class SignedLog(_Spec):
+    """Z-score of ``sign(x) log1p(|x|)``, for heavy tails of both signs."""
+
+    method: Literal["signed_log"] = "signed_log"
+
+    @property
+    def needs_log(self) -> bool:
+        return True
+
+
+class Quantile(_Spec):
+    """Map through the fitted CDF onto a uniform or a standard normal distribution."""
+
+    method: Literal["quantile"] = "quantile"
+    n_quantiles: int = Field(default=1000, ge=10, le=100_000)
+    output: Literal["uniform", "normal"] = "uniform"
+
+
+class Clip(_Spec):
+    """Winsorize at the fitted ``quantile_range`` (percent), then optionally scale."""
+
+    method: Literal["clip"] = "clip"
+    quantile_range: tuple[float, float] = (1.0, 99.0)
+    then: Literal["none", "minmax", "robust"] = "none"
+
+    @model_validator(mode="after")
+    def _check_range(self) -> Clip:
+        low, high = self.quantile_range
+        if not 0.0 <= low < high <= 100.0:
+            raise ValueError(f"quantile_range must satisfy 0 <= low < high <= 100, got {self.quantile_range}")
+        return self
+
+    def probabilities(self) -> tuple[float, ...]:
+        low, high = self.quantile_range
+        return (low / 100.0, 0.25, 0.5, 0.75, high / 100.0)
+
+
 class Auto(_Spec):
-    """Choose zscore, minmax or robust per column from its profile (see :func:`choose`)."""
+    """Choose a scaler or log transform per column from its profile (see :func:`choose`)."""
 
     method: Literal["auto"] = "auto"
 
     def probabilities(self) -> tuple[float, ...]:
         return (0.25, 0.5, 0.75)
 
-
-ScalerSpec = Annotated[ZScore | MinMax | Robust | MaxAbs, Field(discriminator="method")]
-#: What a user may ask for: a scaler, or ``auto``.
-RequestSpec = Annotated[ZScore | MinMax | Robust | MaxAbs | Auto, Field(discriminator="method")]
-METHODS: tuple[str, ...] = ("zscore", "minmax", "robust", "maxabs", "auto")
-
-_SPEC_ADAPTER: TypeAdapter[ZScore | MinMax | Robust | MaxAbs | Auto] = TypeAdapter(RequestSpec)
+    @property
+    def needs_log(self) -> bool:
+        return True
 
 
-def parse_scaler(value: Any) -> ZScore | MinMax | Robust | MaxAbs | Auto:
+Fitted = ZScore | MinMax | Robust | MaxAbs | Log1p | SignedLog | Quantile | Clip
+Request = Fitted | Auto
+ScalerSpec = Annotated[Fitted, Field(discriminator="method")]
+#: What a user may ask for: a scaler or transform, or ``auto``.
+RequestSpec = Annotated[Request, Field(discriminator="method")]
+METHODS: tuple[str, ...] = (
+    "zscore",
+    "minmax",
+    "robust",
+    "maxabs",
+    "log1p",
+    "signed_log",
+    "quantile",
+    "clip",
+    "auto",
+)
+
+_SPEC_ADAPTER: TypeAdapter[Request] = TypeAdapter(RequestSpec)
+
+
+def parse_scaler(value: Any) -> Request:
     """A scaler spec from a method name or a mapping with ``method`` and options.
 
     >>> parse_scaler("minmax").feature_range
@@ -147,18 +238,27 @@ def parse_scaler(value: Any) -> ZScore | MinMax | Robust | MaxAbs | Auto:
     return _SPEC_ADAPTER.validate_python(value)
 
 
+#: Normal outputs of ``quantile`` are clipped to the quantiles of these
+#: probabilities (scikit-learn's ``BOUNDS_THRESHOLD``), about +/-5.2.
+_NORMAL_BOUND = 1e-7
+
+
 @dataclass(frozen=True, slots=True)
 class FittedScaler:
     """A scaler with its fitted parameters; applies and inverts the map.
 
-    ``params`` holds ``center`` and ``scale`` (``y = (x - center) / scale``) for
-    zscore, robust and maxabs, and ``scale`` and ``min`` (``y = x * scale + min``)
-    for minmax, exactly as scikit-learn computes them.
+    ``params`` holds ``center`` and ``scale`` (``y = (f(x) - center) / scale``) for
+    zscore, robust, maxabs, log1p and signed_log (``f`` the identity or the log),
+    ``scale`` and ``min`` (``y = x * scale + min``) for minmax, exactly as
+    scikit-learn computes them, and ``low``, ``high``, ``center``, ``scale`` for clip.
+    ``table`` holds the ``n_quantiles`` quantiles of ``quantile`` (at evenly spaced
+    probabilities from 0 to 1).
     """
 
-    spec: ZScore | MinMax | Robust | MaxAbs
+    spec: Fitted
     params: dict[str, float]
     reason: str = ""
+    table: tuple[float, ...] = ()
 
     @property
     def method(self) -> str:
@@ -166,20 +266,70 @@ class FittedScaler:
 
     def apply(self, x: npt.NDArray[np.float64]) -> npt.NDArray[np.float64]:
         """Forward map of a float64 array (a new array; the input is not changed)."""
-        p = self.params
-        if isinstance(self.spec, MinMax):
+        p, spec = self.params, self.spec
+        if isinstance(spec, MinMax):
             y = x * p["scale"] + p["min"]
-            if self.spec.clip:
-                np.clip(y, *self.spec.feature_range, out=y)
+            if spec.clip:
+                np.clip(y, *spec.feature_range, out=y)
             return y
+        if isinstance(spec, Quantile):
+            return self._quantile(x)
+        if isinstance(spec, Log1p):
+            with np.errstate(invalid="ignore", divide="ignore"):
+                x = np.log1p(x)
+            x[x == -np.inf] = np.nan  # x = -1: outside the domain, like x < -1
+        elif isinstance(spec, SignedLog):
+            x = signed_log(x)
+        elif isinstance(spec, Clip):
+            x = np.clip(x, p["low"], p["high"])
         return (x - p["center"]) / p["scale"]
 
     def invert(self, y: npt.NDArray[np.float64]) -> npt.NDArray[np.float64]:
         """Inverse map (clipped values cannot be recovered)."""
-        p = self.params
-        if isinstance(self.spec, MinMax):
+        p, spec = self.params, self.spec
+        if isinstance(spec, MinMax):
             return (y - p["min"]) / p["scale"]
-        return y * p["scale"] + p["center"]
+        if isinstance(spec, Quantile):
+            return self._quantile_inverse(y)
+        x = y * p["scale"] + p["center"]
+        if isinstance(spec, Log1p):
+            with np.errstate(over="ignore"):
+                return np.expm1(x)
+        if isinstance(spec, SignedLog):
+            with np.errstate(over="ignore"):
+                return np.copysign(np.expm1(np.abs(x)), x)
+        return x
+
+    def _references(self) -> npt.NDArray[np.float64]:
+        return np.linspace(0.0, 1.0, len(self.table))
+
+    def _quantile(self, x: npt.NDArray[np.float64]) -> npt.NDArray[np.float64]:
+        table, refs = np.asarray(self.table), self._references()
+        # scikit-learn's rule for repeated quantiles (ties): the mean of interpolating
+        # upwards and downwards, so a value equal to a run of quantiles maps to its middle.
+        with np.errstate(invalid="ignore"):
+            u = 0.5 * (np.interp(x, table, refs) - np.interp(-x, -table[::-1], -refs[::-1]))
+        u[np.isnan(x)] = np.nan
+        if isinstance(self.spec, Quantile) and self.spec.output == "normal":
+            return _ndtri(np.clip(u, _NORMAL_BOUND, 1.0 - _NORMAL_BOUND))
+        return u
+
+    def _quantile_inverse(self, y: npt.NDArray[np.float64]) -> npt.NDArray[np.float64]:
+        if isinstance(self.spec, Quantile) and self.spec.output == "normal":
+            y = _ndtr(y)
+        x: npt.NDArray[np.float64] = np.interp(y, self._references(), np.asarray(self.table))
+        x[np.isnan(y)] = np.nan
+        return x
+
+
+def _ndtri(u: npt.NDArray[np.float64]) -> npt.NDArray[np.float64]:
+    """The standard normal quantile function, elementwise."""
+    return np.asarray(special.ndtri(u), dtype=np.float64)
+
+
+def _ndtr(z: npt.NDArray[np.float64]) -> npt.NDArray[np.float64]:
+    """The standard normal CDF, elementwise."""
+    return np.asarray(special.ndtr(z), dtype=np.float64)
 
 
 def _nonzero(scale: float) -> float:
@@ -187,41 +337,120 @@ def _nonzero(scale: float) -> float:
     return 1.0 if scale < 10 * _EPS else scale
 
 
-def choose(s: ColumnSummary) -> tuple[ZScore | MinMax | Robust, str]:
-    """The ``auto`` rules: a scaler for a column's profile, and the reason in words.
+#: A log transform is chosen when it leaves the column near-Gaussian: |skewness| and
+#: excess kurtosis of the transformed values within these limits.
+LOG_SKEW_LIMIT = 1.0
+LOG_KURTOSIS_LIMIT = 1.5
+
+
+def _near_gaussian(log: Moments | None) -> bool:
+    if log is None:
+        return False
+    skew, kurt = log.skewness, log.kurtosis
+    return abs(skew) <= LOG_SKEW_LIMIT and abs(kurt) <= LOG_KURTOSIS_LIMIT
+
+
+def choose(s: ColumnSummary) -> tuple[ZScore | MinMax | Robust | Log1p | SignedLog, str]:
+    """The ``auto`` rules: a method for a column's profile, and the reason in words.
 
     1. no finite value, or a constant column: zscore (the identity / a shift);
     2. more than 1% of values beyond Tukey's fences, ``|skewness| > 1`` or excess
-       kurtosis above 5 (outliers, skew, heavy tails): robust;
+       kurtosis above 5 (outliers, skew, heavy tails):
+
+       a. ``log1p`` when every value is >= 0, the skew is to the right (> 1) and the
+          log leaves the column near-Gaussian (``|skewness| <= 1`` and
+          ``|excess kurtosis| <= 1.5`` after ``log1p``), as for lognormal,
+          exponential or chi-squared data;
+       b. ``signed_log`` when values take both signs and ``sign(x) log1p(|x|)`` is
+          near-Gaussian in the same sense, as for Student-t tails;
+       c. minmax when the interquartile range is 0 (half the values or more are one
+          value, as rain amounts that are mostly 0), where robust would not scale;
+       d. robust otherwise (outliers in an otherwise normal bulk, Pareto tails);
     3. excess kurtosis below -1 with ``|skewness| < 0.5`` (flat and bounded, as a
        uniform's -1.2): minmax;
     4. otherwise (near-Gaussian): zscore.
+
+    ``quantile`` and ``clip`` are never chosen: both discard distances between
+    values that a regression may need; ask for them explicitly.
     """
     if s.count == 0 or s.min == s.max:
         return ZScore(), "zscore: constant column" if s.count else "zscore: no finite value"
     skew, kurt, outside = s.skewness, s.kurtosis, s.outside_fences
     shape = f"skewness {skew:.2f}, excess kurtosis {kurt:.2f}, {outside:.1%} beyond Tukey fences"
     if outside > 0.01 or abs(skew) > 1.0 or kurt > 5.0:
+        if s.log is not None and _near_gaussian(s.log):
+            after = f"skewness {s.log.skewness:.2f}, excess kurtosis {s.log.kurtosis:.2f}"
+            if s.min >= 0.0 and skew > 1.0:
+                return Log1p(), f"log1p: right-skewed, non-negative ({shape}); after log1p {after}"
+            if s.min < 0.0 < s.max:
+                return (
+                    SignedLog(),
+                    f"signed_log: heavy tails of both signs ({shape}); after signed log {after}",
+                )
+        q1, q3 = s.quantiles.get(0.25), s.quantiles.get(0.75)
+        if q1 is not None and q1 == q3:
+            bounds = f"{s.min_share:.1%} at the minimum, {s.max_share:.1%} at the maximum"
+            return MinMax(), f"minmax: interquartile range 0 ({bounds}), robust would not scale; {shape}"
         return Robust(), f"robust: {shape}"
     if kurt < -1.0 and abs(skew) < 0.5:
         return MinMax(), f"minmax: flat and bounded ({shape})"
     return ZScore(), f"zscore: near-Gaussian ({shape})"
 
 
-def fit_scaler(spec: ZScore | MinMax | Robust | MaxAbs | Auto, s: ColumnSummary) -> FittedScaler:
+def _zscore_params(moments: Moments) -> dict[str, float]:
+    std = math.sqrt(moments.variance()) if moments.count else 1.0
+    constant = moments.count == 0 or moments.min == moments.max
+    return {"center": moments.mean if moments.count else 0.0, "scale": 1.0 if constant else _nonzero(std)}
+
+
+def _log_params(spec: Log1p | SignedLog, s: ColumnSummary, name: str) -> dict[str, float]:
+    if s.log is None:
+        raise InputError(
+            f"column '{name}': {spec.method} needs the log moments, which this artifact does not keep "
+            f"(fitted with another method); fit again from the data with --method {spec.method}"
+        )
+    if isinstance(spec, Log1p) and s.min < 0.0:
+        raise InputError(
+            f"column '{name}': log1p needs values >= 0, its minimum is {s.min:.6g}; "
+            "use --method signed_log for data of both signs"
+        )
+    return _zscore_params(s.log)
+
+
+def fit_scaler(
+    spec: Request, s: ColumnSummary, state: ColumnState | None = None, name: str = "?"
+) -> FittedScaler:
     """Parameters of ``spec`` from a column's statistics.
 
-    ``s.quantiles`` must hold the probabilities of ``spec.probabilities()``.
-    A column with no finite value gets the identity map. ``auto`` picks the scaler
-    with :func:`choose` and keeps the reason.
+    ``s.quantiles`` must hold the probabilities of ``spec.probabilities()``;
+    ``quantile`` reads its table from ``state``'s sketch. A column with no finite
+    value gets the identity map. ``auto`` picks the method with :func:`choose` and
+    keeps the reason.
+
+    Raises
+    ------
+    InputError
+        ``log1p`` on negative values, a log method without log moments, or
+        ``quantile`` without the column's state (``name`` says which column).
     """
     if isinstance(spec, Auto):
         chosen, reason = choose(s)
-        fitted = fit_scaler(chosen, s)
+        fitted = fit_scaler(chosen, s, state, name)
         return FittedScaler(fitted.spec, fitted.params, reason)
+    if isinstance(spec, Quantile):
+        if state is None:
+            raise InputError(f"column '{name}': the quantile transform needs the column's sketch")
+        if s.count == 0:
+            return FittedScaler(spec, {}, table=(0.0, 1.0))
+        probabilities = np.linspace(0.0, 1.0, spec.n_quantiles)
+        table = np.maximum.accumulate(np.asarray(state.sketch.quantiles(list(probabilities))))
+        return FittedScaler(spec, {}, table=tuple(float(v) for v in table))
     if s.count == 0:
         if isinstance(spec, MinMax):
             return FittedScaler(spec, {"scale": 1.0, "min": 0.0})
+        if isinstance(spec, Clip):
+            big = float(np.finfo(np.float64).max)
+            return FittedScaler(spec, {"low": -big, "high": big, "center": 0.0, "scale": 1.0})
         return FittedScaler(spec, {"center": 0.0, "scale": 1.0})
     if isinstance(spec, ZScore):
         # Constant when every finite value is equal; else the std, unless it is below
@@ -237,6 +466,16 @@ def fit_scaler(spec: ZScore | MinMax | Robust | MaxAbs | Auto, s: ColumnSummary)
         return FittedScaler(spec, {"scale": scale, "min": low - s.min * scale})
     if isinstance(spec, MaxAbs):
         return FittedScaler(spec, {"center": 0.0, "scale": _nonzero(max(abs(s.min), abs(s.max)))})
+    if isinstance(spec, Log1p | SignedLog):
+        return FittedScaler(spec, _log_params(spec, s, name))
+    if isinstance(spec, Clip):
+        q_low, q1, median, q3, q_high = (s.quantiles[p] for p in spec.probabilities())
+        center, scale = 0.0, 1.0
+        if spec.then == "minmax":
+            center, scale = q_low, _nonzero(q_high - q_low)
+        elif spec.then == "robust":
+            center, scale = median, _nonzero(q3 - q1)
+        return FittedScaler(spec, {"low": q_low, "high": q_high, "center": center, "scale": scale})
     q_low, median, q_high = (s.quantiles[p] for p in spec.probabilities())
     scale = 1.0
     if spec.with_scaling:

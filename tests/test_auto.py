@@ -18,17 +18,26 @@ from normpipe.scalers import parse_scaler
 N = 200_000
 
 
-def fitted(values: dict[str, np.ndarray], method: str = "auto", parts: int = 7) -> Stats:
+def fitted(
+    values: dict[str, np.ndarray],
+    method: str | dict[str, object] = "auto",
+    parts: int = 7,
+    distinct: bool = False,
+) -> Stats:
+    """Stats as a fit computes them: states of uneven blocks, merged, then finalized."""
     table = pa.table(values)
     bounds = np.linspace(0, table.num_rows, parts + 1).astype(int)
+    specs = {name: parse_scaler(method) for name in values}
+    log = [name for name, spec in specs.items() if spec.needs_log]
     state = TableState.merge_all(
         [
-            TableState.from_block(table.slice(a, b - a), list(values), 4000)
+            TableState.from_block(
+                table.slice(a, b - a), list(values), 4000, log, list(values) if distinct else ()
+            )
             for a, b in itertools.pairwise(bounds)
         ]
     )
     dataset = {"source": "mem", "root": "mem", "files": [], "sha256": "0" * 64}
-    specs = {name: parse_scaler(method) for name in values}
     return Stats.from_state(state, specs, dict.fromkeys(values, "double"), 4000, dataset)
 
 
@@ -43,6 +52,10 @@ def columns() -> dict[str, np.ndarray]:
         "lognormal": rng.lognormal(0, 1, N),
         "student_t": rng.standard_t(2, N),
         "outliers": outliers,
+        "income": rng.lognormal(3, 1, N),
+        "waiting": rng.exponential(2.0, N),
+        "pareto": rng.pareto(2.0, N),
+        "rain": np.where(rng.random(N) < 0.8, 0.0, rng.exponential(0.2, N)),
     }
 
 
@@ -63,9 +76,13 @@ def test_higher_moments_merge_to_scipy(columns: dict[str, np.ndarray]) -> None:
     [
         ("normal", "zscore"),
         ("uniform", "minmax"),
-        ("lognormal", "robust"),
-        ("student_t", "robust"),
+        ("lognormal", "robust"),  # log1p(lognormal(0, 1)) keeps skewness 1.1
+        ("income", "log1p"),
+        ("waiting", "log1p"),
+        ("student_t", "signed_log"),
         ("outliers", "robust"),
+        ("pareto", "robust"),
+        ("rain", "minmax"),  # 80% zeros: the IQR is 0
     ],
 )
 def test_auto_picks_the_expected_method_and_says_why(
@@ -86,6 +103,13 @@ def test_auto_picks_the_expected_method_and_says_why(
     assert f"{summary.skewness:.2f}" in numbers
     assert f"{summary.kurtosis:.2f}" in numbers
     assert f"{summary.outside_fences:.1%}".rstrip("%") in numbers
+    if column == "rain":
+        assert f"{summary.min_share:.1%} at the minimum" in scaler.reason
+        assert summary.min_share == np.mean(values == 0.0)
+    if method in ("log1p", "signed_log"):  # and the shape after the log, from its moments
+        logged = np.sign(values) * np.log1p(np.abs(values))
+        assert f"{scipy.stats.skew(logged):.2f}" in numbers
+        assert f"{scipy.stats.kurtosis(logged):.2f}" in numbers
 
 
 def test_auto_choice_and_reason_survive_the_artifact(columns: dict[str, np.ndarray]) -> None:

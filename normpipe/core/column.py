@@ -7,7 +7,7 @@ array. Nulls, NaN and +/-inf are counted and left out of the moments and the ske
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -15,9 +15,9 @@ import numpy.typing as npt
 import pyarrow as pa
 
 from normpipe.core.moments import Moments
-from normpipe.core.sketch import DEFAULT_K, QuantileSketch
+from normpipe.core.sketch import DEFAULT_K, DistinctSketch, QuantileSketch
 
-__all__ = ["ColumnState", "ColumnSummary", "TableState", "to_float64"]
+__all__ = ["ColumnState", "ColumnSummary", "TableState", "signed_log", "to_float64"]
 
 
 def to_float64(block: pa.Array | pa.ChunkedArray | npt.NDArray[np.generic]) -> npt.NDArray[np.float64]:
@@ -31,6 +31,15 @@ def to_float64(block: pa.Array | pa.ChunkedArray | npt.NDArray[np.generic]) -> n
     return np.asarray(block.to_numpy(zero_copy_only=False), dtype=np.float64)
 
 
+def signed_log(values: npt.NDArray[np.float64]) -> npt.NDArray[np.float64]:
+    """``sign(x) * log1p(|x|)``: equal to ``log1p(x)`` for ``x >= 0``, odd, invertible.
+
+    >>> signed_log(np.array([-np.e + 1, 0.0, 3.0])).round(6).tolist()
+    [-1.0, 0.0, 1.386294]
+    """
+    return np.copysign(np.log1p(np.abs(values)), values)
+
+
 @dataclass(frozen=True, slots=True)
 class ColumnSummary:
     """Final statistics of one column (the output of :meth:`ColumnState.finalize`).
@@ -40,7 +49,11 @@ class ColumnSummary:
     ``skewness`` and ``kurtosis`` (excess, Fisher) as scipy.stats computes them (bias
     uncorrected), and ``outside_fences``, the share of finite values beyond Tukey's
     fences ``q1 - 1.5 IQR`` and ``q3 + 1.5 IQR`` (from the sketch, within its bound),
-    and ``zero_share``, the share of finite values equal to zero.
+    ``zero_share``, the share of finite values equal to zero, ``min_share`` and
+    ``max_share``, the shares equal to the minimum and the maximum (mass at the
+    bounds), ``distinct``, an estimate of the number of distinct finite values (NaN
+    unless asked for), and ``log``, the moments of ``signed_log(x)`` (``None`` unless a
+    log transform or ``auto`` asked for them).
     """
 
     count: int
@@ -59,6 +72,10 @@ class ColumnSummary:
     kurtosis: float = math.nan
     outside_fences: float = math.nan
     zero_share: float = math.nan
+    min_share: float = math.nan
+    max_share: float = math.nan
+    distinct: float = math.nan
+    log: Moments | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -75,6 +92,13 @@ class ColumnState:
         Values left out of the moments and the sketch, by kind.
     zeros : int
         Finite values equal to zero (their share is part of the profile).
+    at_min, at_max : int
+        Finite values equal to the minimum and to the maximum.
+    log : Moments or None
+        Moments of ``signed_log`` of the finite values (fits ``log1p`` and
+        ``signed_log``); ``None`` when not asked for. ``None`` merges as "not kept".
+    distinct : DistinctSketch or None
+        HyperLogLog sketch of the distinct finite values; ``None`` when not asked for.
     """
 
     moments: Moments = field(default_factory=Moments)
@@ -84,6 +108,10 @@ class ColumnState:
     posinf: int = 0
     neginf: int = 0
     zeros: int = 0
+    at_min: int = 0
+    at_max: int = 0
+    log: Moments | None = None
+    distinct: DistinctSketch | None = None
 
     @classmethod
     def empty(cls, k: int = DEFAULT_K) -> ColumnState:
@@ -91,9 +119,13 @@ class ColumnState:
 
     @classmethod
     def from_block(
-        cls, block: pa.Array | pa.ChunkedArray | npt.NDArray[np.generic], k: int = DEFAULT_K
+        cls,
+        block: pa.Array | pa.ChunkedArray | npt.NDArray[np.generic],
+        k: int = DEFAULT_K,
+        log: bool = False,
+        distinct: bool = False,
     ) -> ColumnState:
-        """Summarize one block of a numeric column.
+        """Summarize one block of a numeric column (``log`` and ``distinct`` add those states).
 
         Examples
         --------
@@ -112,14 +144,19 @@ class ColumnState:
             posinf = int(np.count_nonzero(values == np.inf))
             neginf = int(np.count_nonzero(values == -np.inf))
             values = values[finite]
+        moments = Moments.from_block(values)
         return cls(
-            Moments.from_block(values),
+            moments,
             QuantileSketch.from_block(values, k),
             nulls,
             nans,
             posinf,
             neginf,
             int(values.size - np.count_nonzero(values)),
+            int(np.count_nonzero(values == moments.min)) if moments.count else 0,
+            int(np.count_nonzero(values == moments.max)) if moments.count else 0,
+            Moments.from_block(signed_log(values)) if log else None,
+            DistinctSketch.from_block(values) if distinct else None,
         )
 
     @property
@@ -128,15 +165,7 @@ class ColumnState:
         return self.moments.count + self.nulls + self.nans + self.posinf + self.neginf
 
     def merge(self, other: ColumnState) -> ColumnState:
-        return ColumnState(
-            self.moments.merge(other.moments),
-            self.sketch.merge(other.sketch),
-            self.nulls + other.nulls,
-            self.nans + other.nans,
-            self.posinf + other.posinf,
-            self.neginf + other.neginf,
-            self.zeros + other.zeros,
-        )
+        return ColumnState.merge_all([self, other])
 
     @classmethod
     def merge_all(cls, states: Sequence[ColumnState]) -> ColumnState:
@@ -145,6 +174,14 @@ class ColumnState:
         moments = first.moments
         for s in rest:
             moments = moments.merge(s.moments)
+        logs = [s.log for s in states if s.log is not None]
+        log = logs[0] if logs else None
+        for other in logs[1:]:
+            log = log.merge(other) if log is not None else other
+        sketches = [s.distinct for s in states if s.distinct is not None]
+        distinct = sketches[0] if sketches else None
+        for sketch in sketches[1:]:
+            distinct = distinct.merge(sketch) if distinct is not None else sketch
         return ColumnState(
             moments,
             first.sketch.merge_many([s.sketch for s in rest]),
@@ -153,6 +190,10 @@ class ColumnState:
             sum(s.posinf for s in states),
             sum(s.neginf for s in states),
             sum(s.zeros for s in states),
+            sum(s.at_min for s in states if s.moments.count and s.moments.min == moments.min),
+            sum(s.at_max for s in states if s.moments.count and s.moments.max == moments.max),
+            log,
+            distinct,
         )
 
     def finalize(self, probabilities: Sequence[float]) -> ColumnSummary:
@@ -176,6 +217,10 @@ class ColumnState:
             kurtosis=m.kurtosis,
             outside_fences=self.outside_fences(),
             zero_share=self.zeros / m.count if finite else math.nan,
+            min_share=self.at_min / m.count if finite else math.nan,
+            max_share=self.at_max / m.count if finite else math.nan,
+            distinct=self.distinct.estimate if self.distinct is not None else math.nan,
+            log=self.log,
         )
 
     def histogram(self, bins: int = 20) -> tuple[list[float], list[float]]:
@@ -210,11 +255,20 @@ class TableState:
 
     @classmethod
     def from_block(
-        cls, table: pa.Table | pa.RecordBatch, columns: Iterable[str], k: int = DEFAULT_K
+        cls,
+        table: pa.Table | pa.RecordBatch,
+        columns: Iterable[str],
+        k: int = DEFAULT_K,
+        log: Collection[str] = (),
+        distinct: Collection[str] = (),
     ) -> TableState:
+        """States of ``columns``; those in ``log`` / ``distinct`` also keep those states."""
         return cls(
             table.num_rows,
-            {name: ColumnState.from_block(table.column(name), k) for name in columns},
+            {
+                name: ColumnState.from_block(table.column(name), k, name in log, name in distinct)
+                for name in columns
+            },
         )
 
     def merge(self, other: TableState) -> TableState:

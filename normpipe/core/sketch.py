@@ -13,12 +13,15 @@ from dataclasses import dataclass
 
 import numpy as np
 import numpy.typing as npt
-from datasketches import kll_doubles_sketch
+from datasketches import hll_sketch, hll_union, kll_doubles_sketch
 
-__all__ = ["DEFAULT_K", "QuantileSketch", "rank_error_bound"]
+__all__ = ["DEFAULT_K", "DISTINCT_LG_K", "DistinctSketch", "QuantileSketch", "rank_error_bound"]
 
 #: Default KLL ``k``: a stated single-quantile rank error of about 7.2e-4 (99% confidence).
 DEFAULT_K = 4000
+#: HyperLogLog ``lg_k`` of the distinct-count estimate: 4096 registers, relative
+#: standard error about 1.6%.
+DISTINCT_LG_K = 12
 
 
 def rank_error_bound(k: int) -> float:
@@ -128,3 +131,55 @@ class QuantileSketch:
         except (ValueError, RuntimeError, IndexError, UnicodeEncodeError) as err:
             raise ValueError(f"not a valid KLL sketch ({type(err).__name__}: {err})") from None
         return cls(k, data)
+
+
+@dataclass(frozen=True, slots=True)
+class DistinctSketch:
+    """A HyperLogLog sketch (DataSketches HLL) of the distinct finite values, serialized.
+
+    The estimate's relative standard error is about ``1.04 / sqrt(2**lg_k)`` (1.6% at
+    the default ``lg_k`` 12); it is exact for small counts. The binding updates one
+    value at a time, so each block is reduced to its unique values first: cheap for
+    low-cardinality columns, about 0.2 s per million values for continuous ones.
+    """
+
+    lg_k: int = DISTINCT_LG_K
+    data: bytes = b""
+
+    @classmethod
+    def from_block(cls, values: npt.NDArray[np.floating], lg_k: int = DISTINCT_LG_K) -> DistinctSketch:
+        if values.size == 0:
+            return cls(lg_k)
+        sketch = hll_sketch(lg_k)
+        for value in np.unique(values).tolist():
+            sketch.update(value + 0.0)  # -0.0 and 0.0 are one value
+        return cls(lg_k, sketch.serialize_compact())
+
+    def merge(self, other: DistinctSketch) -> DistinctSketch:
+        if not other.data:
+            return self
+        if not self.data:
+            return other
+        union = hll_union(min(self.lg_k, other.lg_k))
+        union.update(hll_sketch.deserialize(self.data))
+        union.update(hll_sketch.deserialize(other.data))
+        return DistinctSketch(min(self.lg_k, other.lg_k), union.get_result().serialize_compact())
+
+    @property
+    def estimate(self) -> float:
+        """Estimated number of distinct values (0.0 when empty)."""
+        return float(hll_sketch.deserialize(self.data).get_estimate()) if self.data else 0.0
+
+    def to_base64(self) -> str:
+        return base64.b64encode(self.data).decode("ascii")
+
+    @classmethod
+    def from_base64(cls, text: str, lg_k: int = DISTINCT_LG_K) -> DistinctSketch:
+        """Decode a sketch stored by :meth:`to_base64` (``ValueError`` when damaged)."""
+        try:
+            data = base64.b64decode(text.encode("ascii"), validate=True)
+            if data:
+                hll_sketch.deserialize(data)
+        except (ValueError, RuntimeError, IndexError, UnicodeEncodeError) as err:
+            raise ValueError(f"not a valid HLL sketch ({type(err).__name__}: {err})") from None
+        return cls(lg_k, data)
