@@ -417,6 +417,30 @@ def inspect(
 
 @app.command()
 @_clean_errors
+def report(
+    stats: Annotated[Path, typer.Argument(help="A stats artifact written by fit or run.")],
+    output: Annotated[Path, typer.Option("--output", "-o", help="The HTML file to write.")] = Path(
+        "report.html"
+    ),
+    png_dir: Annotated[
+        Path | None, typer.Option("--png-dir", help="Also write one PNG per column into this folder.")
+    ] = None,
+    columns: ColumnsOpt = None,
+) -> None:
+    """Write a self-contained HTML report: per column, histograms before and after
+    normalization, a box plot, the statistics, the method, the reason and warnings."""
+    from normpipe.artifact import Stats
+    from normpipe.report import write_report
+
+    artifact = Stats.load(stats)
+    started = time.perf_counter()
+    path = write_report(artifact, output, png_dir, _split(columns))
+    where = f" and {png_dir}/" if png_dir else ""
+    console.print(f"report: {path.absolute()}{where}  ({time.perf_counter() - started:.1f} s)")
+
+
+@app.command()
+@_clean_errors
 def drift(
     reference: Annotated[Path, typer.Argument(help="Stats artifact of the reference run.")],
     current: Annotated[Path, typer.Argument(help="Stats artifact of the current run.")],
