@@ -4,7 +4,10 @@ Each flow takes one :class:`~normpipe.config.RunConfig` (or the path of a YAML f
 ``configs/``) and owns the Dask client for its whole run: a private ``LocalCluster``,
 closed at the end even on failure, or the scheduler named by ``cluster.scheduler``.
 Tasks are coarse (fingerprint, analyze, write artifact, transform, validate) and call
-the library; no numerical code lives here.
+the library; no numerical code lives here. Every flow attaches the HTML report
+(``normpipe report``): inside the output as ``_report.html``, or beside the stats
+artifact for ``compute_stats``, linked from the run with a markdown summary of each
+column's method, reason and warnings.
 
 The analyze task is cached on the dataset fingerprint (file paths, sizes, modification
 times) plus the statistics-relevant options; its result (the artifact's JSON text) is
@@ -37,6 +40,7 @@ from normpipe.dataset import discover
 from normpipe.drift import drift
 from normpipe.engine import dask_client
 from normpipe.errors import ClusterError, DriftError, NormpipeError, OutputError
+from normpipe.report import warnings_for, write_report
 from normpipe.writer import SUCCESS
 
 __all__ = ["compute_stats", "normalize", "preprocess"]
@@ -111,7 +115,16 @@ def validate(output: str) -> dict[str, Any]:
     return manifest
 
 
-def _publish(stats: Stats, elapsed: float, output: str | None, stats_path: str | None) -> list[str]:
+@task(retries=2, retry_delay_seconds=[1, 5], retry_condition_fn=_transient, cache_policy=NO_CACHE)
+def report_beside(stats_path: str) -> str:
+    """The HTML report beside the stats artifact (``STATS.report.html``); returns its path."""
+    target = Path(stats_path).with_suffix(".report.html")
+    return str(write_report(Stats.load(stats_path), target))
+
+
+def _publish(
+    stats: Stats, elapsed: float, output: str | None, stats_path: str | None, report: str | None = None
+) -> list[str]:
     """A markdown summary, a per-column table and links, attached to the flow run;
     returns the artifacts' keys."""
     k_error = next(iter(stats.columns.values())).summary.rank_error if stats.columns else float("nan")
@@ -145,14 +158,17 @@ def _publish(stats: Stats, elapsed: float, output: str | None, stats_path: str |
         lines.append(f"- stats: `{stats_path}`")
     lines += [
         "",
-        "| column | method | count | missing | mean | std | median |",
-        "|---|---|---|---|---|---|---|",
+        "| column | method | count | missing | mean | std | median | reason | warnings |",
+        "|---|---|---|---|---|---|---|---|---|",
     ]
-    lines += [
-        f"| {r['column']} | {r['method']} | {r['count']:,} | {r['missing']:,} | {r['mean']:.6g} | "
-        f"{r['std']:.6g} | {r['median']:.6g} |"
-        for r in rows
-    ]
+    for (name, column), r in zip(stats.columns.items(), rows, strict=True):
+        notes = "; ".join(warnings_for(name, column, stats.rows)) or "-"
+        lines.append(
+            f"| {name} | {r['method']} | {r['count']:,} | {r['missing']:,} | {r['mean']:.6g} | "
+            f"{r['std']:.6g} | {r['median']:.6g} | {column.scaler.reason or '-'} | {notes} |"
+        )
+    if report:
+        lines.insert(4, f"- report: `{report}` (histograms, box plots, reasons)")
     create_markdown_artifact("\n".join(lines), key="normpipe-summary", description="normpipe run summary")
     create_table_artifact(rows, key="normpipe-column-stats", description="per-column statistics")
     keys = ["normpipe-summary", "normpipe-column-stats"]
@@ -166,6 +182,9 @@ def _publish(stats: Stats, elapsed: float, output: str | None, stats_path: str |
             Path(stats_path).absolute().as_uri(), link_text="stats artifact", key="normpipe-stats"
         )
         keys.append("normpipe-stats")
+    if report:
+        create_link_artifact(Path(report).absolute().as_uri(), link_text="HTML report", key="normpipe-report")
+        keys.append("normpipe-report")
     return keys
 
 
@@ -184,7 +203,8 @@ def compute_stats(config: RunConfig | str, refresh: bool = False) -> str:
     with dask_client(cfg.cluster):
         text = _fit(cfg, refresh)
     write_stats(text, cfg.stats)
-    _publish(Stats.from_bytes(text.encode()), time.perf_counter() - started, None, cfg.stats)
+    report = report_beside(cfg.stats)
+    _publish(Stats.from_bytes(text.encode()), time.perf_counter() - started, None, cfg.stats, report)
     get_run_logger().info("stats written to %s", cfg.stats)
     return cfg.stats
 
@@ -192,7 +212,7 @@ def compute_stats(config: RunConfig | str, refresh: bool = False) -> str:
 @flow(name="normalize")
 def normalize(config: RunConfig | str) -> dict[str, Any]:
     """Dataset + saved stats -> normalized Parquet; returns the ``_SUCCESS`` manifest."""
-    cfg = _as_config(config)
+    cfg = _as_config(config).model_copy(update={"report": True})
     if not cfg.stats:
         raise OutputError("normalize needs 'stats': the stats artifact to apply")
     started = time.perf_counter()
@@ -201,7 +221,8 @@ def normalize(config: RunConfig | str) -> dict[str, Any]:
     with dask_client(cfg.cluster):
         manifest = transform(cfg, text, save_stats=False)
     validate(manifest["output"])
-    _publish(Stats.from_bytes(text.encode()), time.perf_counter() - started, manifest["output"], cfg.stats)
+    elapsed = time.perf_counter() - started
+    _publish(Stats.from_bytes(text.encode()), elapsed, manifest["output"], cfg.stats, manifest["report"])
     return manifest
 
 
@@ -251,7 +272,7 @@ def preprocess(config: RunConfig | str, refresh: bool = False, fail_on_drift: bo
     ``fail_on_drift``). Returns the ``_SUCCESS`` manifest with ``stats`` (the
     artifact's path) and ``drift`` added.
     """
-    cfg = _as_config(config)
+    cfg = _as_config(config).model_copy(update={"report": True})
     started = time.perf_counter()
     previous = _previous_stats(cfg)
     with dask_client(cfg.cluster):
@@ -264,7 +285,11 @@ def preprocess(config: RunConfig | str, refresh: bool = False, fail_on_drift: bo
     manifest["stats"] = cfg.stats or manifest["stats"]
     manifest["drift"] = drifts
     manifest["artifacts"] = _publish(
-        Stats.from_bytes(text.encode()), time.perf_counter() - started, manifest["output"], manifest["stats"]
+        Stats.from_bytes(text.encode()),
+        time.perf_counter() - started,
+        manifest["output"],
+        manifest["stats"],
+        manifest["report"],
     )
     if previous is not None:
         manifest["artifacts"].append("normpipe-drift")

@@ -23,10 +23,12 @@ from normpipe.engine import Progress
 from normpipe.errors import ArtifactError, ConfigError, InputError
 from normpipe.writer import check_output, committed_output, local_path, write_manifest
 
-__all__ = ["STATS_IN_OUTPUT", "fit", "run", "transform"]
+__all__ = ["REPORT_IN_OUTPUT", "STATS_IN_OUTPUT", "fit", "run", "transform"]
 
 #: Name of the stats artifact that :func:`run` writes inside the output directory.
 STATS_IN_OUTPUT = "_stats.json"
+#: Name of the HTML report written inside the output directory with ``report=True``.
+REPORT_IN_OUTPUT = "_report.html"
 
 
 def _config(config: RunConfig | None, options: dict[str, Any]) -> RunConfig:
@@ -123,8 +125,14 @@ def _transform(
     with committed_output(output) as tmp:
         sha = stats.save(tmp / STATS_IN_OUTPUT) if stats_inside else stats.sha256
         files = engine.transform(client, dataset, str(tmp), stats.scalers, config.dtype, sha, progress)
+        if config.report:
+            from normpipe.report import write_report
+
+            write_report(stats, tmp / REPORT_IN_OUTPUT)
         manifest = write_manifest(tmp, files, sha, dataset.source)
     manifest["output"] = str(output)
+    if config.report:
+        manifest["report"] = str(output / REPORT_IN_OUTPUT)
     return manifest
 
 

@@ -106,6 +106,10 @@ DistinctOpt = Annotated[
     bool | None,
     typer.Option("--distinct", help="Estimate distinct counts (HLL; about 0.2 s per million values)."),
 ]
+ReportOpt = Annotated[
+    bool | None,
+    typer.Option("--report", help="Also write the HTML report as OUTPUT/_report.html (see 'report')."),
+]
 OverwriteOpt = Annotated[
     bool | None, typer.Option("--overwrite", help="Replace an existing normpipe output.")
 ]
@@ -276,8 +280,8 @@ def fit(
     if not cfg.stats:
         raise ConfigError("missing --stats: where to save the stats artifact, e.g. --stats stats.json")
     started = time.perf_counter()
-    with _progress(progress) as report:
-        result = api.fit(config=cfg, progress=report)
+    with _progress(progress) as tick:
+        result = api.fit(config=cfg, progress=tick)
     _print_stats(result)
     console.print(f"stats: {Path(cfg.stats).absolute()}  ({time.perf_counter() - started:.1f} s)")
 
@@ -290,6 +294,7 @@ def transform(
     output: OutputOpt = None,
     config: ConfigOpt = None,
     dtype: DtypeOpt = None,
+    report: ReportOpt = None,
     overwrite: OverwriteOpt = None,
     scheduler: SchedulerOpt = None,
     workers: WorkersOpt = None,
@@ -306,6 +311,7 @@ def transform(
         stats=stats,
         output=output,
         dtype=dtype,
+        report=report,
         overwrite=overwrite,
         scheduler=scheduler,
         workers=workers,
@@ -313,11 +319,12 @@ def transform(
         memory_limit=memory_limit,
     )
     started = time.perf_counter()
-    with _progress(progress) as report:
-        manifest = api.transform(config=cfg, progress=report)
+    with _progress(progress) as tick:
+        manifest = api.transform(config=cfg, progress=tick)
     console.print(
         f"wrote {manifest['rows_out']:,} rows in {len(manifest['files'])} files to {manifest['output']}"
         f"  ({time.perf_counter() - started:.1f} s)"
+        + (f"\nreport: {manifest['report']}" if manifest.get("report") else "")
     )
 
 
@@ -335,6 +342,7 @@ def run(
     dtype: DtypeOpt = None,
     sketch_k: KOpt = None,
     distinct: DistinctOpt = None,
+    report: ReportOpt = None,
     overwrite: OverwriteOpt = None,
     scheduler: SchedulerOpt = None,
     workers: WorkersOpt = None,
@@ -355,6 +363,7 @@ def run(
         dtype=dtype,
         sketch_k=sketch_k,
         distinct=distinct,
+        report=report,
         overwrite=overwrite,
         scheduler=scheduler,
         workers=workers,
@@ -380,13 +389,14 @@ def _run_and_report(cfg: Any, progress: bool | None, prefect: bool = False) -> N
             f"prefect: flow run '{manifest['flow_run']}' with artifacts {', '.join(manifest['artifacts'])}"
         )
     else:
-        with _progress(progress) as report:
-            stats, manifest = api.run(config=cfg, progress=report)
+        with _progress(progress) as tick:
+            stats, manifest = api.run(config=cfg, progress=tick)
     _print_stats(stats)
     console.print(
         f"output: {manifest['output']}  ({manifest['rows_out']:,} rows, {len(manifest['files'])} files)\n"
         f"stats:  {manifest['stats']}\n"
-        f"done in {time.perf_counter() - started:.1f} s"
+        + (f"report: {manifest['report']}\n" if manifest.get("report") else "")
+        + f"done in {time.perf_counter() - started:.1f} s"
     )
 
 

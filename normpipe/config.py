@@ -68,6 +68,7 @@ class RunConfig(_Model):
         default=False, description="estimate distinct counts (HLL; about 0.2 s per million values)"
     )
     split_every: int = Field(default=8, ge=2)
+    report: bool = Field(default=False, description="also write OUTPUT/_report.html (normpipe report)")
     overwrite: bool = False
     storage_options: dict[str, Any] = Field(default_factory=dict)
     cluster: ClusterConfig = Field(default_factory=ClusterConfig)

@@ -70,10 +70,19 @@ def test_preprocess_outputs_artifacts_and_cache(data: Path, tmp_path: Path) -> N
     pd.testing.assert_frame_equal(out, expected)
     flow_run = state.state_details.flow_run_id
     found = artifacts(flow_run)
-    assert {"normpipe-summary", "normpipe-column-stats", "normpipe-output", "normpipe-stats"} <= set(found)
+    assert {
+        "normpipe-summary",
+        "normpipe-column-stats",
+        "normpipe-output",
+        "normpipe-stats",
+        "normpipe-report",
+    } <= set(found)
     summary = found["normpipe-summary"].data
-    for fragment in ("6,000", "outliers | robust", "rank error"):
+    for fragment in ("6,000", "outliers | robust", "rank error", "_report.html", "extreme outliers"):
         assert fragment in summary
+    report = (tmp_path / "out" / "_report.html").read_text()  # inside the atomic output
+    assert report.count('<section class="column"') == 3
+    assert (tmp_path / "out" / "_report.html").as_uri() in found["normpipe-report"].data
     table = json.loads(found["normpipe-column-stats"].data)
     assert {row["column"] for row in table} == {"normal", "lognormal_nan", "outliers"}
     assert (task_states(flow_run))["analyze"] == "Completed"
@@ -100,6 +109,7 @@ def test_compute_stats_then_normalize(data: Path, tmp_path: Path) -> None:
     config = make_config(tmp_path, stats=str(tmp_path / "stats.json"), method="minmax")
     assert compute_stats(config) == str(tmp_path / "stats.json")
     stats = Stats.load(tmp_path / "stats.json")
+    assert (tmp_path / "stats.report.html").read_text().count('<section class="column"') == 3
     manifest = normalize(config)
     assert manifest["stats_sha256"] == stats.sha256
     out = pd.read_parquet(tmp_path / "out")
