@@ -46,7 +46,7 @@ from normpipe.writer import SUCCESS
 __all__ = ["compute_stats", "normalize", "preprocess"]
 
 #: Options that change the statistics (and so the cache key of the analyze task).
-STATS_OPTIONS = {"method", "overrides", "columns", "exclude", "sketch_k", "distinct"}
+STATS_OPTIONS = {"method", "overrides", "columns", "exclude", "sketch_k", "distinct", "quantiles"}
 
 
 def _as_config(config: RunConfig | str | Path) -> RunConfig:

@@ -7,15 +7,17 @@ file or the row group.
 
 from __future__ import annotations
 
-from collections.abc import Collection, Sequence
+from collections.abc import Collection, Mapping, Sequence
 
 import fsspec
+import numpy as np
 import pyarrow as pa
 
-from normpipe.core.column import ColumnState, TableState
+from normpipe.core import exact
+from normpipe.core.column import ColumnState, TableState, to_float64
 from normpipe.dataset import SourceFile, check_file_schema
 
-__all__ = ["analyze_file", "merge_states"]
+__all__ = ["analyze_file", "collect_brackets", "merge_brackets", "merge_states"]
 
 
 def analyze_file(
@@ -50,3 +52,26 @@ def analyze_file(
 def merge_states(*states: TableState) -> TableState:
     """The combine step of the tree reduction (a function, so Dask can ship it)."""
     return TableState.merge_all(states)
+
+
+def collect_brackets(
+    file: SourceFile, fs: fsspec.AbstractFileSystem | None, brackets: Mapping[str, Sequence[exact.Bracket]]
+) -> exact.BracketState:
+    """The exact-quantile pass over one file: per column and bracket, the count of
+    finite values below it and the values inside it."""
+    parquet = file.open(fs)
+    check_file_schema(file.path, parquet.schema_arrow, list(brackets))
+    state: exact.BracketState = {}
+    for name, column_brackets in brackets.items():
+        parts = []
+        for i in range(parquet.num_row_groups):
+            values = to_float64(parquet.read_row_group(i, columns=[name]).column(0))
+            parts.append({name: exact.collect(values[np.isfinite(values)], column_brackets)})
+        state.update(exact.merge(parts) if parts else {name: [(0, np.empty(0)) for _ in column_brackets]})
+    pa.default_memory_pool().release_unused()
+    return state
+
+
+def merge_brackets(*states: exact.BracketState) -> exact.BracketState:
+    """The combine step of the exact-quantile pass."""
+    return exact.merge(states)

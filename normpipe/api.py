@@ -21,6 +21,7 @@ from normpipe.config import RunConfig, load_config
 from normpipe.dataset import Dataset, discover, listing, select_columns
 from normpipe.engine import Progress
 from normpipe.errors import ArtifactError, ConfigError, InputError
+from normpipe.scalers import REPORTED_PROBABILITIES
 from normpipe.writer import check_output, committed_output, local_path, write_manifest
 
 __all__ = ["REPORT_IN_OUTPUT", "STATS_IN_OUTPUT", "fit", "run", "transform"]
@@ -103,12 +104,20 @@ def _fit(
     if state.rows == 0:
         raise InputError(f"{dataset.source}: the dataset has no rows; nothing to fit")
     schema = dataset.schema
+    specs = {name: config.spec_for(name) for name in columns}
+    exact = None
+    if config.quantiles == "exact":
+        wanted = {
+            name: sorted({*REPORTED_PROBABILITIES, *spec.probabilities()}) for name, spec in specs.items()
+        }
+        exact = engine.exact_quantiles(client, dataset, state, wanted, config.split_every, progress)
     return Stats.from_state(
         state,
-        {name: config.spec_for(name) for name in columns},
+        specs,
         {name: str(schema.field(name).type) for name in columns},
         config.sketch_k,
         dataset.fingerprint(),
+        exact=exact,
     )
 
 

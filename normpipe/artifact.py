@@ -34,6 +34,7 @@ import math
 import os
 import tempfile
 from collections.abc import Mapping, Sequence
+from dataclasses import replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Literal
@@ -158,6 +159,7 @@ class _ArtifactModel(_Model):
     normpipe_version: str
     created: str
     rows: int = Field(ge=0)
+    exact: bool = False  # quantiles exact (--quantiles exact); absent in older files
     quantile_sketch: _SketchModel
     dataset: _DatasetModel
     columns: dict[str, _ColumnModel]
@@ -182,13 +184,50 @@ def _none_to_nan(value: float | None) -> float:
 class ColumnStats:
     """Statistics of one column, its mergeable state and its fitted scaler."""
 
-    __slots__ = ("dtype", "scaler", "state", "summary")
+    __slots__ = ("dtype", "exact", "scaler", "state", "summary")
 
-    def __init__(self, dtype: str, state: ColumnState, summary: ColumnSummary, scaler: FittedScaler):
+    def __init__(
+        self,
+        dtype: str,
+        state: ColumnState,
+        summary: ColumnSummary,
+        scaler: FittedScaler,
+        exact: Mapping[float, float] | None = None,
+    ):
         self.dtype = dtype
         self.state = state
         self.summary = summary
         self.scaler = scaler
+        #: Exact quantiles (``--quantiles exact``) by probability, else ``None``.
+        self.exact = dict(exact) if exact is not None else None
+
+    @classmethod
+    def fitted(
+        cls,
+        name: str,
+        dtype: str,
+        state: ColumnState,
+        spec: Request,
+        exact: Mapping[float, float] | None = None,
+    ) -> ColumnStats:
+        """Finalize ``state`` and fit ``spec``; quantiles from ``exact`` where given.
+
+        Raises
+        ------
+        InputError
+            ``exact`` lacks a probability that ``spec`` needs.
+        """
+        probabilities = sorted({*REPORTED_PROBABILITIES, *spec.probabilities()})
+        summary = state.finalize(probabilities)
+        if exact is not None and state.moments.count:
+            lacking = [p for p in probabilities if p not in exact]
+            if lacking:
+                raise InputError(
+                    f"column '{name}': the exact quantile {lacking[0]:g} is not in the artifact; "
+                    "fit again with --quantiles exact and this method"
+                )
+            summary = replace(summary, quantiles={p: exact[p] for p in probabilities})
+        return cls(dtype, state, summary, fit_scaler(spec, summary, state, name), exact)
 
     def to_json(self) -> dict[str, Any]:
         s, m = self.summary, self.state.moments
@@ -230,7 +269,7 @@ class ColumnStats:
         }
 
     @classmethod
-    def from_model(cls, model: _ColumnModel, k: int) -> ColumnStats:
+    def from_model(cls, model: _ColumnModel, k: int, is_exact: bool = False) -> ColumnStats:
         count = model.count
         moments = (
             Moments(
@@ -284,7 +323,8 @@ class ColumnStats:
         scaler = FittedScaler(model.scaler, dict(model.params), model.reason, tuple(model.table or ()))
         if model.scaler.method == "quantile" and len(scaler.table) < 2:
             raise ValueError("the quantile transform has no table")
-        return cls(model.dtype, state, summary, scaler)
+        exact = {float(p): q for p, q in model.quantiles.items() if q is not None} if is_exact else None
+        return cls(model.dtype, state, summary, scaler, exact)
 
 
 class Stats:
@@ -304,10 +344,13 @@ class Stats:
         created: str | None = None,
         normpipe_version: str | None = None,
         file_sha256: str | None = None,
+        exact: bool = False,
     ) -> None:
         from normpipe import __version__
 
         self.columns: dict[str, ColumnStats] = dict(columns)
+        #: Whether the recorded quantiles are exact (``--quantiles exact``).
+        self.exact = exact
         self.rows = rows
         self.k = k
         self.dataset = dict(dataset)
@@ -324,11 +367,12 @@ class Stats:
         dtypes: Mapping[str, str],
         k: int,
         dataset: Mapping[str, Any],
+        exact: Mapping[str, Mapping[float, float]] | None = None,
     ) -> Stats:
-        """Finalize a merged :class:`TableState` and fit each column's scaler."""
+        """Finalize a merged :class:`TableState` and fit each column's scaler
+        (with ``exact``, quantiles by column and probability replace the sketch's)."""
         columns = {}
         for name, spec in specs.items():
-            probabilities = sorted({*REPORTED_PROBABILITIES, *spec.probabilities()})
             column_state = state.columns[name]
             moments = column_state.moments
             if moments.count and not (math.isfinite(moments.mean) and math.isfinite(moments.m2)):
@@ -337,10 +381,9 @@ class Stats:
                     f"{'mean' if not math.isfinite(moments.mean) else 'variance'} overflows; "
                     f"largest magnitude {max(abs(moments.min), abs(moments.max)):.3g}); rescale or exclude it"
                 )
-            summary = column_state.finalize(probabilities)
-            scaler = fit_scaler(spec, summary, column_state, name)
-            columns[name] = ColumnStats(dtypes[name], column_state, summary, scaler)
-        return cls(columns, state.rows, k, dataset)
+            exact_quantiles = None if exact is None else exact.get(name, {})
+            columns[name] = ColumnStats.fitted(name, dtypes[name], column_state, spec, exact_quantiles)
+        return cls(columns, state.rows, k, dataset, exact=exact is not None)
 
     def refit(self, method: Any = None, overrides: Mapping[str, Any] | None = None) -> Stats:
         """The same statistics with other scalers; no pass over the data.
@@ -364,11 +407,8 @@ class Stats:
         for name, column in self.columns.items():
             chosen = overrides.get(name, method)
             spec = column.scaler.spec if chosen is None else parse_scaler(chosen)
-            probabilities = sorted({*REPORTED_PROBABILITIES, *spec.probabilities()})
-            summary = column.state.finalize(probabilities)
-            scaler = fit_scaler(spec, summary, column.state, name)
-            columns[name] = ColumnStats(column.dtype, column.state, summary, scaler)
-        return Stats(columns, self.rows, self.k, self.dataset)
+            columns[name] = ColumnStats.fitted(name, column.dtype, column.state, spec, column.exact)
+        return Stats(columns, self.rows, self.k, self.dataset, exact=self.exact)
 
     # ---------------------------------------------------------------- persistence
     def to_json(self) -> dict[str, Any]:
@@ -378,6 +418,7 @@ class Stats:
             "normpipe_version": self.normpipe_version,
             "created": self.created,
             "rows": self.rows,
+            "exact": self.exact,
             "quantile_sketch": {
                 "kind": "kll",
                 "k": self.k,
@@ -449,7 +490,7 @@ class Stats:
         try:
             model = _ArtifactModel.model_validate(doc)
             k = model.quantile_sketch.k
-            columns = {name: ColumnStats.from_model(c, k) for name, c in model.columns.items()}
+            columns = {name: ColumnStats.from_model(c, k, model.exact) for name, c in model.columns.items()}
         except ValidationError as err:
             first = err.errors()[0]
             loc = ".".join(str(p) for p in first["loc"])
@@ -468,6 +509,7 @@ class Stats:
             created=model.created,
             normpipe_version=model.normpipe_version,
             file_sha256=hashlib.sha256(data).hexdigest(),
+            exact=model.exact,
         )
 
     @classmethod

@@ -102,6 +102,14 @@ DtypeOpt = Annotated[
     str | None, typer.Option("--dtype", help="Output dtype of normalized columns: float64 or float32.")
 ]
 KOpt = Annotated[int | None, typer.Option("--sketch-k", help="KLL sketch k (accuracy; default 4000).")]
+QuantilesOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--quantiles",
+        help="sketch (one pass, within the stated rank error) or exact "
+        "(a second pass; equals numpy.quantile).",
+    ),
+]
 DistinctOpt = Annotated[
     bool | None,
     typer.Option("--distinct", help="Estimate distinct counts (HLL; about 0.2 s per million values)."),
@@ -252,6 +260,7 @@ def fit(
     columns: ColumnsOpt = None,
     exclude: ExcludeOpt = None,
     sketch_k: KOpt = None,
+    quantiles: QuantilesOpt = None,
     distinct: DistinctOpt = None,
     scheduler: SchedulerOpt = None,
     workers: WorkersOpt = None,
@@ -271,6 +280,7 @@ def fit(
         columns=_split(columns),
         exclude=_split(exclude),
         sketch_k=sketch_k,
+        quantiles=quantiles,
         distinct=distinct,
         scheduler=scheduler,
         workers=workers,
@@ -341,6 +351,7 @@ def run(
     exclude: ExcludeOpt = None,
     dtype: DtypeOpt = None,
     sketch_k: KOpt = None,
+    quantiles: QuantilesOpt = None,
     distinct: DistinctOpt = None,
     report: ReportOpt = None,
     overwrite: OverwriteOpt = None,
@@ -362,6 +373,7 @@ def run(
         exclude=_split(exclude),
         dtype=dtype,
         sketch_k=sketch_k,
+        quantiles=quantiles,
         distinct=distinct,
         report=report,
         overwrite=overwrite,

@@ -64,6 +64,10 @@ class RunConfig(_Model):
     exclude: list[str] = Field(default_factory=list)
     dtype: Literal["float64", "float32"] = "float64"
     sketch_k: int = Field(default=DEFAULT_K, ge=8, le=65535)
+    quantiles: Literal["sketch", "exact"] = Field(
+        default="sketch",
+        description="exact: a second pass makes the recorded quantiles equal numpy.quantile",
+    )
     distinct: bool = Field(
         default=False, description="estimate distinct counts (HLL; about 0.2 s per million values)"
     )
@@ -72,6 +76,11 @@ class RunConfig(_Model):
     overwrite: bool = False
     storage_options: dict[str, Any] = Field(default_factory=dict)
     cluster: ClusterConfig = Field(default_factory=ClusterConfig)
+
+    @field_validator("source", "output", "stats", mode="before")
+    @classmethod
+    def _paths(cls, value: Any) -> Any:
+        return os.fspath(value) if isinstance(value, os.PathLike) else value
 
     @field_validator("method", mode="before")
     @classmethod

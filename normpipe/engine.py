@@ -9,8 +9,9 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import math
 import os
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from typing import Any, TypeVar
 
@@ -20,8 +21,9 @@ from dask.utils import parse_bytes
 from distributed import Client, Future, LocalCluster, as_completed
 from distributed.scheduler import KilledWorker
 
-from normpipe.analyzers import analyze_file, merge_states
+from normpipe.analyzers import analyze_file, collect_brackets, merge_brackets, merge_states
 from normpipe.config import ClusterConfig
+from normpipe.core import exact
 from normpipe.core.column import TableState
 from normpipe.dataset import Dataset
 from normpipe.errors import ClusterError, ConfigError, NormpipeError
@@ -29,7 +31,7 @@ from normpipe.mappers import OutputDtype
 from normpipe.scalers import FittedScaler
 from normpipe.writer import transform_file
 
-__all__ = ["Progress", "analyze", "dask_client", "transform", "tree_reduce"]
+__all__ = ["Progress", "analyze", "dask_client", "exact_quantiles", "transform", "tree_reduce"]
 
 #: ``progress(phase, done, total)`` is called as files complete.
 Progress = Callable[[str, int, int], None]
@@ -98,6 +100,9 @@ def dask_client(config: ClusterConfig | None = None) -> Iterator[Client]:
 
 
 SMALL_WORKER = 1_000_000_000  # bytes
+#: Bracket half-widths of the exact-quantile passes, in sketch rank errors: most
+#: brackets hold at the first width (99% confidence each); the last reads everything.
+EXACT_WIDTHS = (2.0, 8.0, 32.0, math.inf)
 
 
 def _memory_per_worker(limit: str | int | None, workers: int) -> float:
@@ -202,6 +207,45 @@ def analyze(
     finally:
         with contextlib.suppress(Exception):
             client.cancel([root])
+
+
+def exact_quantiles(
+    client: Client,
+    dataset: Dataset,
+    state: TableState,
+    wanted: Mapping[str, Sequence[float]],
+    split_every: int = 8,
+    progress: Progress | None = None,
+) -> dict[str, dict[float, float]]:
+    """Exact quantiles (numpy's linear interpolation) of the columns in ``wanted``.
+
+    A second pass per bracket width: the sketch in ``state`` brackets each order
+    statistic; brackets that missed are widened (x4 each time, finally the whole
+    range) and only their columns read again. See :mod:`normpipe.core.exact`.
+    """
+    counts = {name: state.columns[name].moments.count for name in wanted}
+    pending = {name: list(ps) for name, ps in wanted.items() if counts[name] > 0}
+    result: dict[str, dict[float, float]] = {}
+    for widen in EXACT_WIDTHS:
+        if not pending:
+            break
+        brackets = {
+            name: exact.brackets_for(state.columns[name].sketch, counts[name], ps, widen)
+            for name, ps in pending.items()
+        }
+        leaves = [client.submit(collect_brackets, f, dataset.fs, brackets, pure=False) for f in dataset.files]
+        root = tree_reduce(client, leaves, merge_brackets, split_every)
+        try:
+            with _cluster_failures("exact quantiles"):
+                _wait(leaves, "exact quantiles", progress, keep=False)
+                merged: exact.BracketState = root.result()
+        finally:
+            with contextlib.suppress(Exception):
+                client.cancel([root])
+        found, pending = exact.resolve(brackets, merged, counts)
+        for name, values in found.items():
+            result.setdefault(name, {}).update(values)
+    return result
 
 
 def transform(
