@@ -193,15 +193,34 @@ def _fit(config: RunConfig, refresh: bool) -> str:
     return analyze.with_options(refresh_cache=refresh)(config, dataset)
 
 
+@task(retries=2, retry_delay_seconds=[1, 5], retry_condition_fn=_transient, cache_policy=NO_CACHE)
+def update_stats(config: RunConfig) -> str:
+    """Read only the files the artifact at ``config.stats`` does not count yet, and
+    merge their statistics in; returns the artifact as JSON text."""
+    stats, files = normpipe.update(
+        config=config.model_copy(update={"stats": None}),
+        base=config.stats,
+        only_new=True,
+        client=default_client(),
+    )
+    get_run_logger().info("incremental: %d new files, %s rows in all", files, f"{stats.rows:,}")
+    return stats.to_bytes().decode()
+
+
 @flow(name="compute-stats")
-def compute_stats(config: RunConfig | str, refresh: bool = False) -> str:
-    """Dataset -> stats artifact at ``config.stats``; returns its path."""
+def compute_stats(config: RunConfig | str, refresh: bool = False, incremental: bool = False) -> str:
+    """Dataset -> stats artifact at ``config.stats``; returns its path.
+
+    With ``incremental`` and an artifact already at ``config.stats``, only the files it
+    does not count yet are read and merged in (append-only partitions); the columns,
+    methods and sketch of that artifact are kept.
+    """
     cfg = _as_config(config)
     if not cfg.stats:
         raise OutputError("compute_stats needs 'stats': where to save the stats artifact")
     started = time.perf_counter()
     with dask_client(cfg.cluster):
-        text = _fit(cfg, refresh)
+        text = update_stats(cfg) if incremental and Path(cfg.stats).is_file() else _fit(cfg, refresh)
     write_stats(text, cfg.stats)
     report = report_beside(cfg.stats)
     _publish(Stats.from_bytes(text.encode()), time.perf_counter() - started, None, cfg.stats, report)

@@ -28,6 +28,7 @@ __all__ = [
     "load_config",
     "run",
     "transform",
+    "update",
 ]
 
 # Heavy modules (Dask, pandas) load on first use, so that ``normpipe.core`` stays light.
@@ -35,6 +36,7 @@ _LAZY = {
     "fit": "normpipe.api",
     "transform": "normpipe.api",
     "run": "normpipe.api",
+    "update": "normpipe.api",
     "Stats": "normpipe.artifact",
     "RunConfig": "normpipe.config",
     "ClusterConfig": "normpipe.config",
@@ -42,7 +44,7 @@ _LAZY = {
 }
 
 if TYPE_CHECKING:
-    from normpipe.api import fit, run, transform
+    from normpipe.api import fit, run, transform, update
     from normpipe.artifact import Stats
     from normpipe.config import ClusterConfig, RunConfig, load_config
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 from collections.abc import Iterator
 from contextlib import contextmanager, nullcontext
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -24,7 +25,7 @@ from normpipe.errors import ArtifactError, ConfigError, InputError
 from normpipe.scalers import REPORTED_PROBABILITIES
 from normpipe.writer import check_output, committed_output, local_path, write_manifest
 
-__all__ = ["REPORT_IN_OUTPUT", "STATS_IN_OUTPUT", "fit", "run", "transform"]
+__all__ = ["REPORT_IN_OUTPUT", "STATS_IN_OUTPUT", "fit", "run", "transform", "update"]
 
 #: Name of the stats artifact that :func:`run` writes inside the output directory.
 STATS_IN_OUTPUT = "_stats.json"
@@ -189,6 +190,73 @@ def fit(
     if cfg.stats:
         stats.save(cfg.stats)
     return stats
+
+
+def update(
+    source: str | os.PathLike[str] | None = None,
+    base: Stats | str | os.PathLike[str] | None = None,
+    *,
+    config: RunConfig | None = None,
+    client: Client | None = None,
+    progress: Progress | None = None,
+    allow_repeat: bool = False,
+    only_new: bool = False,
+    **options: Any,
+) -> tuple[Stats, int]:
+    """Merge the statistics of more partitions into an artifact: one pass over them only.
+
+    Parameters
+    ----------
+    source : str or path
+        The new partitions (a file, directory, glob or URL).
+    base : Stats or path
+        The artifact to update; its columns, methods and sketch ``k`` are kept.
+    allow_repeat : bool
+        Count files that the artifact already counts (same location and size) again;
+        by default they are refused.
+    only_new : bool
+        Read only the files of ``source`` that the artifact does not count yet (the
+        incremental mode of the scheduled flow); with none, ``base`` comes back as is.
+    **options
+        :class:`RunConfig` fields: ``stats`` (where to save the result), ``cluster``...
+
+    Returns
+    -------
+    (Stats, int)
+        The merged artifact and the number of files read. Moments, counts, min and max
+        equal a full refit up to float64 rounding; quantiles stay within the sketch bound.
+    """
+    if source is not None:
+        options["source"] = os.fspath(source)
+    cfg = _config(config, options)
+    artifact = base if isinstance(base, Stats) else Stats.load(_require(_path(base), "--update"))
+    where = "the artifact" if isinstance(base, Stats) else str(base)
+    dataset = _dataset(cfg)
+    if only_new:
+        counted = artifact.counted_files()
+        root = dataset.root.rstrip("/")
+        fresh = tuple(f for f in dataset.files if (f"{root}/{f.relpath}", f.size) not in counted)
+        if not fresh:
+            return artifact, 0
+        dataset = replace(dataset, files=fresh)
+    elif not allow_repeat:
+        artifact._check_overlap(Stats({}, 0, artifact.k, dataset.fingerprint()).counted_files(), where)
+    _check_artifact_columns(artifact, dataset)
+    columns = list(artifact.columns)
+    log = [name for name, c in artifact.columns.items() if c.state.log is not None]
+    distinct = [name for name, c in artifact.columns.items() if c.state.distinct is not None]
+    with _client(cfg, client) as c:
+        state = engine.analyze(
+            c, dataset, columns, artifact.k, cfg.split_every, progress, log=log, distinct=distinct
+        )
+    merged = artifact.absorb(state, dataset.fingerprint(), allow_repeat=True, what=where)
+    if cfg.stats:
+        merged.save(cfg.stats)
+    return merged, len(dataset.files)
+
+
+def _path(value: str | os.PathLike[str] | None) -> str | None:
+    return None if value is None else os.fspath(value)
 
 
 def transform(

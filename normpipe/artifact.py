@@ -51,6 +51,7 @@ from normpipe.dataset import listing
 from normpipe.errors import ArtifactError, InputError
 from normpipe.scalers import (
     REPORTED_PROBABILITIES,
+    Auto,
     FittedScaler,
     Request,
     ScalerSpec,
@@ -79,6 +80,7 @@ class _DatasetModel(_Model):
     root: str
     sha256: str
     files: list[_FileModel]
+    history: list[_DatasetModel] = Field(default_factory=list)  # merged-in earlier datasets
 
 
 class _SketchModel(_Model):
@@ -409,6 +411,89 @@ class Stats:
             spec = column.scaler.spec if chosen is None else parse_scaler(chosen)
             columns[name] = ColumnStats.fitted(name, column.dtype, column.state, spec, column.exact)
         return Stats(columns, self.rows, self.k, self.dataset, exact=self.exact)
+
+    # ---------------------------------------------------------------- merging
+    def counted_files(self) -> dict[tuple[str, int], str]:
+        """Every file whose rows are in these statistics, as (location, size) -> source.
+
+        A file is identified by its full location (root and relative path) and size:
+        append-only partitions keep both.
+        """
+        parts = [self.dataset, *self.dataset.get("history", [])]
+        return {
+            (f"{part['root'].rstrip('/')}/{f['path']}", int(f["size"])): part["source"]
+            for part in parts
+            for f in part.get("files", [])
+        }
+
+    def _check_overlap(self, files: Mapping[tuple[str, int], str], what: str) -> None:
+        repeated = sorted(set(self.counted_files()) & set(files))
+        if repeated:
+            location, size = repeated[0]
+            more = f" (and {len(repeated) - 1} more)" if len(repeated) > 1 else ""
+            raise InputError(
+                f"{location} ({size:,} bytes){more} is already counted in {what}; leave it out, "
+                "or pass --allow-repeat to count it again"
+            )
+
+    def absorb(
+        self,
+        state: TableState,
+        dataset: Mapping[str, Any],
+        allow_repeat: bool = False,
+        what: str = "the stats",
+    ) -> Stats:
+        """These statistics merged with ``state`` of more rows (``dataset`` lists their files).
+
+        Moments, counts, min/max merge exactly (equal to a full fit up to float64
+        rounding); sketches merge within their bound. Each column keeps its method
+        (``auto`` columns choose again on the merged profile). Exact quantiles cannot
+        be merged: the result holds the sketch's. Files already counted are refused
+        unless ``allow_repeat``.
+
+        Raises
+        ------
+        InputError
+            Columns differ, a file is counted twice, or a log method lost its log
+            moments (one side was fitted without them).
+        """
+        new_files = Stats({}, 0, self.k, dataset).counted_files()
+        if not allow_repeat:
+            self._check_overlap(new_files, what)
+        missing = [name for name in self.columns if name not in state.columns]
+        extra = [name for name in state.columns if name not in self.columns]
+        if missing or extra:
+            name = (missing or extra)[0]
+            side = "new data" if missing else what
+            raise InputError(
+                f"column '{name}' is not in the {side}; merge statistics of the same columns "
+                f"(have: {listing(list(self.columns))})"
+            )
+        columns = {}
+        for name, column in self.columns.items():
+            other = state.columns[name]
+            merged = ColumnState.merge_all([column.state, other])
+            if (column.state.log is None) != (other.log is None):
+                merged = replace(merged, log=None)  # kept on one side only: not the whole data
+            if (column.state.distinct is None) != (other.distinct is None):
+                merged = replace(merged, distinct=None)
+            spec: Request = Auto() if column.scaler.reason else column.scaler.spec
+            columns[name] = ColumnStats.fitted(name, column.dtype, merged, spec)
+        history = [
+            *self.dataset.get("history", []),
+            {k: v for k, v in self.dataset.items() if k != "history"},
+            *dataset.get("history", []),
+        ]
+        combined = {**{k: v for k, v in dataset.items() if k != "history"}, "history": history}
+        k = min([self.k, *(c.sketch.k for c in state.columns.values())])
+        return Stats(columns, self.rows + state.rows, k, combined)
+
+    def merge(self, other: Stats, allow_repeat: bool = False, names: tuple[str, str] = ("A", "B")) -> Stats:
+        """The statistics of both artifacts' rows (see :meth:`absorb`)."""
+        if not allow_repeat:
+            self._check_overlap(other.counted_files(), f"both {names[0]} and {names[1]}")
+        state = TableState(other.rows, {name: c.state for name, c in other.columns.items()})
+        return self.absorb(state, other.dataset, allow_repeat=True, what=names[0])
 
     # ---------------------------------------------------------------- persistence
     def to_json(self) -> dict[str, Any]:

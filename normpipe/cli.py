@@ -262,14 +262,59 @@ def fit(
     sketch_k: KOpt = None,
     quantiles: QuantilesOpt = None,
     distinct: DistinctOpt = None,
+    update: Annotated[
+        Path | None,
+        typer.Option(
+            "--update",
+            help="Merge SOURCE's statistics into this artifact (new partitions only; "
+            "written back unless --stats names another file).",
+        ),
+    ] = None,
+    allow_repeat: Annotated[
+        bool, typer.Option("--allow-repeat", help="With --update: count files already counted again.")
+    ] = False,
     scheduler: SchedulerOpt = None,
     workers: WorkersOpt = None,
     threads_per_worker: ThreadsOpt = None,
     memory_limit: MemoryOpt = None,
     progress: ProgressOpt = None,
 ) -> None:
-    """Compute global statistics of SOURCE and save them (with the fitted scalers) to --stats."""
+    """Compute global statistics of SOURCE and save them (with the fitted scalers) to --stats,
+    or with --update merge them into an existing artifact."""
     from normpipe import api
+
+    if update is not None:
+        fixed: dict[str, object] = {"--method": method, "--override": override, "--columns": columns}
+        fixed |= {
+            "--exclude": exclude,
+            "--sketch-k": sketch_k,
+            "--quantiles": quantiles,
+            "--distinct": distinct,
+        }
+        given = [option for option, value in fixed.items() if value]
+        if given:
+            raise ConfigError(
+                f"{given[0]} cannot be combined with --update: the artifact fixes columns, methods "
+                "and sketch; fit from scratch to change them"
+            )
+        cfg = _build_config(
+            config,
+            source=source,
+            stats=stats or str(update),
+            scheduler=scheduler,
+            workers=workers,
+            threads_per_worker=threads_per_worker,
+            memory_limit=memory_limit,
+        )
+        started = time.perf_counter()
+        with _progress(progress) as tick:
+            merged, files = api.update(config=cfg, base=update, allow_repeat=allow_repeat, progress=tick)
+        _print_stats(merged)
+        console.print(
+            f"stats: {Path(cfg.stats or update).absolute()}  ({files} new files, "
+            f"{merged.rows:,} rows in all; {time.perf_counter() - started:.1f} s)"
+        )
+        return
 
     cfg = _build_config(
         config,
@@ -435,6 +480,25 @@ def inspect(
         f"dataset: {artifact.dataset['source']} ({len(artifact.dataset['files'])} files)  "
         f"sha256 {artifact.sha256[:16]}…"
     )
+
+
+@app.command()
+@_clean_errors
+def merge(
+    first: Annotated[Path, typer.Argument(help="A stats artifact.")],
+    second: Annotated[Path, typer.Argument(help="A stats artifact of other files, same columns.")],
+    output: Annotated[Path, typer.Option("--output", "-o", help="Where to write the merged artifact.")],
+    allow_repeat: Annotated[
+        bool, typer.Option("--allow-repeat", help="Merge even when both count the same file.")
+    ] = False,
+) -> None:
+    """Merge two stats artifacts of disjoint files into one (moments exactly, sketches by merge)."""
+    from normpipe.artifact import Stats
+
+    merged = Stats.load(first).merge(Stats.load(second), allow_repeat, (str(first), str(second)))
+    merged.save(output)
+    _print_stats(merged)
+    console.print(f"stats: {output.absolute()}  ({merged.rows:,} rows)")
 
 
 @app.command()

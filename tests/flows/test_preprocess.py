@@ -118,6 +118,28 @@ def test_compute_stats_then_normalize(data: Path, tmp_path: Path) -> None:
     assert not (tmp_path / "out" / "_stats.json").exists()
 
 
+def test_incremental_compute_stats_reads_only_new_files(data: Path, tmp_path: Path) -> None:
+    config = make_config(tmp_path, stats=str(tmp_path / "stats.json"), method="auto")
+    compute_stats(config)
+    before = Stats.load(tmp_path / "stats.json")
+    generate(tmp_path / "more", 2_000, 1, seed=9, features=["normal", "lognormal_nan", "outliers"])
+    new = sorted((tmp_path / "more").glob("*.parquet"))[0]
+    new.rename(data / "part-new.parquet")
+    state = compute_stats(config, incremental=True, return_state=True)
+    assert (task_states(state.state_details.flow_run_id))["update_stats"] == "Completed"
+    after = Stats.load(tmp_path / "stats.json")
+    assert after.rows == before.rows + 2_000
+    assert [f["path"] for f in after.dataset["files"]] == ["part-new.parquet"]  # only it was read
+    full = Stats.load(compute_stats(config.model_copy(update={"stats": str(tmp_path / "full.json")})))
+    for name, column in full.columns.items():
+        merged = after.columns[name].state.moments
+        assert merged.mean == pytest.approx(column.state.moments.mean, rel=1e-12)
+        assert merged.m2 == pytest.approx(column.state.moments.m2, rel=1e-12)
+        assert after.scalers[name].method == full.scalers[name].method
+    compute_stats(config, incremental=True)  # nothing new: the same rows
+    assert Stats.load(tmp_path / "stats.json").rows == after.rows
+
+
 @pytest.mark.slow
 def test_bad_input_fails_the_run_with_the_library_message(data: Path, tmp_path: Path) -> None:
     (data / "part-00009.parquet").write_bytes(b"not parquet at all")
