@@ -12,10 +12,13 @@ from collections.abc import Collection, Mapping, Sequence
 import fsspec
 import numpy as np
 import pyarrow as pa
+import pyarrow.parquet as pq
 
 from normpipe.core import exact
-from normpipe.core.column import ColumnState, TableState, to_float64
+from normpipe.core.column import ColumnState, TableState, signed_log, to_float64
+from normpipe.core.groups import GroupIndex, GroupMoments
 from normpipe.dataset import SourceFile, check_file_schema
+from normpipe.errors import InputError
 
 __all__ = ["analyze_file", "collect_brackets", "merge_brackets", "merge_states"]
 
@@ -27,9 +30,11 @@ def analyze_file(
     k: int,
     log: Collection[str] = (),
     distinct: Collection[str] = (),
+    group_by: str | None = None,
 ) -> TableState:
     """The :class:`TableState` of ``columns`` over every row of one Parquet file
-    (with the signed-log moments of ``log`` and the distinct sketch of ``distinct``).
+    (with the signed-log moments of ``log``, the distinct sketch of ``distinct``, and
+    with ``group_by`` the per-group moments of every column).
 
     Raises
     ------
@@ -38,6 +43,8 @@ def analyze_file(
     """
     parquet = file.open(fs)
     check_file_schema(file.path, parquet.schema_arrow, columns)
+    if group_by is not None:
+        return _analyze_groups(file, parquet, columns, k, log, distinct, group_by)
     states = {}
     for name in columns:
         state = ColumnState.empty(k)
@@ -47,6 +54,41 @@ def analyze_file(
         states[name] = state
     pa.default_memory_pool().release_unused()  # hand decode buffers back between tasks
     return TableState(parquet.metadata.num_rows, states)
+
+
+def _analyze_groups(
+    file: SourceFile,
+    parquet: pq.ParquetFile,
+    columns: Sequence[str],
+    k: int,
+    log: Collection[str],
+    distinct: Collection[str],
+    group_by: str,
+) -> TableState:
+    """Row group by row group: the group of each row once, then every column's global
+    and per-group states."""
+    if parquet.schema_arrow.get_field_index(group_by) < 0:
+        raise InputError(f"{file.path}: no column '{group_by}' to group by; check --group-by")
+    states = {name: ColumnState.empty(k) for name in columns}
+    groups: dict[str, list[GroupMoments]] = {name: [] for name in columns}
+    logs: dict[str, list[GroupMoments]] = {name: [] for name in columns if name in log}
+    for i in range(parquet.num_row_groups):
+        index = GroupIndex.from_arrow(parquet.read_row_group(i, columns=[group_by]).column(0))
+        for name in columns:
+            chunk = parquet.read_row_group(i, columns=[name]).column(0)
+            states[name] = states[name].merge(ColumnState.from_block(chunk, k, name in log, name in distinct))
+            values = to_float64(chunk)
+            groups[name].append(GroupMoments.from_block(index, values))
+            if name in logs:
+                with np.errstate(invalid="ignore"):
+                    logs[name].append(GroupMoments.from_block(index, signed_log(values)))
+    pa.default_memory_pool().release_unused()
+    return TableState(
+        parquet.metadata.num_rows,
+        states,
+        {name: GroupMoments.merge_all(parts) for name, parts in groups.items() if parts},
+        {name: GroupMoments.merge_all(parts) for name, parts in logs.items() if parts},
+    )
 
 
 def merge_states(*states: TableState) -> TableState:

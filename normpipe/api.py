@@ -14,6 +14,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
+import pyarrow as pa
 from distributed import Client
 
 from normpipe import engine
@@ -22,7 +23,7 @@ from normpipe.config import RunConfig, load_config
 from normpipe.dataset import Dataset, discover, listing, select_columns
 from normpipe.engine import Progress
 from normpipe.errors import ArtifactError, ConfigError, InputError
-from normpipe.scalers import REPORTED_PROBABILITIES
+from normpipe.scalers import GROUP_METHODS, REPORTED_PROBABILITIES
 from normpipe.writer import check_output, committed_output, local_path, write_manifest
 
 __all__ = ["REPORT_IN_OUTPUT", "STATS_IN_OUTPUT", "fit", "run", "transform", "update"]
@@ -69,14 +70,49 @@ def _output(config: RunConfig, dataset: Dataset) -> Path:
 
 def _plan(config: RunConfig, dataset: Dataset) -> list[str]:
     """The columns to analyze; checked before any cluster starts."""
-    columns = select_columns(dataset.schema, config.columns, config.exclude, where=dataset.source)
+    if config.group_by and dataset.schema.get_field_index(config.group_by) < 0:
+        names = listing(dataset.schema.names)
+        raise ConfigError(
+            f"--group-by '{config.group_by}' is not a column of {dataset.source}; columns: {names}"
+        )
+    exclude = [*config.exclude, config.group_by] if config.group_by else config.exclude
+    if config.group_by and config.columns and config.group_by in config.columns:
+        raise ConfigError(f"column '{config.group_by}' is the group key; it cannot be normalized too")
+    columns = select_columns(dataset.schema, config.columns, exclude, where=dataset.source)
     for name in config.overrides:
         if name not in columns:
             raise ConfigError(
                 f"override for column '{name}', which is not normalized; "
                 f"normalized columns: {listing(columns)}"
             )
+    if config.group_by:
+        _check_group_plan(config, dataset, columns)
     return columns
+
+
+def _check_group_plan(config: RunConfig, dataset: Dataset, columns: list[str]) -> None:
+    by = config.group_by or ""
+    index = dataset.schema.get_field_index(by)
+    key_type = dataset.schema.field(index).type
+    if pa.types.is_dictionary(key_type):
+        key_type = key_type.value_type
+    if not (
+        pa.types.is_integer(key_type)
+        or pa.types.is_string(key_type)
+        or pa.types.is_large_string(key_type)
+        or pa.types.is_boolean(key_type)
+        or pa.types.is_floating(key_type)
+    ):
+        raise ConfigError(
+            f"--group-by '{by}' has type {key_type}; group keys must be integers, strings or booleans"
+        )
+    for name in columns:
+        method = config.spec_for(name).method
+        if method not in GROUP_METHODS:
+            raise ConfigError(
+                f"column '{name}': {method} is not available per group (it needs quantiles per group); "
+                f"use one of {', '.join(GROUP_METHODS)}, or leave the column out with --exclude"
+            )
 
 
 def _check_artifact_columns(stats: Stats, dataset: Dataset) -> None:
@@ -101,6 +137,7 @@ def _fit(
         progress,
         log=config.log_columns(columns),
         distinct=columns if config.distinct else (),
+        group_by=config.group_by,
     )
     if state.rows == 0:
         raise InputError(f"{dataset.source}: the dataset has no rows; nothing to fit")
@@ -119,6 +156,8 @@ def _fit(
         config.sketch_k,
         dataset.fingerprint(),
         exact=exact,
+        group_by=config.group_by,
+        unseen=config.unseen,
     )
 
 
@@ -134,7 +173,9 @@ def _transform(
     check_output(output, dataset, config.overwrite)  # again: the fit pass may have been long
     with committed_output(output) as tmp:
         sha = stats.save(tmp / STATS_IN_OUTPUT) if stats_inside else stats.sha256
-        files = engine.transform(client, dataset, str(tmp), stats.scalers, config.dtype, sha, progress)
+        files = engine.transform(
+            client, dataset, str(tmp), stats.scalers, config.dtype, sha, progress, groups=stats.mapper()
+        )
         if config.report:
             from normpipe.report import write_report
 
@@ -246,8 +287,17 @@ def update(
     log = [name for name, c in artifact.columns.items() if c.state.log is not None]
     distinct = [name for name, c in artifact.columns.items() if c.state.distinct is not None]
     with _client(cfg, client) as c:
+        by = artifact.groups.by if artifact.groups is not None else None
         state = engine.analyze(
-            c, dataset, columns, artifact.k, cfg.split_every, progress, log=log, distinct=distinct
+            c,
+            dataset,
+            columns,
+            artifact.k,
+            cfg.split_every,
+            progress,
+            log=log,
+            distinct=distinct,
+            group_by=by,
         )
     merged = artifact.absorb(state, dataset.fingerprint(), allow_repeat=True, what=where)
     if cfg.stats:

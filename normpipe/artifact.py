@@ -42,13 +42,16 @@ from typing import Any, Literal
 import numpy as np
 import numpy.typing as npt
 import pandas as pd
+import pyarrow as pa
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from normpipe.core.column import ColumnState, ColumnSummary, TableState
+from normpipe.core.groups import GroupMoments
 from normpipe.core.moments import Moments
 from normpipe.core.sketch import DistinctSketch, QuantileSketch, rank_error_bound
 from normpipe.dataset import listing
 from normpipe.errors import ArtifactError, InputError
+from normpipe.mappers import GroupedScalers
 from normpipe.scalers import (
     REPORTED_PROBABILITIES,
     Auto,
@@ -56,6 +59,7 @@ from normpipe.scalers import (
     Request,
     ScalerSpec,
     fit_scaler,
+    group_params,
     parse_scaler,
 )
 
@@ -155,6 +159,22 @@ class _ColumnModel(_Model):
     table: list[float] | None = None  # the quantile transform's quantiles
 
 
+class _GroupColumnModel(_Model):
+    count: str
+    mean: str
+    m2: str
+    min: str
+    max: str
+    log: dict[str, str] | None = None
+
+
+class _GroupsModel(_Model):
+    by: str
+    unseen: Literal["global", "error"]
+    keys: list[int] | list[str] | list[bool] | list[float]
+    columns: dict[str, _GroupColumnModel]
+
+
 class _ArtifactModel(_Model):
     format: Literal["normpipe.stats"]
     version: int
@@ -165,6 +185,7 @@ class _ArtifactModel(_Model):
     quantile_sketch: _SketchModel
     dataset: _DatasetModel
     columns: dict[str, _ColumnModel]
+    groups: _GroupsModel | None = None  # per-group normalization (--group-by)
     checksum: str | None = None  # absent in files written before it was added
 
 
@@ -329,6 +350,61 @@ class ColumnStats:
         return cls(model.dtype, state, summary, scaler, exact)
 
 
+class GroupStats:
+    """Per-group moments of each column (``--group-by``): each group's parameters are
+    fitted with the column's method; unseen groups follow ``unseen``."""
+
+    __slots__ = ("by", "keys", "logs", "moments", "unseen")
+
+    def __init__(
+        self,
+        by: str,
+        moments: Mapping[str, GroupMoments],
+        logs: Mapping[str, GroupMoments],
+        unseen: Literal["global", "error"] = "global",
+    ) -> None:
+        first = next(iter(moments.values()))
+        self.by = by
+        self.keys = first.keys
+        self.moments = dict(moments)
+        self.logs = dict(logs)
+        self.unseen = unseen
+
+    def mapper(self, scalers: Mapping[str, FittedScaler]) -> GroupedScalers:
+        """Per-group parameters of every column, with the column's fitted method."""
+        params = {
+            name: group_params(scalers[name].spec, moments, self.logs.get(name))
+            for name, moments in self.moments.items()
+        }
+        return GroupedScalers(
+            self.by, self.keys, {name: scalers[name].spec for name in params}, params, self.unseen
+        )
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "by": self.by,
+            "unseen": self.unseen,
+            "keys": self.keys.tolist(),
+            "columns": {
+                name: {**m.to_json(), "log": self.logs[name].to_json() if name in self.logs else None}
+                for name, m in self.moments.items()
+            },
+        }
+
+    @classmethod
+    def from_model(cls, model: _GroupsModel) -> GroupStats:
+        keys = np.array(model.keys, dtype=object if model.keys and isinstance(model.keys[0], str) else None)
+        moments, logs = {}, {}
+        for name, column in model.columns.items():
+            doc = column.model_dump(exclude={"log"})
+            moments[name] = GroupMoments.from_json(keys, doc)
+            if column.log is not None:
+                logs[name] = GroupMoments.from_json(keys, column.log)
+        if not moments:
+            raise ValueError("per-group statistics without columns")
+        return cls(model.by, moments, logs, model.unseen)
+
+
 class Stats:
     """Global statistics of a dataset and the transform fitted on them.
 
@@ -347,12 +423,15 @@ class Stats:
         normpipe_version: str | None = None,
         file_sha256: str | None = None,
         exact: bool = False,
+        groups: GroupStats | None = None,
     ) -> None:
         from normpipe import __version__
 
         self.columns: dict[str, ColumnStats] = dict(columns)
         #: Whether the recorded quantiles are exact (``--quantiles exact``).
         self.exact = exact
+        #: Per-group statistics (``--group-by``), else ``None``.
+        self.groups = groups
         self.rows = rows
         self.k = k
         self.dataset = dict(dataset)
@@ -370,9 +449,12 @@ class Stats:
         k: int,
         dataset: Mapping[str, Any],
         exact: Mapping[str, Mapping[float, float]] | None = None,
+        group_by: str | None = None,
+        unseen: Literal["global", "error"] = "global",
     ) -> Stats:
         """Finalize a merged :class:`TableState` and fit each column's scaler
-        (with ``exact``, quantiles by column and probability replace the sketch's)."""
+        (with ``exact``, quantiles by column and probability replace the sketch's;
+        with ``group_by``, the state's per-group moments fit each group's parameters)."""
         columns = {}
         for name, spec in specs.items():
             column_state = state.columns[name]
@@ -385,7 +467,11 @@ class Stats:
                 )
             exact_quantiles = None if exact is None else exact.get(name, {})
             columns[name] = ColumnStats.fitted(name, dtypes[name], column_state, spec, exact_quantiles)
-        return cls(columns, state.rows, k, dataset, exact=exact is not None)
+        groups = None
+        if group_by is not None and state.groups:
+            groups = GroupStats(group_by, state.groups, state.group_logs, unseen)
+            groups.mapper({name: c.scaler for name, c in columns.items()})  # every method fits per group
+        return cls(columns, state.rows, k, dataset, exact=exact is not None, groups=groups)
 
     def refit(self, method: Any = None, overrides: Mapping[str, Any] | None = None) -> Stats:
         """The same statistics with other scalers; no pass over the data.
@@ -410,7 +496,9 @@ class Stats:
             chosen = overrides.get(name, method)
             spec = column.scaler.spec if chosen is None else parse_scaler(chosen)
             columns[name] = ColumnStats.fitted(name, column.dtype, column.state, spec, column.exact)
-        return Stats(columns, self.rows, self.k, self.dataset, exact=self.exact)
+        if self.groups is not None:
+            self.groups.mapper({name: c.scaler for name, c in columns.items()})
+        return Stats(columns, self.rows, self.k, self.dataset, exact=self.exact, groups=self.groups)
 
     # ---------------------------------------------------------------- merging
     def counted_files(self) -> dict[tuple[str, int], str]:
@@ -486,13 +574,41 @@ class Stats:
         ]
         combined = {**{k: v for k, v in dataset.items() if k != "history"}, "history": history}
         k = min([self.k, *(c.sketch.k for c in state.columns.values())])
-        return Stats(columns, self.rows + state.rows, k, combined)
+        groups = None
+        if self.groups is not None:
+            if set(state.groups) != set(self.groups.moments):
+                raise InputError(
+                    f"{what} is normalized per '{self.groups.by}' group and the new statistics are not "
+                    "(or not by the same columns); merge statistics fitted the same way"
+                )
+            moments = {n: self.groups.moments[n].merge(state.groups[n]) for n in self.groups.moments}
+            logs = {
+                n: m.merge(state.group_logs[n]) for n, m in self.groups.logs.items() if n in state.group_logs
+            }
+            groups = GroupStats(self.groups.by, moments, logs, self.groups.unseen)
+            groups.mapper({name: c.scaler for name, c in columns.items()})
+        elif state.groups:
+            raise InputError(
+                f"the new statistics are per group and {what} is not; merge statistics fitted the same way"
+            )
+        return Stats(columns, self.rows + state.rows, k, combined, groups=groups)
 
     def merge(self, other: Stats, allow_repeat: bool = False, names: tuple[str, str] = ("A", "B")) -> Stats:
         """The statistics of both artifacts' rows (see :meth:`absorb`)."""
         if not allow_repeat:
             self._check_overlap(other.counted_files(), f"both {names[0]} and {names[1]}")
-        state = TableState(other.rows, {name: c.state for name, c in other.columns.items()})
+        state = TableState(
+            other.rows,
+            {name: c.state for name, c in other.columns.items()},
+            other.groups.moments if other.groups is not None else {},
+            other.groups.logs if other.groups is not None else {},
+        )
+        if (self.groups is None) != (other.groups is None) or (
+            self.groups is not None and other.groups is not None and self.groups.by != other.groups.by
+        ):
+            raise InputError(
+                f"{names[0]} and {names[1]} are not grouped the same way; merge statistics fitted alike"
+            )
         return self.absorb(state, other.dataset, allow_repeat=True, what=names[0])
 
     # ---------------------------------------------------------------- persistence
@@ -512,6 +628,7 @@ class Stats:
             },
             "dataset": self.dataset,
             "columns": {name: c.to_json() for name, c in self.columns.items()},
+            **({"groups": self.groups.to_json()} if self.groups is not None else {}),
         }
 
     def to_bytes(self) -> bytes:
@@ -576,6 +693,7 @@ class Stats:
             model = _ArtifactModel.model_validate(doc)
             k = model.quantile_sketch.k
             columns = {name: ColumnStats.from_model(c, k, model.exact) for name, c in model.columns.items()}
+            groups = GroupStats.from_model(model.groups) if model.groups is not None else None
         except ValidationError as err:
             first = err.errors()[0]
             loc = ".".join(str(p) for p in first["loc"])
@@ -584,7 +702,7 @@ class Stats:
             ) from None
         except (ValueError, RuntimeError) as err:  # damaged base64 or sketch bytes
             raise ArtifactError(
-                f"{where}: damaged quantile sketch ({err}); recreate it with 'normpipe fit'"
+                f"{where}: damaged sketch or group arrays ({err}); recreate it with 'normpipe fit'"
             ) from None
         return cls(
             columns,
@@ -595,6 +713,7 @@ class Stats:
             normpipe_version=model.normpipe_version,
             file_sha256=hashlib.sha256(data).hexdigest(),
             exact=model.exact,
+            groups=groups,
         )
 
     @classmethod
@@ -625,13 +744,43 @@ class Stats:
             ) from None
 
     # ---------------------------------------------------------------- in-memory transform
-    def transform_column(self, name: str, values: npt.ArrayLike) -> npt.NDArray[np.float64]:
-        """Forward map of one column's values (float64; NaN stays NaN)."""
-        return self._column(name).scaler.apply(np.asarray(values, dtype=np.float64))
+    def mapper(self) -> GroupedScalers | None:
+        """The per-group parameters (``None`` without ``--group-by``)."""
+        return self.groups.mapper(self.scalers) if self.groups is not None else None
 
-    def inverse_column(self, name: str, values: npt.ArrayLike) -> npt.NDArray[np.float64]:
-        """Inverse map of one column's values, back to original units."""
-        return self._column(name).scaler.invert(np.asarray(values, dtype=np.float64))
+    def _scaler_for(self, name: str, keys: npt.ArrayLike | None) -> FittedScaler:
+        scaler = self._column(name).scaler
+        grouped = self.mapper()
+        if grouped is None or name not in grouped.params:
+            return scaler
+        if keys is None:
+            raise ArtifactError(
+                f"column '{name}' is normalized per '{grouped.by}' group; pass the groups of the values "
+                f"(groups=...), or map a frame that has the '{grouped.by}' column"
+            )
+        block = pa.array(keys if not isinstance(keys, pd.Series) else keys.to_numpy(dtype=object))
+        at, known = grouped.lookup(block)
+        if grouped.unseen == "error" and not known.all():
+            value = block[int(np.flatnonzero(~known)[0])].as_py()
+            raise InputError(
+                f"group {value!r} of column '{grouped.by}' was not seen at fit time; fit on data that "
+                "includes it, or set unseen: global to use the global statistics for unseen groups"
+            )
+        return grouped.scaler_rows(name, at, known, scaler)
+
+    def transform_column(
+        self, name: str, values: npt.ArrayLike, groups: npt.ArrayLike | None = None
+    ) -> npt.NDArray[np.float64]:
+        """Forward map of one column's values (float64; NaN stays NaN); ``groups``: the
+        group key of each value, for an artifact fitted per group."""
+        return self._scaler_for(name, groups).apply(np.asarray(values, dtype=np.float64))
+
+    def inverse_column(
+        self, name: str, values: npt.ArrayLike, groups: npt.ArrayLike | None = None
+    ) -> npt.NDArray[np.float64]:
+        """Inverse map of one column's values, back to original units (per group with
+        ``groups``)."""
+        return self._scaler_for(name, groups).invert(np.asarray(values, dtype=np.float64))
 
     def _map_frame(self, df: pd.DataFrame, columns: Sequence[str] | None, inverse: bool) -> pd.DataFrame:
         names = list(self.columns) if columns is None else list(columns)
@@ -642,10 +791,18 @@ class Stats:
                     f"column '{name}' is in the stats artifact but not in the frame; "
                     "add it, or pass columns=[...] to choose the columns to map"
                 )
+        keys = None
+        if self.groups is not None:
+            if self.groups.by not in df.columns:
+                raise ArtifactError(
+                    f"the stats are per '{self.groups.by}' group, and the frame has no '{self.groups.by}' "
+                    "column; add it"
+                )
+            keys = df[self.groups.by]
         out = df.copy()
         for name in names:
             values = df[name].to_numpy(dtype=np.float64, na_value=np.nan)
-            scaler = self.columns[name].scaler
+            scaler = self._scaler_for(name, keys)
             out[name] = scaler.invert(values) if inverse else scaler.apply(values)
         return out
 

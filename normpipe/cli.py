@@ -102,6 +102,18 @@ DtypeOpt = Annotated[
     str | None, typer.Option("--dtype", help="Output dtype of normalized columns: float64 or float32.")
 ]
 KOpt = Annotated[int | None, typer.Option("--sketch-k", help="KLL sketch k (accuracy; default 4000).")]
+GroupByOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--group-by", help="Normalize each column per value of this column (per store, per sensor)."
+    ),
+]
+UnseenOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--unseen", help="With --group-by: 'global' (default) or 'error' for groups unseen at fit time."
+    ),
+]
 QuantilesOpt = Annotated[
     str | None,
     typer.Option(
@@ -243,6 +255,14 @@ def _stats_table(stats: Any) -> Table:
 def _print_stats(stats: Any) -> None:
     """The stats table, then the reason for each method chosen by ``auto``."""
     console.print(_stats_table(stats))
+    if stats.groups is not None:
+        console.print(
+            f"  per group: {len(stats.groups.keys):,} values of '{stats.groups.by}' "
+            f"(unseen groups: {stats.groups.unseen}); the table shows the global statistics",
+            highlight=False,
+        )
+    if stats.exact:
+        console.print("  quantiles: exact (numpy's linear interpolation)", highlight=False)
     for name, column in stats.columns.items():
         if column.scaler.reason:
             console.print(f"  {name}: {column.scaler.reason}", highlight=False)
@@ -262,6 +282,8 @@ def fit(
     sketch_k: KOpt = None,
     quantiles: QuantilesOpt = None,
     distinct: DistinctOpt = None,
+    group_by: GroupByOpt = None,
+    unseen: UnseenOpt = None,
     update: Annotated[
         Path | None,
         typer.Option(
@@ -327,6 +349,8 @@ def fit(
         sketch_k=sketch_k,
         quantiles=quantiles,
         distinct=distinct,
+        group_by=group_by,
+        unseen=unseen,
         scheduler=scheduler,
         workers=workers,
         threads_per_worker=threads_per_worker,
@@ -398,6 +422,8 @@ def run(
     sketch_k: KOpt = None,
     quantiles: QuantilesOpt = None,
     distinct: DistinctOpt = None,
+    group_by: GroupByOpt = None,
+    unseen: UnseenOpt = None,
     report: ReportOpt = None,
     overwrite: OverwriteOpt = None,
     scheduler: SchedulerOpt = None,
@@ -420,6 +446,8 @@ def run(
         sketch_k=sketch_k,
         quantiles=quantiles,
         distinct=distinct,
+        group_by=group_by,
+        unseen=unseen,
         report=report,
         overwrite=overwrite,
         scheduler=scheduler,

@@ -68,6 +68,12 @@ class RunConfig(_Model):
         default="sketch",
         description="exact: a second pass makes the recorded quantiles equal numpy.quantile",
     )
+    group_by: str | None = Field(
+        default=None, description="normalize each column per value of this column (per store, per sensor)"
+    )
+    unseen: Literal["global", "error"] = Field(
+        default="global", description="with group_by: what rows of groups unseen at fit time get"
+    )
     distinct: bool = Field(
         default=False, description="estimate distinct counts (HLL; about 0.2 s per million values)"
     )

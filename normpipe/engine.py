@@ -27,7 +27,7 @@ from normpipe.core import exact
 from normpipe.core.column import TableState
 from normpipe.dataset import Dataset
 from normpipe.errors import ClusterError, ConfigError, NormpipeError
-from normpipe.mappers import OutputDtype
+from normpipe.mappers import GroupedScalers, OutputDtype
 from normpipe.scalers import FittedScaler
 from normpipe.writer import transform_file
 
@@ -190,10 +190,12 @@ def analyze(
     progress: Progress | None = None,
     log: Sequence[str] = (),
     distinct: Sequence[str] = (),
+    group_by: str | None = None,
 ) -> TableState:
     """One pass over every file of ``dataset``: the merged state of ``columns``
-    (plus the signed-log moments of ``log`` and the distinct sketches of ``distinct``)."""
-    extra = (frozenset(log), frozenset(distinct))
+    (plus the signed-log moments of ``log``, the distinct sketches of ``distinct``, and
+    the per-group moments with ``group_by``)."""
+    extra = (frozenset(log), frozenset(distinct), group_by)
     leaves = [
         client.submit(analyze_file, f, dataset.fs, list(columns), k, *extra, pure=False)
         for f in dataset.files
@@ -256,10 +258,16 @@ def transform(
     dtype: OutputDtype,
     stats_sha256: str,
     progress: Progress | None = None,
+    groups: GroupedScalers | None = None,
 ) -> list[dict[str, Any]]:
-    """Write every file of ``dataset``, normalized, below ``dest_root``; the manifest entries."""
+    """Write every file of ``dataset``, normalized, below ``dest_root``; the manifest entries.
+
+    Per-group parameters (which can be large) are sent to each worker once."""
+    shared = client.scatter(groups, broadcast=True, hash=False) if groups is not None else None
     futures = [
-        client.submit(transform_file, f, dataset.fs, dest_root, scalers, dtype, stats_sha256, pure=False)
+        client.submit(
+            transform_file, f, dataset.fs, dest_root, scalers, dtype, stats_sha256, shared, pure=False
+        )
         for f in dataset.files
     ]
     try:

@@ -7,15 +7,19 @@ frames (serving), so both give the same numbers.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Literal
+from dataclasses import dataclass
+from typing import Any, Literal
 
 import numpy as np
+import numpy.typing as npt
 import pyarrow as pa
 
 from normpipe.core.column import to_float64
-from normpipe.scalers import FittedScaler
+from normpipe.core.groups import GroupIndex
+from normpipe.errors import InputError
+from normpipe.scalers import Fitted, FittedScaler
 
-__all__ = ["OutputDtype", "arrow_dtype", "output_schema", "transform_table"]
+__all__ = ["GroupedScalers", "OutputDtype", "arrow_dtype", "output_schema", "transform_table"]
 
 OutputDtype = Literal["float64", "float32"]
 
@@ -31,20 +35,92 @@ def output_schema(schema: pa.Schema, scalers: Mapping[str, FittedScaler], dtype:
     return pa.schema(fields, metadata=schema.metadata)
 
 
+@dataclass(frozen=True)
+class GroupedScalers:
+    """Per-group parameters: row ``i`` of a block uses its group's parameters.
+
+    ``keys`` are sorted; ``params[column][name]`` is aligned with them. Rows whose group
+    was not seen at fit time (or whose key is null) use the global scaler with
+    ``unseen="global"``, or stop the transform with ``unseen="error"``.
+    """
+
+    by: str
+    keys: npt.NDArray[Any]
+    specs: Mapping[str, Fitted]
+    params: Mapping[str, Mapping[str, npt.NDArray[np.float64]]]
+    unseen: Literal["global", "error"] = "global"
+
+    def lookup(
+        self, column: pa.Array | pa.ChunkedArray
+    ) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.bool_]]:
+        """Each row's position in ``keys`` and whether its group is known."""
+        index = GroupIndex.from_arrow(column)
+        if index.keys.size == 0 or self.keys.size == 0:
+            return np.zeros(index.codes.size, dtype=np.int64), np.zeros(index.codes.size, dtype=bool)
+        try:
+            at = np.searchsorted(self.keys, index.keys)
+        except TypeError:  # keys of another type (e.g. strings against numbers): none known
+            at = np.zeros(index.keys.size, dtype=np.int64)
+            known_key = np.zeros(index.keys.size, dtype=bool)
+        else:
+            at = np.minimum(at, self.keys.size - 1)
+            known_key = self.keys[at] == index.keys
+        valid = index.codes >= 0
+        codes = np.where(valid, index.codes, 0)
+        return at[codes], valid & known_key[codes]
+
+    def scaler_rows(
+        self,
+        name: str,
+        at: npt.NDArray[np.int64],
+        known: npt.NDArray[np.bool_],
+        fallback: FittedScaler,
+    ) -> FittedScaler:
+        """A scaler whose parameters are arrays, one entry per row."""
+        params = {
+            key: np.where(known, values[at], fallback.params[key])
+            for key, values in self.params[name].items()
+        }
+        return FittedScaler(self.specs[name], params)  # type: ignore[arg-type]  # arrays broadcast
+
+
+def _unseen_error(
+    groups: GroupedScalers, column: pa.ChunkedArray, known: npt.NDArray[np.bool_], where: str
+) -> None:
+    first = int(np.flatnonzero(~known)[0])
+    value = column[first].as_py() if isinstance(column, pa.ChunkedArray | pa.Array) else None
+    raise InputError(
+        f"{where}: group {value!r} of column '{groups.by}' was not seen at fit time; fit on data that "
+        "includes it, or set unseen: global to use the global statistics for unseen groups"
+    )
+
+
 def transform_table(
-    table: pa.Table, scalers: Mapping[str, FittedScaler], dtype: OutputDtype = "float64"
+    table: pa.Table,
+    scalers: Mapping[str, FittedScaler],
+    dtype: OutputDtype = "float64",
+    groups: GroupedScalers | None = None,
+    where: str = "the data",
 ) -> pa.Table:
     """Apply each scaler to its column; other columns are returned untouched.
 
     Nulls stay null, NaN stays NaN, +/-inf follow the map (see :mod:`normpipe.scalers`).
+    With ``groups``, each row uses its group's parameters.
     """
     target = arrow_dtype(dtype)
     np_dtype = np.dtype(dtype)
     columns = list(table.columns)
+    rows: tuple[npt.NDArray[np.int64], npt.NDArray[np.bool_]] | None = None
+    if groups is not None:
+        rows = groups.lookup(table.column(groups.by))
+        if groups.unseen == "error" and not rows[1].all():
+            _unseen_error(groups, table.column(groups.by), rows[1], where)
     for index, field in enumerate(table.schema):
         scaler = scalers.get(field.name)
         if scaler is None:
             continue
+        if groups is not None and rows is not None and field.name in groups.params:
+            scaler = groups.scaler_rows(field.name, rows[0], rows[1], scaler)
         column = columns[index]
         values = scaler.apply(to_float64(column)).astype(np_dtype, copy=False)
         mask = column.is_null().to_numpy() if column.null_count else None

@@ -51,10 +51,12 @@ from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, model_validator
 from scipy import special
 
 from normpipe.core.column import ColumnState, ColumnSummary, signed_log
+from normpipe.core.groups import GroupMoments
 from normpipe.core.moments import Moments
 from normpipe.errors import InputError
 
 __all__ = [
+    "GROUP_METHODS",
     "METHODS",
     "REPORTED_PROBABILITIES",
     "Auto",
@@ -71,6 +73,7 @@ __all__ = [
     "ZScore",
     "choose",
     "fit_scaler",
+    "group_params",
     "parse_scaler",
 ]
 
@@ -485,3 +488,41 @@ def fit_scaler(
             low, high = spec.quantile_range
             scale /= normal.inv_cdf(high / 100.0) - normal.inv_cdf(low / 100.0)
     return FittedScaler(spec, {"center": median if spec.with_centering else 0.0, "scale": scale})
+
+
+#: Methods that per-group normalization supports: their parameters follow from
+#: per-group moments. Quantile-based methods would need a sketch per group and column.
+GROUP_METHODS: tuple[str, ...] = ("zscore", "minmax", "maxabs", "log1p", "signed_log")
+
+
+def group_params(
+    spec: Fitted, moments: GroupMoments, log: GroupMoments | None
+) -> dict[str, npt.NDArray[np.float64]]:
+    """:func:`fit_scaler`'s parameters for every group at once (same rules: a constant
+    group gets scale 1, a group with no finite value the identity map)."""
+    empty = moments.count == 0
+    if isinstance(spec, Log1p | SignedLog):
+        if log is None:
+            raise InputError(f"{spec.method} per group needs the log moments of each group")
+        moments = log
+
+    def nonzero(scale: npt.NDArray[np.float64]) -> npt.NDArray[np.float64]:
+        return np.where(scale < 10 * _EPS, 1.0, scale)  # _nonzero, elementwise
+
+    if isinstance(spec, MinMax):
+        low, high = spec.feature_range
+        scale = np.where(empty, 1.0, (high - low) / nonzero(np.where(empty, 1.0, moments.max - moments.min)))
+        return {"scale": scale, "min": np.where(empty, 0.0, low - moments.min * scale)}
+    if isinstance(spec, MaxAbs):
+        extent = np.where(empty, 1.0, np.maximum(np.abs(moments.min), np.abs(moments.max)))
+        return {"center": np.zeros(moments.count.size), "scale": nonzero(extent)}
+    if isinstance(spec, ZScore | Log1p | SignedLog):
+        constant = empty | (moments.min == moments.max)
+        std = np.where(constant, 1.0, nonzero(moments.std))
+        with_mean = spec.with_mean if isinstance(spec, ZScore) else True
+        with_std = spec.with_std if isinstance(spec, ZScore) else True
+        return {
+            "center": np.where(empty | (not with_mean), 0.0, moments.mean),
+            "scale": std if with_std else np.ones(moments.count.size),
+        }
+    raise InputError(f"{spec.method} is not available per group; use one of {', '.join(GROUP_METHODS)}")

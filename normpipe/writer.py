@@ -26,8 +26,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from normpipe.dataset import Dataset, SourceFile, check_file_schema
-from normpipe.errors import OutputError
-from normpipe.mappers import OutputDtype, output_schema, transform_table
+from normpipe.errors import InputError, OutputError
+from normpipe.mappers import GroupedScalers, OutputDtype, output_schema, transform_table
 from normpipe.scalers import FittedScaler
 
 __all__ = [
@@ -180,14 +180,18 @@ def transform_file(
     scalers: Mapping[str, FittedScaler],
     dtype: OutputDtype,
     stats_sha256: str,
+    groups: GroupedScalers | None = None,
 ) -> dict[str, Any]:
-    """Normalize one Parquet file into ``dest_root/<relpath>``, row group by row group.
+    """Normalize one Parquet file into ``dest_root/<relpath>``, row group by row group
+    (each row with its group's parameters when ``groups`` is given).
 
     Returns the manifest entry: relative path, input rows, rows written, bytes.
     """
     parquet = file.open(fs)
     schema = parquet.schema_arrow
     check_file_schema(file.path, schema, scalers)
+    if groups is not None and schema.get_field_index(groups.by) < 0:
+        raise InputError(f"{file.path}: no column '{groups.by}', which the stats are grouped by")
     metadata = dict(schema.metadata or {})
     metadata[STATS_SHA256_KEY] = stats_sha256.encode()
     target_schema = output_schema(schema, scalers, dtype).with_metadata(metadata)
@@ -198,7 +202,7 @@ def transform_file(
         dest, target_schema, compression="snappy", use_dictionary=dictionary_columns
     ) as out:
         for i in range(parquet.num_row_groups):
-            block = transform_table(parquet.read_row_group(i), scalers, dtype)
+            block = transform_table(parquet.read_row_group(i), scalers, dtype, groups, file.path)
             out.write_table(block.replace_schema_metadata(metadata), row_group_size=max(block.num_rows, 1))
     pa.default_memory_pool().release_unused()
     written = pq.ParquetFile(dest).metadata.num_rows

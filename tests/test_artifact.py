@@ -97,7 +97,7 @@ def saved(tmp_path: Path, diabetes: pd.DataFrame) -> Path:
             lambda text: text.replace('"count": ', '"count": -', 1),
             "invalid stats artifact at 'columns.age.count'",
         ),
-        (lambda text: text.replace('"sketch": "', '"sketch": "AAAA', 1), "damaged quantile sketch"),
+        (lambda text: text.replace('"sketch": "', '"sketch": "AAAA', 1), "damaged sketch or group arrays"),
     ],
 )
 def test_malformed_artifacts_are_rejected(saved: Path, mutate, message: str) -> None:  # type: ignore[no-untyped-def]

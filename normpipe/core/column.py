@@ -14,6 +14,7 @@ import numpy as np
 import numpy.typing as npt
 import pyarrow as pa
 
+from normpipe.core.groups import GroupMoments
 from normpipe.core.moments import Moments
 from normpipe.core.sketch import DEFAULT_K, DistinctSketch, QuantileSketch
 
@@ -248,10 +249,14 @@ class ColumnState:
 
 @dataclass(frozen=True, slots=True)
 class TableState:
-    """Row count and one :class:`ColumnState` per analyzed column."""
+    """Row count and one :class:`ColumnState` per analyzed column; with per-group
+    normalization also per-group moments (``groups``) and, for log methods, per-group
+    moments of the signed log (``group_logs``), by column."""
 
     rows: int = 0
     columns: Mapping[str, ColumnState] = field(default_factory=dict)
+    groups: Mapping[str, GroupMoments] = field(default_factory=dict)
+    group_logs: Mapping[str, GroupMoments] = field(default_factory=dict)
 
     @classmethod
     def from_block(
@@ -284,4 +289,14 @@ class TableState:
             name: ColumnState.merge_all([s.columns[name] for s in states if name in s.columns])
             for name in names
         }
-        return cls(sum(s.rows for s in states), merged)
+        groups, logs = (
+            {
+                name: GroupMoments.merge_all(
+                    [getattr(s, kind)[name] for s in states if name in getattr(s, kind)]
+                )
+                for name in names
+                if any(name in getattr(s, kind) for s in states)
+            }
+            for kind in ("groups", "group_logs")
+        )
+        return cls(sum(s.rows for s in states), merged, groups, logs)
