@@ -758,7 +758,7 @@ class Stats:
                 f"column '{name}' is normalized per '{grouped.by}' group; pass the groups of the values "
                 f"(groups=...), or map a frame that has the '{grouped.by}' column"
             )
-        block = pa.array(keys if not isinstance(keys, pd.Series) else keys.to_numpy(dtype=object))
+        block = pa.array(keys, from_pandas=True)  # NaN / None keys are null: no group
         at, known = grouped.lookup(block)
         if grouped.unseen == "error" and not known.all():
             value = block[int(np.flatnonzero(~known)[0])].as_py()
