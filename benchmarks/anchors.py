@@ -139,7 +139,14 @@ def main() -> None:
     parser.add_argument("--files", type=int, help="default 64 (--quick: 8)")
     parser.add_argument("--repeat", type=int, help="runs per tool; default 3 (--quick: 1)")
     parser.add_argument("--dir", type=Path, default=Path("/tmp/normpipe-anchors"))
-    parser.add_argument("--tools", nargs="*", default=list(TOOLS), help="a subset of: " + ", ".join(TOOLS))
+    parser.add_argument(
+        "--tools",
+        nargs="*",
+        default=list(TOOLS),
+        choices=list(TOOLS),
+        metavar="TOOL",
+        help="a subset of: " + ", ".join(TOOLS),
+    )
     parser.add_argument("--quick", action="store_true", help="a small run: 200 k rows, 8 files, 1 run")
     parser.add_argument("--json", type=Path, help="also write the measurements here")
     args = parser.parse_args()
