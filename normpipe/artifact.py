@@ -708,7 +708,7 @@ class Stats:
             columns,
             model.rows,
             k,
-            model.dataset.model_dump(mode="json"),
+            model.dataset.model_dump(mode="json", exclude_unset=True),
             created=model.created,
             normpipe_version=model.normpipe_version,
             file_sha256=hashlib.sha256(data).hexdigest(),

@@ -43,6 +43,8 @@ def test_anchor_harness_quick(tmp_path: Path) -> None:
         "pyarrow read (floor)",
         "pyarrow read+write (floor)",
         "normpipe run",
+        "normpipe, exact quantiles",
+        "normpipe, per key group",
         "DuckDB approx quantiles",
         "Polars exact quantiles",
         "dask-ml StandardScaler",
@@ -52,6 +54,7 @@ def test_anchor_harness_quick(tmp_path: Path) -> None:
     # normpipe states a 7.2e-4 rank error bound; exact tools are near zero
     assert tools["normpipe run"]["rank_error"] <= 7.2e-4
     assert tools["Polars exact quantiles"]["rank_error"] < 1e-4
+    assert tools["normpipe, exact quantiles"]["rank_error"] < 1e-4  # numpy's, interpolated
     table = out.stdout
     assert table.count("\n| ") == 1 + len(tools)  # header + one row per tool
     assert "| normpipe run |" in table
