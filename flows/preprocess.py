@@ -40,7 +40,8 @@ from normpipe.dataset import discover
 from normpipe.drift import drift
 from normpipe.engine import dask_client
 from normpipe.errors import ClusterError, DriftError, NormpipeError, OutputError
-from normpipe.report import warnings_for, write_report
+from normpipe.report import report_html, warnings_for
+from normpipe.storage import is_remote, locate
 from normpipe.writer import SUCCESS
 
 __all__ = ["compute_stats", "normalize", "preprocess"]
@@ -92,9 +93,9 @@ def analyze(config: RunConfig, dataset: dict[str, Any]) -> str:
 
 
 @task(retries=2, retry_delay_seconds=[1, 5], retry_condition_fn=_transient, cache_policy=NO_CACHE)
-def write_stats(text: str, path: str) -> str:
-    """Save the artifact atomically; returns its sha256."""
-    return Stats.from_bytes(text.encode(), "cached stats").save(path)
+def write_stats(text: str, config: RunConfig) -> str:
+    """Save the artifact at ``config.stats`` atomically; returns its sha256."""
+    return Stats.from_bytes(text.encode(), "cached stats").save(config.stats or "", config.storage_options)
 
 
 @task(retries=2, retry_delay_seconds=[1, 5], retry_condition_fn=_transient, cache_policy=NO_CACHE)
@@ -105,21 +106,32 @@ def transform(config: RunConfig, text: str, save_stats: bool) -> dict[str, Any]:
 
 
 @task(cache_policy=NO_CACHE)
-def validate(output: str) -> dict[str, Any]:
+def validate(output: str, config: RunConfig) -> dict[str, Any]:
     """Row counts in the Parquet footers must match ``_SUCCESS``."""
-    manifest: dict[str, Any] = json.loads(Path(output, SUCCESS).read_text())
+    root = locate(output, config.storage_options)
+    manifest: dict[str, Any] = json.loads(root.child(SUCCESS).read_bytes())
     for entry in manifest["files"]:
-        rows = pq.ParquetFile(Path(output, entry["path"])).metadata.num_rows
+        part = root.child(entry["path"])
+        with part.fs.open(part.path, "rb") as handle:
+            rows = pq.ParquetFile(handle).metadata.num_rows
         if rows != entry["rows_out"] or entry["rows_in"] != entry["rows_out"]:
             raise OutputError(f"{output}/{entry['path']}: {rows} rows, the manifest says {entry['rows_out']}")
     return manifest
 
 
 @task(retries=2, retry_delay_seconds=[1, 5], retry_condition_fn=_transient, cache_policy=NO_CACHE)
-def report_beside(stats_path: str) -> str:
-    """The HTML report beside the stats artifact (``STATS.report.html``); returns its path."""
-    target = Path(stats_path).with_suffix(".report.html")
-    return str(write_report(Stats.load(stats_path), target))
+def report_beside(config: RunConfig) -> str:
+    """The HTML report beside the stats artifact (``STATS.report.html``); returns where."""
+    stats_path = config.stats or ""
+    stem = stats_path[: -len(".json")] if stats_path.endswith(".json") else stats_path
+    target = locate(stem + ".report.html", config.storage_options)
+    target.write_bytes(report_html(Stats.load(stats_path, config.storage_options)).encode())
+    return target.url
+
+
+def _uri(location: str) -> str:
+    """A link for a path or URL (object-store URLs as they are)."""
+    return location if is_remote(location) else Path(location).absolute().as_uri()
 
 
 def _publish(
@@ -173,17 +185,13 @@ def _publish(
     create_table_artifact(rows, key="normpipe-column-stats", description="per-column statistics")
     keys = ["normpipe-summary", "normpipe-column-stats"]
     if output:
-        create_link_artifact(
-            Path(output).absolute().as_uri(), link_text="normalized dataset", key="normpipe-output"
-        )
+        create_link_artifact(_uri(output), link_text="normalized dataset", key="normpipe-output")
         keys.append("normpipe-output")
     if stats_path:
-        create_link_artifact(
-            Path(stats_path).absolute().as_uri(), link_text="stats artifact", key="normpipe-stats"
-        )
+        create_link_artifact(_uri(stats_path), link_text="stats artifact", key="normpipe-stats")
         keys.append("normpipe-stats")
     if report:
-        create_link_artifact(Path(report).absolute().as_uri(), link_text="HTML report", key="normpipe-report")
+        create_link_artifact(_uri(report), link_text="HTML report", key="normpipe-report")
         keys.append("normpipe-report")
     return keys
 
@@ -220,9 +228,10 @@ def compute_stats(config: RunConfig | str, refresh: bool = False, incremental: b
         raise OutputError("compute_stats needs 'stats': where to save the stats artifact")
     started = time.perf_counter()
     with dask_client(cfg.cluster):
-        text = update_stats(cfg) if incremental and Path(cfg.stats).is_file() else _fit(cfg, refresh)
-    write_stats(text, cfg.stats)
-    report = report_beside(cfg.stats)
+        previous = incremental and locate(cfg.stats, cfg.storage_options).exists()
+        text = update_stats(cfg) if previous else _fit(cfg, refresh)
+    write_stats(text, cfg)
+    report = report_beside(cfg)
     _publish(Stats.from_bytes(text.encode()), time.perf_counter() - started, None, cfg.stats, report)
     get_run_logger().info("stats written to %s", cfg.stats)
     return cfg.stats
@@ -236,10 +245,10 @@ def normalize(config: RunConfig | str) -> dict[str, Any]:
         raise OutputError("normalize needs 'stats': the stats artifact to apply")
     started = time.perf_counter()
     Stats.load(cfg.stats)  # one clear line if it is not a valid artifact
-    text = Path(cfg.stats).read_text()
+    text = locate(cfg.stats, cfg.storage_options).read_bytes().decode()
     with dask_client(cfg.cluster):
         manifest = transform(cfg, text, save_stats=False)
-    validate(manifest["output"])
+    validate(manifest["output"], cfg)
     elapsed = time.perf_counter() - started
     _publish(Stats.from_bytes(text.encode()), elapsed, manifest["output"], cfg.stats, manifest["report"])
     return manifest
@@ -247,11 +256,11 @@ def normalize(config: RunConfig | str) -> dict[str, Any]:
 
 def _previous_stats(cfg: RunConfig) -> Stats | None:
     """The artifact of the previous run at this config's paths, if there is a valid one."""
-    path = Path(cfg.stats) if cfg.stats else Path(cfg.output or "", "_stats.json")
-    if not path.is_file():
-        return None
     try:
-        return Stats.load(path)
+        path = locate(cfg.stats or f"{(cfg.output or '').rstrip('/')}/_stats.json", cfg.storage_options)
+        if not path.exists():
+            return None
+        return Stats.load(path.url, cfg.storage_options)
     except NormpipeError:
         return None
 
@@ -298,9 +307,9 @@ def preprocess(config: RunConfig | str, refresh: bool = False, fail_on_drift: bo
         text = _fit(cfg, refresh)
         drifts = check_drift(previous, text, fail_on_drift) if previous is not None else []
         if cfg.stats:
-            write_stats(text, cfg.stats)
+            write_stats(text, cfg)
         manifest = transform(cfg, text, save_stats=not cfg.stats)
-    validate(manifest["output"])
+    validate(manifest["output"], cfg)
     manifest["stats"] = cfg.stats or manifest["stats"]
     manifest["drift"] = drifts
     manifest["artifacts"] = _publish(

@@ -7,11 +7,11 @@ passed as ``client``, else a private cluster built from the ``cluster`` options.
 
 from __future__ import annotations
 
+import hashlib
 import os
 from collections.abc import Iterator
 from contextlib import contextmanager, nullcontext
 from dataclasses import replace
-from pathlib import Path
 from typing import Any
 
 import pyarrow as pa
@@ -24,7 +24,8 @@ from normpipe.dataset import Dataset, discover, listing, select_columns
 from normpipe.engine import Progress
 from normpipe.errors import ArtifactError, ConfigError, InputError
 from normpipe.scalers import GROUP_METHODS, REPORTED_PROBABILITIES
-from normpipe.writer import check_output, committed_output, local_path, write_manifest
+from normpipe.storage import Location, locate
+from normpipe.writer import check_output, commit, write_manifest
 
 __all__ = ["REPORT_IN_OUTPUT", "STATS_IN_OUTPUT", "fit", "run", "transform", "update"]
 
@@ -62,8 +63,8 @@ def _dataset(config: RunConfig) -> Dataset:
     return discover(_require(config.source, "SOURCE"), config.storage_options)
 
 
-def _output(config: RunConfig, dataset: Dataset) -> Path:
-    output = local_path(_require(config.output, "--output"), "the output")
+def _output(config: RunConfig, dataset: Dataset) -> Location:
+    output = locate(_require(config.output, "--output"), config.storage_options)
     check_output(output, dataset, config.overwrite)
     return output
 
@@ -165,25 +166,29 @@ def _transform(
     config: RunConfig,
     stats: Stats,
     dataset: Dataset,
-    output: Path,
+    output: Location,
     client: Client,
     progress: Progress | None,
     stats_inside: bool,
 ) -> dict[str, Any]:
     check_output(output, dataset, config.overwrite)  # again: the fit pass may have been long
-    with committed_output(output) as tmp:
-        sha = stats.save(tmp / STATS_IN_OUTPUT) if stats_inside else stats.sha256
+    with commit(output, config.overwrite) as tmp:
+        sha = stats.sha256
+        if stats_inside:
+            data = stats.to_bytes()
+            tmp.child(STATS_IN_OUTPUT).write_bytes(data)
+            sha = hashlib.sha256(data).hexdigest()
         files = engine.transform(
-            client, dataset, str(tmp), stats.scalers, config.dtype, sha, progress, groups=stats.mapper()
+            client, dataset, tmp, stats.scalers, config.dtype, sha, progress, groups=stats.mapper()
         )
         if config.report:
-            from normpipe.report import write_report
+            from normpipe.report import report_html
 
-            write_report(stats, tmp / REPORT_IN_OUTPUT)
+            tmp.child(REPORT_IN_OUTPUT).write_bytes(report_html(stats).encode())
         manifest = write_manifest(tmp, files, sha, dataset.source)
-    manifest["output"] = str(output)
+    manifest["output"] = output.url
     if config.report:
-        manifest["report"] = str(output / REPORT_IN_OUTPUT)
+        manifest["report"] = output.child(REPORT_IN_OUTPUT).url
     return manifest
 
 
@@ -229,7 +234,7 @@ def fit(
     with _client(cfg, client) as c:
         stats = _fit(cfg, dataset, columns, c, progress)
     if cfg.stats:
-        stats.save(cfg.stats)
+        stats.save(cfg.stats, cfg.storage_options)
     return stats
 
 
@@ -270,7 +275,8 @@ def update(
     if source is not None:
         options["source"] = os.fspath(source)
     cfg = _config(config, options)
-    artifact = base if isinstance(base, Stats) else Stats.load(_require(_path(base), "--update"))
+    options_ = cfg.storage_options
+    artifact = base if isinstance(base, Stats) else Stats.load(_require(_path(base), "--update"), options_)
     where = "the artifact" if isinstance(base, Stats) else str(base)
     dataset = _dataset(cfg)
     if only_new:
@@ -301,7 +307,7 @@ def update(
         )
     merged = artifact.absorb(state, dataset.fingerprint(), allow_repeat=True, what=where)
     if cfg.stats:
-        merged.save(cfg.stats)
+        merged.save(cfg.stats, cfg.storage_options)
     return merged, len(dataset.files)
 
 
@@ -335,14 +341,15 @@ def transform(
     if stats is not None and not isinstance(stats, Stats):
         options["stats"] = os.fspath(stats)
     cfg = _config(config, options)
-    artifact = stats if isinstance(stats, Stats) else Stats.load(_require(cfg.stats, "--stats"))
+    options_ = cfg.storage_options
+    artifact = stats if isinstance(stats, Stats) else Stats.load(_require(cfg.stats, "--stats"), options_)
     dataset = _dataset(cfg)
     output_path = _output(cfg, dataset)
     _check_artifact_columns(artifact, dataset)
     with _client(cfg, client) as c:
         manifest = _transform(cfg, artifact, dataset, output_path, c, progress, stats_inside=save_stats)
     if save_stats:
-        manifest["stats"] = str(output_path / STATS_IN_OUTPUT)
+        manifest["stats"] = output_path.child(STATS_IN_OUTPUT).url
     return manifest
 
 
@@ -371,7 +378,9 @@ def run(
     with _client(cfg, client) as c:
         stats = _fit(cfg, dataset, columns, c, progress)
         if cfg.stats:
-            stats.save(cfg.stats)
+            stats.save(cfg.stats, cfg.storage_options)
         manifest = _transform(cfg, stats, dataset, output_path, c, progress, stats_inside=not cfg.stats)
-    manifest["stats"] = str(Path(cfg.stats).absolute()) if cfg.stats else str(output_path / STATS_IN_OUTPUT)
+    manifest["stats"] = (
+        locate(cfg.stats, cfg.storage_options).url if cfg.stats else output_path.child(STATS_IN_OUTPUT).url
+    )
     return stats, manifest

@@ -32,7 +32,6 @@ import hashlib
 import json
 import math
 import os
-import tempfile
 from collections.abc import Mapping, Sequence
 from dataclasses import replace
 from datetime import UTC, datetime
@@ -62,6 +61,7 @@ from normpipe.scalers import (
     group_params,
     parse_scaler,
 )
+from normpipe.storage import is_remote, locate
 
 __all__ = ["FORMAT", "VERSION", "ColumnStats", "Stats"]
 
@@ -641,22 +641,11 @@ class Stats:
         """sha256 of the artifact file it was loaded from, else of :meth:`to_bytes`."""
         return self._file_sha256 or hashlib.sha256(self.to_bytes()).hexdigest()
 
-    def save(self, path: str | os.PathLike[str]) -> str:
-        """Write the artifact atomically (temporary file, then rename); returns its sha256."""
+    def save(self, path: str | os.PathLike[str], storage_options: dict[str, Any] | None = None) -> str:
+        """Write the artifact atomically (a temporary file then rename locally; one object
+        on an object store; ``path`` may be any fsspec URL); returns its sha256."""
         data = self.to_bytes()
-        target = Path(path)
-        target.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
-        try:
-            with os.fdopen(fd, "wb") as handle:
-                handle.write(data)
-            umask = os.umask(0)
-            os.umask(umask)
-            os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes 0600; a stats file is not a secret
-            os.replace(tmp, target)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
+        locate(path, storage_options).write_bytes(data)
         return hashlib.sha256(data).hexdigest()
 
     @classmethod
@@ -717,8 +706,15 @@ class Stats:
         )
 
     @classmethod
-    def load(cls, path: str | os.PathLike[str]) -> Stats:
-        """Read and validate a stats artifact written by :meth:`save`."""
+    def load(cls, path: str | os.PathLike[str], storage_options: dict[str, Any] | None = None) -> Stats:
+        """Read and validate a stats artifact written by :meth:`save` (a path or URL)."""
+        if is_remote(path):
+            location = locate(path, storage_options)
+            try:
+                data = location.read_bytes()
+            except InputError as err:
+                raise ArtifactError(f"stats artifact: {err}") from None
+            return cls.from_bytes(data, location.url)
         try:
             data = Path(path).read_bytes()
         except FileNotFoundError:

@@ -8,11 +8,12 @@ relative to the current directory.
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
 from typing import Any, Literal, get_args
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_serializer, field_validator
 
 from normpipe.core.sketch import DEFAULT_K
 from normpipe.errors import ConfigError
@@ -35,6 +36,16 @@ Spec = Request
 
 class _Model(BaseModel):
     model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+_SECRET_KEY = re.compile(r"key|secret|token|password|credential|signature", re.IGNORECASE)
+
+
+def _masked(value: Any) -> Any:
+    """``value`` with every entry whose name looks secret replaced by ``***``."""
+    if isinstance(value, dict):
+        return {k: "***" if _SECRET_KEY.search(str(k)) else _masked(v) for k, v in value.items()}
+    return value
 
 
 class ClusterConfig(_Model):
@@ -82,6 +93,13 @@ class RunConfig(_Model):
     overwrite: bool = False
     storage_options: dict[str, Any] = Field(default_factory=dict)
     cluster: ClusterConfig = Field(default_factory=ClusterConfig)
+
+    @field_serializer("storage_options", when_used="json")
+    def _hide_secrets(self, value: dict[str, Any]) -> dict[str, Any]:
+        """Credentials never leave the process as text (Prefect parameters, logs): JSON
+        dumps show them as ``***``."""
+        masked: dict[str, Any] = _masked(value)
+        return masked
 
     @field_validator("source", "output", "stats", mode="before")
     @classmethod

@@ -25,6 +25,7 @@ import pyarrow.parquet as pq
 from fsspec.implementations.local import LocalFileSystem
 
 from normpipe.errors import InputError
+from normpipe.storage import storage_errors
 
 __all__ = [
     "Dataset",
@@ -38,6 +39,9 @@ __all__ = [
 ]
 
 _GLOB_CHARS = frozenset("*?[")
+#: The commit protocol's files (see :mod:`normpipe.writer`).
+SUCCESS = "_SUCCESS"
+STARTED = "_STARTED"
 
 
 @dataclass(frozen=True, slots=True)
@@ -135,6 +139,13 @@ def discover(source: str | os.PathLike[str], storage_options: dict[str, Any] | N
     local = isinstance(fs, LocalFileSystem)
     if local:
         path = os.path.abspath(path)
+    with storage_errors(text, "read"):
+        root, infos, single = _list(fs, path, text)
+    return _dataset(text, fs, local, root, infos, single)
+
+
+def _list(fs: fsspec.AbstractFileSystem, path: str, text: str) -> tuple[str, dict[str, dict[str, Any]], bool]:
+    """The root, every file below it with its details, and whether one file was named."""
     single = False
     if any(c in _GLOB_CHARS for c in path):
         root = path
@@ -153,6 +164,18 @@ def discover(source: str | os.PathLike[str], storage_options: dict[str, Any] | N
         infos = {path: fs.info(path)}
     else:
         raise InputError(f"{text}: no such file or directory; check the path")
+    return root, infos, single
+
+
+def _dataset(
+    text: str,
+    fs: fsspec.AbstractFileSystem,
+    local: bool,
+    root: str,
+    infos: dict[str, dict[str, Any]],
+    single: bool,
+) -> Dataset:
+    """The visible files of a listing, once the commit protocol's check has passed."""
     root = root.rstrip("/") or "/"
     files = []
     for name in sorted(infos):
@@ -163,12 +186,64 @@ def discover(source: str | os.PathLike[str], storage_options: dict[str, Any] | N
         if _hidden(relpath):
             continue
         files.append(SourceFile(name, relpath, int(info.get("size") or 0), _mtime(info)))
+    with storage_errors(text, "read"):
+        _check_committed(
+            fs, root, infos, files, text, whole=not single and not any(c in _GLOB_CHARS for c in text)
+        )
     if not files:
         raise InputError(
             f"{text}: no Parquet files found (names starting with '.' or '_' are skipped); "
             "check the path or glob"
         )
     return Dataset(text, root, tuple(files), None if local else fs, single)
+
+
+def _check_committed(
+    fs: fsspec.AbstractFileSystem,
+    root: str,
+    infos: dict[str, dict[str, Any]],
+    files: list[SourceFile],
+    text: str,
+    whole: bool,
+) -> None:
+    """A normpipe output is read only when its ``_SUCCESS`` manifest is present and
+    matches the parts (``whole``: the source is the output's root, so every part must
+    be there and no other). Other datasets (no manifest, or another tool's) pass."""
+    success, started = posixpath.join(root, SUCCESS), posixpath.join(root, STARTED)
+    has_success = success in infos or (not whole and fs.exists(success))
+    if not has_success:
+        if started in infos or (not whole and fs.exists(started)):
+            raise InputError(
+                f"{text}: an incomplete normpipe output (a run was interrupted: {STARTED} and no "
+                f"{SUCCESS}); rerun the job that writes it"
+            )
+        return
+    try:
+        manifest = json.loads(fs.cat_file(success))
+    except (OSError, ValueError):
+        return  # not normpipe's manifest (Spark, for one, writes an empty _SUCCESS)
+    if not isinstance(manifest, dict) or manifest.get("format") != "normpipe.success":
+        return
+    listed = {entry["path"]: entry.get("bytes") for entry in manifest.get("files", [])}
+    for file in files:
+        if file.relpath not in listed:
+            raise InputError(
+                f"{text}: {file.relpath} is not listed in {SUCCESS}; the output was changed after "
+                "it was written; rerun the job that writes it"
+            )
+        if listed[file.relpath] is not None and listed[file.relpath] != file.size:
+            raise InputError(
+                f"{text}: {file.relpath} has {file.size:,} bytes, {SUCCESS} says {listed[file.relpath]:,}; "
+                "the output was changed or is incomplete; rerun the job that writes it"
+            )
+    if whole:
+        present = {file.relpath for file in files}
+        missing = [path for path in listed if path not in present]
+        if missing:
+            raise InputError(
+                f"{text}: {missing[0]} is listed in {SUCCESS} but missing; the output is incomplete; "
+                "rerun the job that writes it"
+            )
 
 
 def is_numeric(dtype: pa.DataType) -> bool:

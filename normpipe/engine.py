@@ -29,6 +29,7 @@ from normpipe.dataset import Dataset
 from normpipe.errors import ClusterError, ConfigError, NormpipeError
 from normpipe.mappers import GroupedScalers, OutputDtype
 from normpipe.scalers import FittedScaler
+from normpipe.storage import Location
 from normpipe.writer import transform_file
 
 __all__ = ["Progress", "analyze", "dask_client", "exact_quantiles", "transform", "tree_reduce"]
@@ -253,7 +254,7 @@ def exact_quantiles(
 def transform(
     client: Client,
     dataset: Dataset,
-    dest_root: str,
+    dest_root: Location,
     scalers: dict[str, FittedScaler],
     dtype: OutputDtype,
     stats_sha256: str,

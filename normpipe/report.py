@@ -34,7 +34,7 @@ from normpipe.artifact import ColumnStats, Stats
 from normpipe.errors import ConfigError
 from normpipe.scalers import Clip, MinMax
 
-__all__ = ["ColumnReport", "column_reports", "warnings_for", "write_report"]
+__all__ = ["ColumnReport", "column_reports", "report_html", "warnings_for", "write_report"]
 
 _LOW, _HIGH = 0.001, 0.999  # the range the histograms show
 _BINS = 30
@@ -292,6 +292,12 @@ def _atomic_write(path: Path, data: bytes) -> None:
 def png_name(name: str) -> str:
     """A safe file name for a column's PNG."""
     return re.sub(r"[^A-Za-z0-9_.-]", "_", name) + ".png"
+
+
+def report_html(stats: Stats, columns: Sequence[str] | None = None, title: str | None = None) -> str:
+    """The report page of ``stats`` as one HTML string."""
+    reports = column_reports(stats, columns)
+    return render_html(stats, reports, title or f"normpipe report: {stats.dataset.get('source', '')}")
 
 
 def write_report(

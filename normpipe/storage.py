@@ -123,7 +123,8 @@ def storage_errors(location: str, action: str) -> Iterator[None]:
     except FileNotFoundError as err:
         reason = _reason(err)
         if "bucket" in reason.lower():
-            raise error_type(f"{location}: the bucket does not exist ({reason}); create it or fix the URL") from None
+            message = f"{location}: the bucket does not exist ({reason}); create it or fix the URL"
+            raise error_type(message) from None
         raise error_type(f"{location}: not found ({reason}); check the path") from None
     except PermissionError as err:
         raise error_type(
@@ -131,4 +132,5 @@ def storage_errors(location: str, action: str) -> Iterator[None]:
             "AWS_SECRET_ACCESS_KEY, or storage_options) and their permissions"
         ) from None
     except OSError as err:
-        raise error_type(f"{location}: cannot {action} ({_reason(err)}); check the URL and the endpoint") from None
+        message = f"{location}: cannot {action} ({_reason(err)}); check the URL and the endpoint"
+        raise error_type(message) from None

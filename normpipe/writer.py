@@ -1,18 +1,29 @@
-"""Writing the normalized dataset: per-file transform and the atomic directory commit.
+"""Writing the normalized dataset: per-file transform and the commit protocol.
 
 Every input file becomes one output file at the same relative path (so hive
-partition directories are kept) with the same row groups and row order. Files are
-written into a temporary sibling directory; only when every file is written is a
-``_SUCCESS`` manifest (JSON: input and output row counts per file, the stats
-artifact's sha256) added and the directory renamed into place. A failed run removes
-its temporary directory and leaves any earlier output untouched.
+partition directories are kept) with the same row groups and row order. One rule
+holds on every filesystem: the ``_SUCCESS`` manifest (JSON: every part with its size
+and input/output row counts, the stats artifact's sha256) is written last, and a
+reader accepts an output only when its manifest is present and matches the parts
+(:func:`normpipe.dataset.discover` checks it).
+
+On a local filesystem the output is written into a temporary sibling directory and
+renamed into place, so an earlier output stays whole until the new one is complete.
+Object stores have no rename: the run writes a ``_STARTED`` marker, removes the
+previous manifest and every stale part below the prefix (of an earlier output, or of
+an interrupted run), writes the parts under the final prefix, then ``_SUCCESS``, then
+removes the marker. An interrupted run leaves no manifest (readers refuse the prefix)
+and the next run cleans up after it. A prefix with objects but neither marker is not
+normpipe's, and is never touched.
 """
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import json
 import os
+import posixpath
 import shutil
 import uuid
 from collections.abc import Iterator, Mapping
@@ -25,16 +36,19 @@ import fsspec
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from normpipe.dataset import Dataset, SourceFile, check_file_schema
+from normpipe.dataset import STARTED, SUCCESS, Dataset, SourceFile, check_file_schema
 from normpipe.errors import InputError, OutputError
 from normpipe.mappers import GroupedScalers, OutputDtype, output_schema, transform_table
 from normpipe.scalers import FittedScaler
+from normpipe.storage import Location, locate, storage_errors
 
 __all__ = [
+    "STARTED",
     "STATS_SHA256_KEY",
     "SUCCESS",
     "check_output",
     "check_replaceable",
+    "commit",
     "committed_output",
     "destination",
     "local_path",
@@ -43,7 +57,8 @@ __all__ = [
     "write_manifest",
 ]
 
-SUCCESS = "_SUCCESS"
+# SUCCESS: the manifest; STARTED: marker of a run in progress on an object store
+# (removed once _SUCCESS is written). Defined with the reader's check in normpipe.dataset.
 #: Footer key that names the sha256 of the stats artifact used for the transform.
 STATS_SHA256_KEY = b"normpipe.stats_sha256"
 
@@ -66,8 +81,14 @@ def _within(inner: Path, outer: Path) -> bool:
     return inner == outer or outer in inner.parents
 
 
-def check_output(output: Path, dataset: Dataset, overwrite: bool) -> None:
+def check_output(output: Path | Location, dataset: Dataset, overwrite: bool) -> None:
     """Refuse an output inside the input, around it, or over data not written by normpipe."""
+    if isinstance(output, Location):
+        if output.is_local:
+            output = Path(output.path)
+        else:
+            _check_remote_output(output, dataset, overwrite)
+            return
     if dataset.is_local:
         scope = Path(dataset.scope)
         if _within(output.resolve(), scope.resolve()):
@@ -96,6 +117,79 @@ def check_replaceable(output: Path, overwrite: bool) -> None:
                 f"{output} is not a normpipe output (no {SUCCESS}); refusing to replace it. "
                 "Remove it yourself or choose another --output"
             )
+
+
+def _check_remote_output(output: Location, dataset: Dataset, overwrite: bool) -> None:
+    if not dataset.is_local and type(dataset.fs) is type(output.fs):
+        scope = dataset.scope.rstrip("/")
+        if output.path == scope or output.path.startswith(scope + "/"):
+            raise OutputError(f"output {output} lies inside the input {dataset.source}; choose another place")
+        if scope.startswith(output.path + "/"):
+            raise OutputError(f"output {output} contains the input {dataset.source}; choose another place")
+    _remote_state(output, overwrite)
+
+
+def _remote_state(output: Location, overwrite: bool) -> list[str]:
+    """The objects below ``output`` that a new run may remove; refuses a complete output
+    without ``overwrite`` and a prefix that normpipe did not write."""
+    with storage_errors(output.url, "write"):
+        bucket = output.path.split("/", 1)[0]
+        try:
+            output.fs.info(bucket)  # refused credentials raise here, before anything is written
+        except FileNotFoundError:
+            raise FileNotFoundError(f"The specified bucket does not exist: {bucket}") from None
+        existing = list(output.fs.find(output.path)) if output.fs.isdir(output.path) else []
+    names = {posixpath.relpath(p, output.path) for p in existing}
+    if SUCCESS in names and not overwrite:
+        raise OutputError(f"{output} already exists; pass --overwrite to replace it, or choose another place")
+    if existing and SUCCESS not in names and STARTED not in names:
+        raise OutputError(
+            f"{output} is not a normpipe output (no {SUCCESS}); refusing to replace it. "
+            "Remove it yourself or choose another --output"
+        )
+    return existing
+
+
+@contextmanager
+def _committed_remote(output: Location, overwrite: bool) -> Iterator[Location]:
+    """The object-store side of the protocol (see the module docstring)."""
+    existing = _remote_state(output, overwrite)
+    started = output.child(STARTED)
+    started.write_bytes(json.dumps({"run": uuid.uuid4().hex, "started": _now()}).encode())
+    with storage_errors(output.url, "write"):
+        success = posixpath.join(output.path, SUCCESS)
+        if success in existing:
+            output.fs.rm_file(success)  # from here on the previous output is not valid
+        stale = [p for p in existing if p not in (success, started.path)]
+        if stale:
+            output.fs.rm(stale)
+    try:
+        yield output
+    except BaseException:
+        with contextlib.suppress(Exception):  # best effort; the next run cleans up otherwise
+            written = [p for p in output.fs.find(output.path) if p != started.path]
+            if written:
+                output.fs.rm(written)
+            output.fs.rm_file(started.path)
+        raise
+    with storage_errors(output.url, "write"):
+        output.fs.rm_file(started.path)
+
+
+@contextmanager
+def commit(output: Location, overwrite: bool) -> Iterator[Location]:
+    """Write an output under the commit protocol: yields where to write (a temporary
+    directory locally, the final prefix on an object store); write ``_SUCCESS`` last."""
+    if output.is_local:
+        with committed_output(Path(output.path)) as tmp:
+            yield Location(output.fs, str(tmp), str(tmp))
+        return
+    with _committed_remote(output, overwrite) as target:
+        yield target
+
+
+def _now() -> str:
+    return datetime.now(UTC).isoformat(timespec="seconds")
 
 
 @contextmanager
@@ -176,7 +270,7 @@ def destination(root: Path, relpath: str) -> Path:
 def transform_file(
     file: SourceFile,
     fs: fsspec.AbstractFileSystem | None,
-    dest_root: str,
+    dest_root: Location,
     scalers: Mapping[str, FittedScaler],
     dtype: OutputDtype,
     stats_sha256: str,
@@ -196,22 +290,31 @@ def transform_file(
     metadata[STATS_SHA256_KEY] = stats_sha256.encode()
     target_schema = output_schema(schema, scalers, dtype).with_metadata(metadata)
     dictionary_columns = _dictionary_encoded(parquet, scalers)
-    dest = destination(Path(dest_root), file.relpath)
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    with pq.ParquetWriter(
-        dest, target_schema, compression="snappy", use_dictionary=dictionary_columns
-    ) as out:
-        for i in range(parquet.num_row_groups):
-            block = transform_table(parquet.read_row_group(i), scalers, dtype, groups, file.path)
-            out.write_table(block.replace_schema_metadata(metadata), row_group_size=max(block.num_rows, 1))
+    dest = destination(Path(dest_root.path), file.relpath)  # refuses paths that leave the root
+    written = 0
+    with contextlib.ExitStack() as stack:
+        if dest_root.is_local:
+            dest.parent.mkdir(parents=True, exist_ok=True)
+            sink: Any = str(dest)
+        else:
+            stack.enter_context(storage_errors(dest_root.url, "write"))
+            sink = stack.enter_context(dest_root.fs.open(dest.as_posix(), "wb"))
+        with pq.ParquetWriter(
+            sink, target_schema, compression="snappy", use_dictionary=dictionary_columns
+        ) as out:
+            for i in range(parquet.num_row_groups):
+                block = transform_table(parquet.read_row_group(i), scalers, dtype, groups, file.path)
+                block = block.replace_schema_metadata(metadata)
+                out.write_table(block, row_group_size=max(block.num_rows, 1))
+                written += block.num_rows
     pa.default_memory_pool().release_unused()
-    written = pq.ParquetFile(dest).metadata.num_rows
-    return {
-        "path": file.relpath,
-        "rows_in": parquet.metadata.num_rows,
-        "rows_out": written,
-        "bytes": dest.stat().st_size,
-    }
+    if dest_root.is_local:
+        written = pq.ParquetFile(dest).metadata.num_rows
+        size = dest.stat().st_size
+    else:
+        with storage_errors(dest_root.url, "write"):
+            size = int(dest_root.fs.size(dest.as_posix()))
+    return {"path": file.relpath, "rows_in": parquet.metadata.num_rows, "rows_out": written, "bytes": size}
 
 
 def _dictionary_encoded(parquet: pq.ParquetFile, scalers: Mapping[str, FittedScaler]) -> list[str]:
@@ -234,7 +337,7 @@ def _dictionary_encoded(parquet: pq.ParquetFile, scalers: Mapping[str, FittedSca
 
 
 def write_manifest(
-    directory: Path, files: list[dict[str, Any]], stats_sha256: str, source: str
+    directory: Path | Location, files: list[dict[str, Any]], stats_sha256: str, source: str
 ) -> dict[str, Any]:
     """Write ``_SUCCESS``: per-file and total row counts; returns the manifest."""
     rows_in = sum(f["rows_in"] for f in files)
@@ -252,5 +355,6 @@ def write_manifest(
         "rows_out": rows_out,
         "files": files,
     }
-    (directory / SUCCESS).write_text(json.dumps(manifest, indent=2) + "\n")
+    target = directory if isinstance(directory, Location) else locate(str(directory))
+    target.child(SUCCESS).write_bytes((json.dumps(manifest, indent=2) + "\n").encode())
     return manifest

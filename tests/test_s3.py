@@ -1,0 +1,270 @@
+"""Object storage end to end, against a real S3-compatible server on 127.0.0.1
+(moto's standalone server, with authentication on), started by these tests."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import pytest
+
+pytest.importorskip("s3fs")
+boto3 = pytest.importorskip("boto3")
+
+import normpipe  # noqa: E402
+from normpipe.artifact import Stats  # noqa: E402
+from normpipe.datagen import generate  # noqa: E402
+from normpipe.errors import InputError, NormpipeError, OutputError  # noqa: E402
+
+BIN = Path(sys.executable).parent
+SECRET_MARK = "s3cr3t"  # moto makes the real secret; this marks a wrong one in the logs
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, str]]:
+    """A moto S3 server with authentication after four set-up calls: an IAM user with an
+    S3 policy, its access key, and a bucket. Yields the environment to reach it."""
+    executable = shutil.which("moto_server") or str(BIN / "moto_server")
+    port = _free_port()
+    log = tmp_path_factory.mktemp("moto") / "server.log"
+    env = {**os.environ, "INITIAL_NO_AUTH_ACTION_COUNT": "4"}
+    with log.open("wb") as out:
+        proc = subprocess.Popen(
+            [executable, "-H", "127.0.0.1", "-p", str(port)], stdout=out, stderr=out, env=env
+        )
+    endpoint = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
+                break
+            except OSError:
+                time.sleep(0.2)
+        anon = {"endpoint_url": endpoint, "region_name": "us-east-1"}
+        keys = {"aws_access_key_id": "setup", "aws_secret_access_key": "setup"}
+        iam = boto3.client("iam", **anon, **keys)
+        iam.create_user(UserName="normpipe")
+        policy = {
+            "Version": "2012-10-17",
+            "Statement": [{"Effect": "Allow", "Action": "s3:*", "Resource": "*"}],
+        }
+        iam.put_user_policy(UserName="normpipe", PolicyName="s3", PolicyDocument=json.dumps(policy))
+        key = iam.create_access_key(UserName="normpipe")["AccessKey"]
+        boto3.client("s3", **anon, **keys).create_bucket(Bucket="lake")
+        yield {
+            "AWS_ACCESS_KEY_ID": key["AccessKeyId"],
+            "AWS_SECRET_ACCESS_KEY": key["SecretAccessKey"],
+            "AWS_ENDPOINT_URL": endpoint,
+            "AWS_DEFAULT_REGION": "us-east-1",
+        }
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
+
+
+@pytest.fixture
+def aws(server: dict[str, str], monkeypatch: pytest.MonkeyPatch) -> dict[str, str]:
+    """The server's credentials in the standard environment variables."""
+    for name, value in server.items():
+        monkeypatch.setenv(name, value)
+    return server
+
+
+@pytest.fixture(scope="module")
+def local_data(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    root = tmp_path_factory.mktemp("s3data") / "data"
+    generate(root, 40_000, 4, seed=3, features=["normal", "lognormal_nan", "outliers"])
+    return root
+
+
+def _s3(env: dict[str, str]) -> Any:
+    return boto3.client("s3", endpoint_url=env["AWS_ENDPOINT_URL"], region_name="us-east-1")
+
+
+def upload(env: dict[str, str], local: Path, prefix: str) -> str:
+    client = _s3(env)
+    for path in sorted(local.rglob("*.parquet")):
+        client.upload_file(str(path), "lake", f"{prefix}/{path.relative_to(local).as_posix()}")
+    return f"s3://lake/{prefix}"
+
+
+def keys(env: dict[str, str], prefix: str) -> list[str]:
+    listing = _s3(env).list_objects_v2(Bucket="lake", Prefix=prefix + "/")
+    return sorted(item["Key"][len(prefix) + 1 :] for item in listing.get("Contents", []))
+
+
+def test_fit_transform_from_and_to_s3_equals_local(
+    aws: dict[str, str], local_data: Path, tmp_path: Path
+) -> None:
+    source = upload(aws, local_data, "raw")
+    stats, manifest = normpipe.run(
+        source, "s3://lake/normalized", exclude=["id"], cluster={"processes": False}
+    )
+    assert manifest["output"] == "s3://lake/normalized"
+    names = keys(aws, "normalized")
+    assert "_SUCCESS" in names
+    assert "_STARTED" not in names
+    assert "_stats.json" in names
+    assert sorted(f["path"] for f in manifest["files"]) == [n for n in names if n.endswith(".parquet")]
+    local_stats, _ = normpipe.run(local_data, tmp_path / "out", exclude=["id"], cluster={"processes": False})
+    for name, column in local_stats.columns.items():
+        assert stats.summary(name).mean == pytest.approx(column.summary.mean, rel=1e-12)
+    written = pd.read_parquet(
+        "s3://lake/normalized", storage_options={"endpoint_url": aws["AWS_ENDPOINT_URL"]}
+    )
+    expected = pd.read_parquet(tmp_path / "out")
+    pd.testing.assert_frame_equal(
+        written.sort_values("id", ignore_index=True), expected.sort_values("id", ignore_index=True)
+    )
+    # the artifact on S3 loads, and a transform reads it from there
+    loaded = Stats.load("s3://lake/normalized/_stats.json")
+    assert loaded.sha256 == manifest["stats_sha256"]
+    again = normpipe.transform(
+        source, "s3://lake/normalized/_stats.json", "s3://lake/again", cluster={"processes": False}
+    )
+    assert again["rows_out"] == 40_000
+    # a reader accepts the output (its manifest matches), and refuses it once a part is gone
+    assert normpipe.fit("s3://lake/normalized", exclude=["id"], cluster={"processes": False}).rows == 40_000
+    _s3(aws).delete_object(
+        Bucket="lake", Key=f"normalized/{names[-1]}" if names[-1].endswith(".parquet") else "x"
+    )
+    with pytest.raises(InputError, match="is listed in _SUCCESS but missing"):
+        normpipe.fit("s3://lake/normalized", exclude=["id"], cluster={"processes": False})
+
+
+def test_overwrite_rules_on_s3(aws: dict[str, str], local_data: Path) -> None:
+    source = upload(aws, local_data, "raw2")
+    normpipe.run(source, "s3://lake/out2", exclude=["id"], cluster={"processes": False})
+    with pytest.raises(OutputError, match="already exists; pass --overwrite"):
+        normpipe.run(source, "s3://lake/out2", exclude=["id"], cluster={"processes": False})
+    manifest = normpipe.run(
+        source, "s3://lake/out2", exclude=["id"], overwrite=True, cluster={"processes": False}
+    )[1]
+    assert manifest["rows_out"] == 40_000
+    _s3(aws).put_object(Bucket="lake", Key="theirs/data.csv", Body=b"a,b\n")
+    with pytest.raises(OutputError, match="is not a normpipe output"):
+        normpipe.run(source, "s3://lake/theirs", exclude=["id"], overwrite=True, cluster={"processes": False})
+    assert keys(aws, "theirs") == ["data.csv"]  # never touched
+    with pytest.raises(OutputError, match="lies inside the input"):
+        normpipe.run(source, source + "/out", exclude=["id"], cluster={"processes": False})
+
+
+def test_interrupted_write_leaves_no_manifest_and_the_next_run_succeeds(
+    aws: dict[str, str], tmp_path: Path
+) -> None:
+    big = tmp_path / "big"
+    generate(big, 400_000, 40, seed=4, features=["normal", "uniform"])
+    source = upload(aws, big, "raw3")
+    command = [
+        str(BIN / "normpipe"),
+        "run",
+        source,
+        "-o",
+        "s3://lake/out3",
+        "--exclude",
+        "id",
+        "--workers",
+        "1",
+    ]
+    proc = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True)
+    deadline = time.monotonic() + 240
+    while time.monotonic() < deadline and sum(k.endswith(".parquet") for k in keys(aws, "out3")) < 3:
+        assert proc.poll() is None, proc.communicate()
+        time.sleep(0.1)
+    os.killpg(proc.pid, signal.SIGKILL)  # the client and its workers, mid-transform
+    proc.wait()
+    left = keys(aws, "out3")
+    assert "_SUCCESS" not in left
+    assert "_STARTED" in left
+    with pytest.raises(InputError, match="an incomplete normpipe output"):
+        normpipe.fit("s3://lake/out3", cluster={"processes": False})
+    done = subprocess.run(command, capture_output=True, text=True, timeout=300, check=False)
+    assert done.returncode == 0, done.stderr
+    after = keys(aws, "out3")
+    assert "_SUCCESS" in after
+    assert "_STARTED" not in after
+    manifest = json.loads(_s3(aws).get_object(Bucket="lake", Key="out3/_SUCCESS")["Body"].read())
+    assert sorted(f["path"] for f in manifest["files"]) == [k for k in after if k.endswith(".parquet")]
+    assert manifest["rows_out"] == 400_000
+
+
+def _cli(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [str(BIN / "normpipe"), *args], capture_output=True, text=True, timeout=300, check=False, env=env
+    )
+
+
+def test_wrong_credentials_and_missing_bucket_are_one_line_without_secrets(
+    aws: dict[str, str], local_data: Path, tmp_path: Path
+) -> None:
+    source = upload(aws, local_data, "raw4")
+    wrong = {**os.environ, **aws, "AWS_SECRET_ACCESS_KEY": SECRET_MARK, "AWS_ACCESS_KEY_ID": "AKIAWRONG"}
+    for args in (
+        ("fit", source, "--stats", str(tmp_path / "s.json")),
+        ("run", str(local_data), "-o", "s3://lake/x"),
+    ):
+        bad = _cli(*args, env=wrong)
+        assert bad.returncode == 2, bad.stderr
+        assert bad.stderr.count("\n") == 1, bad.stderr
+        assert bad.stderr.startswith("error: ")
+        assert "access denied" in bad.stderr or "credentials" in bad.stderr
+        assert SECRET_MARK not in bad.stderr + bad.stdout
+    right = {**os.environ, **aws}
+    missing = _cli("run", str(local_data), "-o", "s3://no-such-bucket/out", "--exclude", "id", env=right)
+    assert missing.returncode == 2
+    assert missing.stderr.count("\n") == 1, missing.stderr
+    assert "s3://no-such-bucket/out: the bucket does not exist" in missing.stderr
+    gone = _cli("fit", "s3://no-such-bucket/data", "--stats", str(tmp_path / "t.json"), env=right)
+    assert gone.returncode == 2
+    assert gone.stderr.count("\n") == 1, gone.stderr
+
+
+def test_secrets_from_storage_options_never_reach_outputs_or_logs(
+    server: dict[str, str], local_data: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Credentials given in the config (not the environment) work, and appear in no
+    artifact, manifest, report, log line or JSON dump of the config."""
+    for name in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("AWS_ENDPOINT_URL", server["AWS_ENDPOINT_URL"])
+    secret = server["AWS_SECRET_ACCESS_KEY"]
+    options = {"key": server["AWS_ACCESS_KEY_ID"], "secret": secret}
+    config = tmp_path / "s3.yaml"
+    config.write_text(
+        f"source: {local_data}\noutput: s3://lake/secretive\nexclude: [id]\nreport: true\n"
+        f"storage_options:\n  key: {options['key']}\n  secret: {secret}\n"
+        "cluster:\n  processes: false\n  workers: 1\n"
+    )
+    result = _cli("run", "--config", str(config), env={**os.environ})
+    assert result.returncode == 0, result.stderr
+    assert secret not in result.stdout + result.stderr
+    for name in ("_stats.json", "_SUCCESS", "_report.html"):
+        body = _s3(server).get_object(Bucket="lake", Key=f"secretive/{name}")["Body"].read().decode()
+        assert secret not in body
+    from normpipe.config import load_config
+
+    assert secret not in load_config(config).model_dump_json()
+
+
+def test_errors_are_normpipe_errors(aws: dict[str, str]) -> None:
+    with pytest.raises(NormpipeError):
+        Stats.load("s3://lake/nothing-here.json")
+    assert np.isfinite(1.0)
