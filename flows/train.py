@@ -13,7 +13,7 @@ from prefect import flow, get_run_logger, task
 from prefect.artifacts import create_link_artifact, create_markdown_artifact, create_table_artifact
 from prefect.cache_policies import NO_CACHE
 
-from flows.preprocess import preprocess
+from flows.preprocess import _uri, preprocess
 from normpipe.config import CompareConfig, RunConfig, TrainRunConfig, load_model_config
 
 __all__ = ["compare", "pipeline", "train"]
@@ -60,7 +60,7 @@ def _publish_training(config: TrainRunConfig, summary: dict[str, Any]) -> list[s
         ],
         description="Validation metrics in the target's original units",
     )
-    create_link_artifact(Path(summary["model"]).absolute().as_uri(), link_text="model", key="normpipe-model")
+    create_link_artifact(_uri(summary["model"]), link_text="model", key="normpipe-model")
     return ["normpipe-train-metrics", "normpipe-model"]
 
 

@@ -264,7 +264,38 @@ def test_secrets_from_storage_options_never_reach_outputs_or_logs(
     assert secret not in load_config(config).model_dump_json()
 
 
-def test_errors_are_normpipe_errors(aws: dict[str, str]) -> None:
-    with pytest.raises(NormpipeError):
+def test_a_missing_artifact_on_s3_is_one_clear_error(aws: dict[str, str]) -> None:
+    with pytest.raises(NormpipeError, match="s3://lake/nothing-here.json: not found"):
         Stats.load("s3://lake/nothing-here.json")
-    assert np.isfinite(1.0)
+
+
+def test_train_from_and_to_s3(aws: dict[str, str], tmp_path: Path) -> None:
+    pytest.importorskip("torch")
+    from normpipe.config import TrainRunConfig
+    from normpipe.train.loop import load_model
+    from normpipe.train.runs import train_from_config
+
+    raw = tmp_path / "raw"
+    generate(raw, 20_000, 2, seed=8, features=["normal", "uniform", "outliers"])
+    source = upload(aws, raw, "train-raw")
+    normpipe.run(source, "s3://lake/train-norm", exclude=["id"], cluster={"processes": False})
+    config = TrainRunConfig.model_validate(
+        {
+            "data": "s3://lake/train-norm",
+            "target": "normal",
+            "features": ["uniform", "outliers"],
+            "output": "s3://lake/model",
+            "model": {"hidden": [8]},
+            "training": {"max_epochs": 2, "batch_size": 512},
+        }
+    )
+    result, where, stats = train_from_config(config)
+    assert where == "s3://lake/model"
+    assert stats is not None  # found as s3://lake/train-norm/_stats.json
+    assert sorted(keys(aws, "model")) == ["_SUCCESS", "model.json", "model.safetensors", "stats.json"]
+    model, card, loaded = load_model("s3://lake/model")
+    assert card["stats_sha256"] == stats.sha256
+    assert loaded is not None
+    assert loaded.sha256 == stats.sha256
+    assert np.isfinite(result.metrics["rmse"])
+    assert sum(p.numel() for p in model.parameters()) > 0

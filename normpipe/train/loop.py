@@ -23,16 +23,18 @@ import numpy as np
 import numpy.typing as npt
 import torch
 from safetensors import SafetensorError
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load as safetensors_load
+from safetensors.torch import save as safetensors_save
 from torch.utils.data import DataLoader
 
 from normpipe.artifact import Stats
 from normpipe.core.moments import Moments
 from normpipe.errors import ArtifactError, ConfigError, InputError, NormpipeError
+from normpipe.storage import locate
 from normpipe.train.data import ParquetBatches, Split
 from normpipe.train.models import MLP, Norm
 from normpipe.train.sequence import SequenceNorm, SequenceRegressor, SequenceWindows
-from normpipe.writer import SUCCESS, check_replaceable, committed_output
+from normpipe.writer import SUCCESS, check_replaceable, commit
 
 __all__ = [
     "TrainConfig",
@@ -328,16 +330,18 @@ def save_model(
     stats: Stats | None,
     directory: str | os.PathLike[str],
     overwrite: bool = False,
-) -> Path:
-    """Write the model directory atomically; returns it.
+) -> str:
+    """Write the model directory (a path or any fsspec URL) under the commit protocol;
+    returns where.
 
     It holds ``model.safetensors`` (weights), ``model.json`` (the card: architecture,
     features, target, the stats artifact's sha256, metrics, history, training options),
     ``stats.json`` (a copy of the artifact, so the directory alone can predict) and
     ``_SUCCESS``. Nothing is pickled.
     """
-    target = Path(directory)
-    check_replaceable(target, overwrite)
+    target = locate(directory)
+    if target.is_local:
+        check_replaceable(Path(target.path), overwrite)
     card = {
         "format": MODEL_FORMAT,
         "version": MODEL_VERSION,
@@ -350,35 +354,35 @@ def save_model(
         "history": result.history,
         "train_config": {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(config).items()},
     }
-    with committed_output(target) as tmp:
-        save_file(
-            {k: v.detach().cpu().contiguous() for k, v in result.model.state_dict().items()},
-            tmp / "model.safetensors",
-        )
+    weights = {k: v.detach().cpu().contiguous() for k, v in result.model.state_dict().items()}
+    with commit(target, overwrite) as tmp:
+        tmp.child("model.safetensors").write_bytes(safetensors_save(weights))
         if stats is not None:
-            stats.save(tmp / "stats.json")
-        (tmp / "model.json").write_text(json.dumps(card, indent=2, allow_nan=True) + "\n")
-        (tmp / SUCCESS).write_text(json.dumps({"metrics": result.metrics}) + "\n")
-    return target
+            tmp.child("stats.json").write_bytes(stats.to_bytes())
+        tmp.child("model.json").write_bytes((json.dumps(card, indent=2, allow_nan=True) + "\n").encode())
+        tmp.child(SUCCESS).write_bytes((json.dumps({"metrics": result.metrics}) + "\n").encode())
+    return target.url
 
 
 def load_model(directory: str | os.PathLike[str]) -> tuple[torch.nn.Module, dict[str, Any], Stats | None]:
     """The model (eval mode, CPU), its card and its stats artifact (None if trained
     on raw data), read as data (JSON + safetensors)."""
-    root = Path(directory)
+    root = locate(directory)
     try:
-        card = json.loads((root / "model.json").read_bytes())
-    except FileNotFoundError:
+        card = json.loads(root.child("model.json").read_bytes())
+    except InputError:
         raise ArtifactError(f"{root}: no model.json; pass a directory written by 'normpipe train'") from None
     except (json.JSONDecodeError, UnicodeDecodeError) as err:
-        raise ArtifactError(f"{root / 'model.json'}: invalid JSON ({err}); train the model again") from None
+        card_path = root.child("model.json")
+        raise ArtifactError(f"{card_path}: invalid JSON ({err}); train the model again") from None
     if not isinstance(card, dict) or card.get("format") != MODEL_FORMAT:
         raise ArtifactError(
-            f"{root / 'model.json'}: not a normpipe model card; pass a 'normpipe train' output"
+            f"{root.child('model.json')}: not a normpipe model card; pass a 'normpipe train' output"
         )
     if card.get("version") != MODEL_VERSION:
         raise ArtifactError(
-            f"{root / 'model.json'}: model format version {card.get('version')!r} is not {MODEL_VERSION}; "
+            f"{root.child('model.json')}: model format version {card.get('version')!r} is not "
+            f"{MODEL_VERSION}; "
             "use the normpipe version that trained it"
         )
     try:
@@ -386,8 +390,8 @@ def load_model(directory: str | os.PathLike[str]) -> tuple[torch.nn.Module, dict
         kind = arch.pop("kind")
         builders: dict[str, Any] = {"mlp": MLP, "sequence": SequenceRegressor}
         model: torch.nn.Module = builders[kind](**arch)
-        model.load_state_dict(load_file(root / "model.safetensors"))
-    except (KeyError, TypeError, ValueError, RuntimeError, OSError, SafetensorError) as err:
+        model.load_state_dict(safetensors_load(root.child("model.safetensors").read_bytes()))
+    except (KeyError, TypeError, ValueError, RuntimeError, OSError, SafetensorError, InputError) as err:
         raise ArtifactError(
             f"{root}: the model card and weights do not match ({type(err).__name__}: {err}); "
             "train the model again"
@@ -395,9 +399,9 @@ def load_model(directory: str | os.PathLike[str]) -> tuple[torch.nn.Module, dict
     model.eval()
     stats = None
     if card.get("stats_sha256"):
-        stats = Stats.load(root / "stats.json")
+        stats = Stats.load(root.child("stats.json").url)
         if stats.sha256 != card["stats_sha256"]:
             raise ArtifactError(
-                f"{root / 'stats.json'}: sha256 differs from the model card's; the directory was altered"
+                f"{root.child('stats.json')}: sha256 differs from the model card's; the directory was altered"
             )
     return model, card, stats

@@ -9,6 +9,7 @@ from normpipe.artifact import Stats
 from normpipe.config import CompareConfig, ModelOptions, TrainOptions, TrainRunConfig
 from normpipe.dataset import discover
 from normpipe.errors import ArtifactError, ConfigError
+from normpipe.storage import locate
 from normpipe.train.compare import CompareResult, Run, compare
 from normpipe.train.loop import TrainConfig, TrainResult, save_model, train
 from normpipe.writer import STATS_SHA256_KEY, check_replaceable
@@ -46,8 +47,8 @@ def _stats_for(config: TrainRunConfig) -> Stats | None:
     None for data that normpipe did not write. A mismatch with the data's footer is an
     error (a model would be scaled with one artifact and inverted with another)."""
     data, _, _ = _required(config)
-    default = Path(data, "_stats.json")
-    path = config.stats or (str(default) if default.is_file() else None)
+    default = locate(data).child("_stats.json")
+    path = config.stats or (default.url if default.exists() else None)
     if path is None:
         return None
     stats = Stats.load(path)
@@ -62,7 +63,7 @@ def _stats_for(config: TrainRunConfig) -> Stats | None:
     return stats
 
 
-def train_from_config(config: TrainRunConfig) -> tuple[TrainResult, Path, Stats | None]:
+def train_from_config(config: TrainRunConfig) -> tuple[TrainResult, str, Stats | None]:
     """Train on ``config.data``, save the model to ``config.output``; returns the result,
     the model directory and the artifact used."""
     data, target, output = _required(config)
