@@ -488,7 +488,7 @@ def _run_and_report(cfg: Any, progress: bool | None, prefect: bool = False) -> N
 @app.command()
 @_clean_errors
 def inspect(
-    stats: Annotated[Path, typer.Argument(help="A stats artifact written by fit or run.")],
+    stats: Annotated[str, typer.Argument(help="A stats artifact written by fit or run.")],
     as_json: Annotated[bool, typer.Option("--json", help="Print the summary as JSON.")] = False,
 ) -> None:
     """Show the statistics and fitted scalers of a stats artifact."""
@@ -513,26 +513,27 @@ def inspect(
 @app.command()
 @_clean_errors
 def merge(
-    first: Annotated[Path, typer.Argument(help="A stats artifact.")],
-    second: Annotated[Path, typer.Argument(help="A stats artifact of other files, same columns.")],
-    output: Annotated[Path, typer.Option("--output", "-o", help="Where to write the merged artifact.")],
+    first: Annotated[str, typer.Argument(help="A stats artifact.")],
+    second: Annotated[str, typer.Argument(help="A stats artifact of other files, same columns.")],
+    output: Annotated[str, typer.Option("--output", "-o", help="Where to write the merged artifact.")],
     allow_repeat: Annotated[
         bool, typer.Option("--allow-repeat", help="Merge even when both count the same file.")
     ] = False,
 ) -> None:
     """Merge two stats artifacts of disjoint files into one (moments exactly, sketches by merge)."""
     from normpipe.artifact import Stats
+    from normpipe.storage import locate
 
     merged = Stats.load(first).merge(Stats.load(second), allow_repeat, (str(first), str(second)))
     merged.save(output)
     _print_stats(merged)
-    console.print(f"stats: {output.absolute()}  ({merged.rows:,} rows)")
+    console.print(f"stats: {locate(output).url}  ({merged.rows:,} rows)")
 
 
 @app.command()
 @_clean_errors
 def report(
-    stats: Annotated[Path, typer.Argument(help="A stats artifact written by fit or run.")],
+    stats: Annotated[str, typer.Argument(help="A stats artifact written by fit or run.")],
     output: Annotated[Path, typer.Option("--output", "-o", help="The HTML file to write.")] = Path(
         "report.html"
     ),
@@ -556,8 +557,8 @@ def report(
 @app.command()
 @_clean_errors
 def drift(
-    reference: Annotated[Path, typer.Argument(help="Stats artifact of the reference run.")],
-    current: Annotated[Path, typer.Argument(help="Stats artifact of the current run.")],
+    reference: Annotated[str, typer.Argument(help="Stats artifact of the reference run.")],
+    current: Annotated[str, typer.Argument(help="Stats artifact of the current run.")],
     psi: Annotated[float, typer.Option("--psi", help="PSI above which a column drifted.")] = 0.2,
     ks: Annotated[float, typer.Option("--ks", help="KS distance above which a column drifted.")] = 0.1,
     mean_shift: Annotated[
@@ -756,7 +757,7 @@ def train(
 @app.command()
 @_clean_errors
 def predict(
-    model: Annotated[Path, typer.Argument(help="Model directory written by 'normpipe train'.")],
+    model: Annotated[str, typer.Argument(help="Model directory written by 'normpipe train'.")],
     source: Annotated[str, typer.Argument(help="Parquet file, directory or glob, in original units.")],
     output: Annotated[str, typer.Argument(help="Output directory for the predictions.")],
     overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace an earlier output.")] = False,
