@@ -534,11 +534,11 @@ def merge(
 @_clean_errors
 def report(
     stats: Annotated[str, typer.Argument(help="A stats artifact written by fit or run.")],
-    output: Annotated[Path, typer.Option("--output", "-o", help="The HTML file to write.")] = Path(
+    output: Annotated[str, typer.Option("--output", "-o", help="The HTML file to write (path or URL).")] = (
         "report.html"
     ),
     png_dir: Annotated[
-        Path | None, typer.Option("--png-dir", help="Also write one PNG per column into this folder.")
+        str | None, typer.Option("--png-dir", help="Also write one PNG per column into this folder.")
     ] = None,
     columns: ColumnsOpt = None,
 ) -> None:
@@ -549,9 +549,9 @@ def report(
 
     artifact = Stats.load(stats)
     started = time.perf_counter()
-    path = write_report(artifact, output, png_dir, _split(columns))
-    where = f" and {png_dir}/" if png_dir else ""
-    console.print(f"report: {path.absolute()}{where}  ({time.perf_counter() - started:.1f} s)")
+    where = write_report(artifact, output, png_dir, _split(columns))
+    pngs = f" and {png_dir}/" if png_dir else ""
+    console.print(f"report: {where}{pngs}  ({time.perf_counter() - started:.1f} s)")
 
 
 @app.command()

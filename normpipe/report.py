@@ -22,7 +22,6 @@ import io
 import math
 import os
 import re
-import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -33,6 +32,7 @@ import numpy as np
 from normpipe.artifact import ColumnStats, Stats
 from normpipe.errors import ConfigError
 from normpipe.scalers import Clip, MinMax
+from normpipe.storage import locate
 
 __all__ = ["ColumnReport", "column_reports", "report_html", "warnings_for", "write_report"]
 
@@ -276,19 +276,6 @@ def render_html(stats: Stats, reports: Sequence[ColumnReport], title: str) -> st
     return "\n".join(parts) + "\n"
 
 
-def _atomic_write(path: Path, data: bytes) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(data)
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 def png_name(name: str) -> str:
     """A safe file name for a column's PNG."""
     return re.sub(r"[^A-Za-z0-9_.-]", "_", name) + ".png"
@@ -306,24 +293,23 @@ def write_report(
     png_dir: str | os.PathLike[str] | None = None,
     columns: Sequence[str] | None = None,
     title: str | None = None,
-) -> Path:
-    """Write the HTML report (atomically) and, with ``png_dir``, one PNG per column.
-
-    Returns the report's path.
-    """
-    target = Path(output)
-    if target.is_dir():
+) -> str:
+    """Write the HTML report and, with ``png_dir``, one PNG per column; each file appears
+    whole (a temporary file then rename locally, one object on a store; both may be
+    fsspec URLs). Returns where the report is."""
+    target = locate(output)
+    if target.is_local and Path(target.path).is_dir():
         raise ConfigError(f"{target}: is a directory; pass the report's file name, e.g. -o report.html")
     reports = column_reports(stats, columns)
     page = render_html(stats, reports, title or f"normpipe report: {stats.dataset.get('source', '')}")
     if png_dir is not None:
-        folder = Path(png_dir)
+        folder = locate(png_dir)
         used: set[str] = set()
         for index, report in enumerate(reports):
             file = png_name(report.name)
             if file in used:  # two names that differ only in unsafe characters
                 file = f"{file[:-4]}-{index}.png"
             used.add(file)
-            _atomic_write(folder / file, report.png)
-    _atomic_write(target, page.encode())
-    return target
+            folder.child(file).write_bytes(report.png)
+    target.write_bytes(page.encode())
+    return target.url

@@ -73,7 +73,7 @@ def test_page_is_self_contained_with_one_section_per_column(
     columns: dict[str, np.ndarray], tmp_path: Path
 ) -> None:
     stats = fitted(columns)
-    path = write_report(stats, tmp_path / "r" / "report.html", png_dir=tmp_path / "png")
+    path = Path(write_report(stats, tmp_path / "r" / "report.html", png_dir=tmp_path / "png"))
     page = path.read_text()
     assert page.count('<section class="column"') == len(columns)
     assert "skewed &lt;&amp;&gt; &quot;name&quot;" in page
@@ -107,7 +107,7 @@ def test_report_renders_in_headless_chromium(columns: dict[str, np.ndarray], tmp
             pytest.fail("chromium is not installed; .ci/run installs it from the system packages")
         pytest.skip("chromium is not installed (apt-get install chromium)")
     stats = fitted(columns)
-    page = write_report(stats, tmp_path / "report.html").read_text()
+    page = Path(write_report(stats, tmp_path / "report.html")).read_text()
     checked = tmp_path / "checked.html"  # the page plus a probe that reads the DOM after load
     checked.write_text(page.replace("</body>", _CHECK))
     result = subprocess.run(

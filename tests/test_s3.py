@@ -137,6 +137,10 @@ def test_fit_transform_from_and_to_s3_equals_local(
     # the artifact on S3 loads, and a transform reads it from there
     loaded = Stats.load("s3://lake/normalized/_stats.json")
     assert loaded.sha256 == manifest["stats_sha256"]
+    from normpipe.report import write_report
+
+    assert write_report(loaded, "s3://lake/reports/r.html") == "s3://lake/reports/r.html"
+    assert keys(aws, "reports") == ["r.html"]
     again = normpipe.transform(
         source, "s3://lake/normalized/_stats.json", "s3://lake/again", cluster={"processes": False}
     )
@@ -265,7 +269,7 @@ def test_secrets_from_storage_options_never_reach_outputs_or_logs(
 
 
 def test_a_missing_artifact_on_s3_is_one_clear_error(aws: dict[str, str]) -> None:
-    with pytest.raises(NormpipeError, match="s3://lake/nothing-here.json: not found"):
+    with pytest.raises(NormpipeError, match=r"s3://lake/nothing-here\.json: not found"):
         Stats.load("s3://lake/nothing-here.json")
 
 

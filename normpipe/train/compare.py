@@ -32,7 +32,7 @@ from normpipe.dataset import discover, select_columns
 from normpipe.scalers import ZScore
 from normpipe.train.data import split_mask
 from normpipe.train.loop import TrainConfig, TrainingDiverged, train
-from normpipe.writer import SUCCESS, committed_output
+from normpipe.writer import SUCCESS, committed_output, local_path
 
 __all__ = ["CompareResult", "compare", "fold_stats"]
 
@@ -186,7 +186,7 @@ class CompareResult:
 
     def save(self, directory: str | os.PathLike[str]) -> Path:
         """``results.json``, ``table.md``, ``curves.png`` and ``_SUCCESS``, atomically."""
-        target = Path(directory)
+        target = local_path(directory, "the comparison report")
         with committed_output(target) as tmp:
             (tmp / "results.json").write_text(json.dumps(self.to_json(), indent=2) + "\n")
             (tmp / "table.md").write_text(self.markdown())

@@ -28,7 +28,7 @@ from normpipe.dataset import Dataset, discover, select_columns
 from normpipe.errors import InputError
 from normpipe.train.loop import device_for, load_model
 from normpipe.train.sequence import SequenceWindows
-from normpipe.writer import check_output, committed_output, destination, write_manifest
+from normpipe.writer import check_output, committed_output, destination, local_path, write_manifest
 
 __all__ = ["predict"]
 
@@ -45,7 +45,7 @@ def predict(
     """Predict with the model in ``model_dir`` on ``source``; returns the manifest."""
     model, card, stats = load_model(model_dir)
     dataset = discover(source)
-    out = Path(output)
+    out = local_path(output, "the predictions")
     check_output(out, dataset, overwrite)
     run_on = device_for(device)
     model.to(run_on)
