@@ -47,7 +47,17 @@ from normpipe.writer import SUCCESS
 __all__ = ["compute_stats", "normalize", "preprocess"]
 
 #: Options that change the statistics (and so the cache key of the analyze task).
-STATS_OPTIONS = {"method", "overrides", "columns", "exclude", "sketch_k", "distinct", "quantiles"}
+STATS_OPTIONS = {
+    "method",
+    "overrides",
+    "columns",
+    "exclude",
+    "sketch_k",
+    "distinct",
+    "quantiles",
+    "group_by",
+    "unseen",
+}
 
 
 def _as_config(config: RunConfig | str | Path) -> RunConfig:

@@ -208,3 +208,29 @@ def test_transient_io_error_is_retried_bad_input_is_not(
     state = preprocess(make_config(tmp_path, overwrite=True), return_state=True)
     assert state.is_failed()
     assert len(calls) == 1
+
+
+def test_every_statistics_option_changes_the_cache_key(tmp_path: Path) -> None:
+    from flows.preprocess import STATS_OPTIONS, _stats_cache_key
+
+    dataset = {"sha256": "0" * 64, "root": "/data"}
+    base = make_config(tmp_path)
+    changed = {
+        "method": "robust",
+        "overrides": {"x": "minmax"},
+        "columns": ["x"],
+        "exclude": ["id", "y"],
+        "sketch_k": 200,
+        "distinct": True,
+        "quantiles": "exact",
+        "group_by": "store",
+        "unseen": "error",
+    }
+    assert set(changed) == STATS_OPTIONS
+    key = _stats_cache_key(None, {"config": base, "dataset": dataset})
+    for option, value in changed.items():
+        other = RunConfig.model_validate({**base.model_dump(), option: value})
+        assert _stats_cache_key(None, {"config": other, "dataset": dataset}) != key, option
+    # options that do not change the statistics keep the key (the output path, say)
+    moved = RunConfig.model_validate({**base.model_dump(), "output": str(tmp_path / "elsewhere")})
+    assert _stats_cache_key(None, {"config": moved, "dataset": dataset}) == key
