@@ -77,10 +77,13 @@ class GroupedScalers:
         fallback: FittedScaler,
     ) -> FittedScaler:
         """A scaler whose parameters are arrays, one entry per row."""
-        params = {
-            key: np.where(known, values[at], fallback.params[key])
-            for key, values in self.params[name].items()
-        }
+        own = self.params[name]
+        if known.all():  # the common case: nothing to blend with the global parameters
+            params = {key: np.take(values, at) for key, values in own.items()}
+        else:
+            params = {
+                key: np.where(known, np.take(values, at), fallback.params[key]) for key, values in own.items()
+            }
         return FittedScaler(self.specs[name], params)  # type: ignore[arg-type]  # arrays broadcast
 
 

@@ -66,17 +66,16 @@ class GroupMoments:
         """Moments of ``values`` (one per row of the block; NaN and +/-inf are left out)."""
         size = index.keys.size
         keep = (index.codes >= 0) & np.isfinite(values)
-        codes, x = index.codes[keep], values[keep]
+        codes, x = (index.codes, values) if keep.all() else (index.codes[keep], values[keep])
         count = np.bincount(codes, minlength=size)
-        with np.errstate(invalid="ignore", divide="ignore"):
-            mean = np.where(count > 0, np.bincount(codes, weights=x, minlength=size) / count, 0.0)
-        d = x - mean[codes]
+        safe = np.maximum(count, 1)  # empty groups: sums are 0, so their mean is 0
+        mean = np.bincount(codes, weights=x, minlength=size) / safe
+        d = x - np.take(mean, codes)
         # corrected two-pass M2 per group: sum(d^2) - sum(d)^2 / n
         s1 = np.bincount(codes, weights=d, minlength=size)
         s2 = np.bincount(codes, weights=d * d, minlength=size)
-        with np.errstate(invalid="ignore", divide="ignore"):
-            shift = np.where(count > 0, s1 / count, 0.0)
-            m2 = np.maximum(np.where(count > 0, s2 - s1 * shift, 0.0), 0.0)
+        shift = s1 / safe
+        m2 = np.maximum(s2 - s1 * shift, 0.0)
         low = np.full(size, np.inf)
         high = np.full(size, -np.inf)
         np.minimum.at(low, codes, x)
