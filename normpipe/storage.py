@@ -107,9 +107,12 @@ def locate(location: str | os.PathLike[str], storage_options: dict[str, Any] | N
 
 def _reason(err: BaseException) -> str:
     """A short reason without request details (no keys, no signatures)."""
-    code = getattr(err, "response", {}).get("Error", {}).get("Code") if hasattr(err, "response") else None
+    for cause in (err, err.__cause__):
+        response = getattr(cause, "response", None)
+        if isinstance(response, dict) and response.get("Error", {}).get("Code"):
+            return str(response["Error"]["Code"])  # e.g. InvalidAccessKeyId, NoSuchBucket
     text = str(err).splitlines()[0] if str(err) else type(err).__name__
-    return code or text[:160]
+    return text[:160]
 
 
 @contextmanager
