@@ -24,7 +24,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from normpipe import __version__
-from normpipe.errors import ConfigError, NormpipeError
+from normpipe.errors import ArtifactError, ConfigError, NormpipeError
 
 app = typer.Typer(
     name="normpipe",
@@ -485,16 +485,34 @@ def _run_and_report(cfg: Any, progress: bool | None, prefect: bool = False) -> N
     )
 
 
+def _artifact_path(stats: str) -> str:
+    """A stats file as given, or the ``_stats.json`` of a normpipe output directory
+    (accepted only when its ``_SUCCESS`` manifest is present and matches)."""
+    from normpipe.dataset import discover
+    from normpipe.storage import locate, storage_errors
+
+    location = locate(stats)
+    with storage_errors(location.url, "read"):
+        is_dir = location.fs.isdir(location.path)
+    if not is_dir:
+        return stats
+    discover(stats)  # the commit protocol: a complete output, or one clear error
+    inside = location.child("_stats.json")
+    if not inside.exists():
+        raise ArtifactError(f"{stats}: a directory without _stats.json; pass the stats file")
+    return inside.url
+
+
 @app.command()
 @_clean_errors
 def inspect(
-    stats: Annotated[str, typer.Argument(help="A stats artifact written by fit or run.")],
+    stats: Annotated[str, typer.Argument(help="A stats artifact, or an output written by run.")],
     as_json: Annotated[bool, typer.Option("--json", help="Print the summary as JSON.")] = False,
 ) -> None:
     """Show the statistics and fitted scalers of a stats artifact."""
     from normpipe.artifact import Stats
 
-    artifact = Stats.load(stats)
+    artifact = Stats.load(_artifact_path(stats))
     if as_json:
         doc = artifact.to_json()
         for name, column in doc["columns"].items():
@@ -533,7 +551,7 @@ def merge(
 @app.command()
 @_clean_errors
 def report(
-    stats: Annotated[str, typer.Argument(help="A stats artifact written by fit or run.")],
+    stats: Annotated[str, typer.Argument(help="A stats artifact, or an output written by run.")],
     output: Annotated[str, typer.Option("--output", "-o", help="The HTML file to write (path or URL).")] = (
         "report.html"
     ),
@@ -547,7 +565,7 @@ def report(
     from normpipe.artifact import Stats
     from normpipe.report import write_report
 
-    artifact = Stats.load(stats)
+    artifact = Stats.load(_artifact_path(stats))
     started = time.perf_counter()
     where = write_report(artifact, output, png_dir, _split(columns))
     pngs = f" and {png_dir}/" if png_dir else ""

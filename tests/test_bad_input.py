@@ -227,3 +227,22 @@ def test_pandas_written_frame_with_nan(cli: Run, tmp_path: Path) -> None:
     out = pd.read_parquet(tmp_path / "out")
     assert out.index.tolist() == [5, 6, 7]
     assert np.isnan(out["x"].iloc[1])
+
+
+def test_outputs_are_read_only_when_their_manifest_matches(cli: Run, good: Path, tmp_path: Path) -> None:
+    """The commit protocol's reader side: inspect and fit accept a normpipe output only
+    while its _SUCCESS manifest matches the parts."""
+    assert cli("run", good, "--output", tmp_path / "out").code == 0
+    shown = cli("inspect", tmp_path / "out")
+    assert shown.code == 0, shown.stderr
+    assert "10 rows" in shown.stdout
+    (tmp_path / "out" / "p1.parquet").unlink()
+    for args in (("inspect", tmp_path / "out"), ("fit", tmp_path / "out", "--stats", tmp_path / "s.json")):
+        assert_clean_failure(cli(*args), "p1.parquet is listed in _SUCCESS but missing")
+    pq.write_table(pa.table({"x": [1.0]}), tmp_path / "out" / "p1.parquet")  # a stranger in its place
+    assert_clean_failure(cli("fit", tmp_path / "out", "--stats", tmp_path / "s.json"), "p1.parquet has")
+    (tmp_path / "out" / "_SUCCESS").unlink()
+    (tmp_path / "out" / "_STARTED").write_text("{}")  # as an interrupted object-store run leaves it
+    assert_clean_failure(
+        cli("fit", tmp_path / "out", "--stats", tmp_path / "s.json"), "incomplete normpipe output"
+    )
