@@ -8,7 +8,7 @@ between Dask workers and can be stored in a JSON artifact (base64) and merged la
 from __future__ import annotations
 
 import base64
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -124,13 +124,7 @@ class QuantileSketch:
         ValueError
             The text is not base64 or the bytes are not a KLL sketch.
         """
-        try:
-            data = base64.b64decode(text.encode("ascii"), validate=True)
-            if data:
-                kll_doubles_sketch.deserialize(data)
-        except (ValueError, RuntimeError, IndexError, UnicodeEncodeError) as err:
-            raise ValueError(f"not a valid KLL sketch ({type(err).__name__}: {err})") from None
-        return cls(k, data)
+        return cls(k, _decode(text, kll_doubles_sketch.deserialize, "KLL"))
 
 
 @dataclass(frozen=True, slots=True)
@@ -176,10 +170,15 @@ class DistinctSketch:
     @classmethod
     def from_base64(cls, text: str, lg_k: int = DISTINCT_LG_K) -> DistinctSketch:
         """Decode a sketch stored by :meth:`to_base64` (``ValueError`` when damaged)."""
-        try:
-            data = base64.b64decode(text.encode("ascii"), validate=True)
-            if data:
-                hll_sketch.deserialize(data)
-        except (ValueError, RuntimeError, IndexError, UnicodeEncodeError) as err:
-            raise ValueError(f"not a valid HLL sketch ({type(err).__name__}: {err})") from None
-        return cls(lg_k, data)
+        return cls(lg_k, _decode(text, hll_sketch.deserialize, "HLL"))
+
+
+def _decode(text: str, check: Callable[[bytes], object], kind: str) -> bytes:
+    """Base64 sketch bytes, checked by deserializing them (``ValueError`` when damaged)."""
+    try:
+        data = base64.b64decode(text.encode("ascii"), validate=True)
+        if data:
+            check(data)
+    except (ValueError, RuntimeError, IndexError, UnicodeEncodeError) as err:
+        raise ValueError(f"not a valid {kind} sketch ({type(err).__name__}: {err})") from None
+    return data
