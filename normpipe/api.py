@@ -105,7 +105,7 @@ def _check_group_plan(config: RunConfig, dataset: Dataset, columns: list[str]) -
         or pa.types.is_floating(key_type)
     ):
         raise ConfigError(
-            f"--group-by '{by}' has type {key_type}; group keys must be integers, strings or booleans"
+            f"--group-by '{by}' has type {key_type}; group keys must be integers, strings, booleans or floats"
         )
     for name in columns:
         method = config.spec_for(name).method

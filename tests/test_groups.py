@@ -152,7 +152,7 @@ def test_plan_rejects_quantile_methods_and_bad_keys(write_parts: WriteParts, fra
     with pytest.raises(ConfigError, match="--group-by 'shop' is not a column"):
         normpipe.fit(source, group_by="shop")
     timed = frame.assign(when=pd.Timestamp("2026-01-01"))
-    with pytest.raises(ConfigError, match="group keys must be integers, strings or booleans"):
+    with pytest.raises(ConfigError, match="group keys must be integers, strings, booleans or floats"):
         normpipe.fit(write_parts(timed, name="t"), group_by="when", exclude=["sensor"])
 
 
