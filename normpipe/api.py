@@ -18,7 +18,7 @@ import pyarrow as pa
 from distributed import Client
 
 from normpipe import engine
-from normpipe.artifact import Stats
+from normpipe.artifact import Stats, counted_files
 from normpipe.config import RunConfig, load_config
 from normpipe.dataset import Dataset, discover, listing, select_columns
 from normpipe.engine import Progress
@@ -275,8 +275,7 @@ def update(
     if source is not None:
         options["source"] = os.fspath(source)
     cfg = _config(config, options)
-    options_ = cfg.storage_options
-    artifact = base if isinstance(base, Stats) else Stats.load(_require(_path(base), "--update"), options_)
+    artifact = base if isinstance(base, Stats) else _load_stats(_require(_path(base), "--update"), cfg)
     where = "the artifact" if isinstance(base, Stats) else str(base)
     dataset = _dataset(cfg)
     if only_new:
@@ -287,7 +286,7 @@ def update(
             return artifact, 0
         dataset = replace(dataset, files=fresh)
     elif not allow_repeat:
-        artifact._check_overlap(Stats({}, 0, artifact.k, dataset.fingerprint()).counted_files(), where)
+        artifact.check_not_counted(counted_files(dataset.fingerprint()), where)
     _check_artifact_columns(artifact, dataset)
     columns = list(artifact.columns)
     log = [name for name, c in artifact.columns.items() if c.state.log is not None]
@@ -309,6 +308,10 @@ def update(
     if cfg.stats:
         merged.save(cfg.stats, cfg.storage_options)
     return merged, len(dataset.files)
+
+
+def _load_stats(path: str, config: RunConfig) -> Stats:
+    return Stats.load(path, config.storage_options)
 
 
 def _path(value: str | os.PathLike[str] | None) -> str | None:
@@ -341,8 +344,7 @@ def transform(
     if stats is not None and not isinstance(stats, Stats):
         options["stats"] = os.fspath(stats)
     cfg = _config(config, options)
-    options_ = cfg.storage_options
-    artifact = stats if isinstance(stats, Stats) else Stats.load(_require(cfg.stats, "--stats"), options_)
+    artifact = stats if isinstance(stats, Stats) else _load_stats(_require(cfg.stats, "--stats"), cfg)
     dataset = _dataset(cfg)
     output_path = _output(cfg, dataset)
     _check_artifact_columns(artifact, dataset)

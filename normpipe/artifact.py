@@ -63,7 +63,7 @@ from normpipe.scalers import (
 )
 from normpipe.storage import is_remote, locate
 
-__all__ = ["FORMAT", "VERSION", "ColumnStats", "Stats"]
+__all__ = ["FORMAT", "VERSION", "ColumnStats", "GroupStats", "Stats", "counted_files"]
 
 FORMAT = "normpipe.stats"
 VERSION = 1
@@ -350,6 +350,20 @@ class ColumnStats:
         return cls(model.dtype, state, summary, scaler, exact)
 
 
+def counted_files(dataset: Mapping[str, Any]) -> dict[tuple[str, int], str]:
+    """Every file of a dataset fingerprint and its ``history``, as (location, size) -> source.
+
+    A file is identified by its full location (root and relative path) and size:
+    append-only partitions keep both.
+    """
+    parts = [dataset, *dataset.get("history", [])]
+    return {
+        (f"{part['root'].rstrip('/')}/{f['path']}", int(f["size"])): part["source"]
+        for part in parts
+        for f in part.get("files", [])
+    }
+
+
 class GroupStats:
     """Per-group moments of each column (``--group-by``): each group's parameters are
     fitted with the column's method; unseen groups follow ``unseen``."""
@@ -502,19 +516,11 @@ class Stats:
 
     # ---------------------------------------------------------------- merging
     def counted_files(self) -> dict[tuple[str, int], str]:
-        """Every file whose rows are in these statistics, as (location, size) -> source.
+        """Every file whose rows are in these statistics (see :func:`counted_files`)."""
+        return counted_files(self.dataset)
 
-        A file is identified by its full location (root and relative path) and size:
-        append-only partitions keep both.
-        """
-        parts = [self.dataset, *self.dataset.get("history", [])]
-        return {
-            (f"{part['root'].rstrip('/')}/{f['path']}", int(f["size"])): part["source"]
-            for part in parts
-            for f in part.get("files", [])
-        }
-
-    def _check_overlap(self, files: Mapping[tuple[str, int], str], what: str) -> None:
+    def check_not_counted(self, files: Mapping[tuple[str, int], str], what: str) -> None:
+        """Refuse ``files`` (from :func:`counted_files`) that these statistics already count."""
         repeated = sorted(set(self.counted_files()) & set(files))
         if repeated:
             location, size = repeated[0]
@@ -545,9 +551,9 @@ class Stats:
             Columns differ, a file is counted twice, or a log method lost its log
             moments (one side was fitted without them).
         """
-        new_files = Stats({}, 0, self.k, dataset).counted_files()
+        new_files = counted_files(dataset)
         if not allow_repeat:
-            self._check_overlap(new_files, what)
+            self.check_not_counted(new_files, what)
         missing = [name for name in self.columns if name not in state.columns]
         extra = [name for name in state.columns if name not in self.columns]
         if missing or extra:
@@ -596,7 +602,7 @@ class Stats:
     def merge(self, other: Stats, allow_repeat: bool = False, names: tuple[str, str] = ("A", "B")) -> Stats:
         """The statistics of both artifacts' rows (see :meth:`absorb`)."""
         if not allow_repeat:
-            self._check_overlap(other.counted_files(), f"both {names[0]} and {names[1]}")
+            self.check_not_counted(other.counted_files(), f"both {names[0]} and {names[1]}")
         state = TableState(
             other.rows,
             {name: c.state for name, c in other.columns.items()},
@@ -745,6 +751,7 @@ class Stats:
         return self.groups.mapper(self.scalers) if self.groups is not None else None
 
     def _scaler_for(self, name: str, keys: npt.ArrayLike | None) -> FittedScaler:
+        """The scaler of ``name``; per row for a grouped artifact (``keys``: each row's group)."""
         scaler = self._column(name).scaler
         grouped = self.mapper()
         if grouped is None or name not in grouped.params:
@@ -754,14 +761,7 @@ class Stats:
                 f"column '{name}' is normalized per '{grouped.by}' group; pass the groups of the values "
                 f"(groups=...), or map a frame that has the '{grouped.by}' column"
             )
-        block = pa.array(keys, from_pandas=True)  # NaN / None keys are null: no group
-        at, known = grouped.lookup(block)
-        if grouped.unseen == "error" and not known.all():
-            value = block[int(np.flatnonzero(~known)[0])].as_py()
-            raise InputError(
-                f"group {value!r} of column '{grouped.by}' was not seen at fit time; fit on data that "
-                "includes it, or set unseen: global to use the global statistics for unseen groups"
-            )
+        at, known = grouped.rows(pa.array(keys, from_pandas=True), "the values")  # NaN/None: no group
         return grouped.scaler_rows(name, at, known, scaler)
 
     def transform_column(
@@ -787,18 +787,21 @@ class Stats:
                     f"column '{name}' is in the stats artifact but not in the frame; "
                     "add it, or pass columns=[...] to choose the columns to map"
                 )
-        keys = None
-        if self.groups is not None:
-            if self.groups.by not in df.columns:
+        grouped = self.mapper()  # per-group parameters and each row's group: once per frame
+        rows = None
+        if grouped is not None:
+            if grouped.by not in df.columns:
                 raise ArtifactError(
-                    f"the stats are per '{self.groups.by}' group, and the frame has no '{self.groups.by}' "
+                    f"the stats are per '{grouped.by}' group, and the frame has no '{grouped.by}' "
                     "column; add it"
                 )
-            keys = df[self.groups.by]
+            rows = grouped.rows(pa.array(df[grouped.by], from_pandas=True), "the frame")
         out = df.copy()
         for name in names:
             values = df[name].to_numpy(dtype=np.float64, na_value=np.nan)
-            scaler = self._scaler_for(name, keys)
+            scaler = self.columns[name].scaler
+            if grouped is not None and rows is not None and name in grouped.params:
+                scaler = grouped.scaler_rows(name, *rows, scaler)
             out[name] = scaler.invert(values) if inverse else scaler.apply(values)
         return out
 

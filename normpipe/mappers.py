@@ -69,6 +69,20 @@ class GroupedScalers:
         codes = np.where(valid, index.codes, 0)
         return at[codes], valid & known_key[codes]
 
+    def rows(
+        self, column: pa.Array | pa.ChunkedArray, where: str = "the data"
+    ) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.bool_]]:
+        """:meth:`lookup`, applying the ``unseen`` rule: with ``"error"`` a row of an unseen
+        (or null) group stops with one line naming the group."""
+        at, known = self.lookup(column)
+        if self.unseen == "error" and not known.all():
+            value = column[int(np.flatnonzero(~known)[0])].as_py()
+            raise InputError(
+                f"{where}: group {value!r} of column '{self.by}' was not seen at fit time; fit on data "
+                "that includes it, or set unseen: global to use the global statistics for unseen groups"
+            )
+        return at, known
+
     def scaler_rows(
         self,
         name: str,
@@ -85,17 +99,6 @@ class GroupedScalers:
                 key: np.where(known, np.take(values, at), fallback.params[key]) for key, values in own.items()
             }
         return FittedScaler(self.specs[name], params)  # type: ignore[arg-type]  # arrays broadcast
-
-
-def _unseen_error(
-    groups: GroupedScalers, column: pa.ChunkedArray, known: npt.NDArray[np.bool_], where: str
-) -> None:
-    first = int(np.flatnonzero(~known)[0])
-    value = column[first].as_py() if isinstance(column, pa.ChunkedArray | pa.Array) else None
-    raise InputError(
-        f"{where}: group {value!r} of column '{groups.by}' was not seen at fit time; fit on data that "
-        "includes it, or set unseen: global to use the global statistics for unseen groups"
-    )
 
 
 def transform_table(
@@ -115,9 +118,7 @@ def transform_table(
     columns = list(table.columns)
     rows: tuple[npt.NDArray[np.int64], npt.NDArray[np.bool_]] | None = None
     if groups is not None:
-        rows = groups.lookup(table.column(groups.by))
-        if groups.unseen == "error" and not rows[1].all():
-            _unseen_error(groups, table.column(groups.by), rows[1], where)
+        rows = groups.rows(table.column(groups.by), where)
     for index, field in enumerate(table.schema):
         scaler = scalers.get(field.name)
         if scaler is None:
