@@ -19,6 +19,7 @@ import pytest
 
 import normpipe
 from normpipe.config import ClusterConfig
+from normpipe.core.sketch import PRESORT_ENV
 from normpipe.datagen import generate
 from normpipe.engine import dask_client
 from tests.helpers import assert_rank_close
@@ -332,3 +333,34 @@ def test_tls_scheduler_through_dask_security_settings(tmp_path: Path) -> None:
         assert plain.stderr.count("\n") == 1
         assert "cannot reach the Dask scheduler" in plain.stderr
         assert not (tmp_path / "o2").exists()
+
+
+def _worker_environ() -> dict[str, str | None]:
+    names = ("MALLOC_TRIM_THRESHOLD_", "MIMALLOC_PURGE_DELAY", "ARROW_DEFAULT_MEMORY_POOL", PRESORT_ENV)
+    return {name: os.environ.get(name) for name in names}
+
+
+def test_worker_settings_follow_the_memory_limit_and_stay_out_of_this_process() -> None:
+    """Large workers keep freed memory for reuse and presort; small ones hand memory
+    back, use the system allocator and skip the presort. Neither cluster's settings
+    reach this process's environment or the next cluster (Dask's nannies copy them
+    into ``os.environ`` before spawning)."""
+    before = dict(os.environ)
+    with dask_client(ClusterConfig(workers=1, memory_limit="2GB")) as client:
+        (large,) = client.run(_worker_environ).values()
+    assert dict(os.environ) == before
+    with dask_client(ClusterConfig(workers=1, memory_limit="300MB")) as client:
+        (small,) = client.run(_worker_environ).values()
+    assert dict(os.environ) == before
+    assert large == {
+        "MALLOC_TRIM_THRESHOLD_": str(256 * 2**20),
+        "MIMALLOC_PURGE_DELAY": "-1",
+        "ARROW_DEFAULT_MEMORY_POOL": None,
+        PRESORT_ENV: None,
+    }
+    assert small == {
+        "MALLOC_TRIM_THRESHOLD_": before.get("MALLOC_TRIM_THRESHOLD_", "65536"),  # Dask's default
+        "MIMALLOC_PURGE_DELAY": None,
+        "ARROW_DEFAULT_MEMORY_POOL": "system",
+        PRESORT_ENV: "0",
+    }
