@@ -79,7 +79,7 @@ def dask_client(config: ClusterConfig | None = None) -> Iterator[Client]:
     # pass); keeping freed memory for reuse (glibc up to 256 MB, mimalloc without
     # purging) takes the fit from 11.7 to 9.4 s and the transform from 6.6 to 4.5 s,
     # for a worker RSS that stays at its peak (about 380 MB here) instead of falling
-    # back to 250 MB. Polars (the sketch's presort, 20% off the fit) would start a
+    # back to 250 MB. Polars (the sketch's presort, which halves its cost) would start a
     # thread per core in every worker. Workers limited to less than 1 GB keep the
     # frugal settings: system allocator, memory handed back, no presort (whose
     # runtime takes about 30 MB).
