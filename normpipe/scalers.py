@@ -285,7 +285,9 @@ class FittedScaler:
             x = signed_log(x)
         elif isinstance(spec, Clip):
             x = np.clip(x, p["low"], p["high"])
-        return (x - p["center"]) / p["scale"]
+        y = x - p["center"]
+        y /= p["scale"]  # in place: one temporary, the same values as (x - c) / s
+        return y
 
     def invert(self, y: npt.NDArray[np.float64]) -> npt.NDArray[np.float64]:
         """Inverse map (clipped values cannot be recovered)."""
