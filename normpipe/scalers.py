@@ -48,7 +48,6 @@ from typing import Annotated, Any, Literal
 import numpy as np
 import numpy.typing as npt
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, model_validator
-from scipy import special
 
 from normpipe.core.column import ColumnState, ColumnSummary, signed_log
 from normpipe.core.groups import GroupMoments
@@ -329,11 +328,15 @@ class FittedScaler:
 
 def _ndtri(u: npt.NDArray[np.float64]) -> npt.NDArray[np.float64]:
     """The standard normal quantile function, elementwise."""
+    from scipy import special  # on first use: workers that map no quantile skip 0.2 s of import
+
     return np.asarray(special.ndtri(u), dtype=np.float64)
 
 
 def _ndtr(z: npt.NDArray[np.float64]) -> npt.NDArray[np.float64]:
     """The standard normal CDF, elementwise."""
+    from scipy import special
+
     return np.asarray(special.ndtr(z), dtype=np.float64)
 
 
