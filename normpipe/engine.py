@@ -11,7 +11,7 @@ import contextlib
 import logging
 import math
 import os
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from typing import Any, TypeVar
 
@@ -97,36 +97,42 @@ def dask_client(config: ClusterConfig | None = None) -> Iterator[Client]:
     }
     # Given to each nanny too, so that restarted worker processes keep the settings.
     nanny = {"config": settings} if config.processes else {}
-    with _environ_restored(), dask.config.set(settings):
-        cluster = LocalCluster(
-            n_workers=workers,
-            threads_per_worker=config.threads_per_worker,
-            memory_limit=config.memory_limit,
-            processes=config.processes,
-            dashboard_address=":0",
-            silence_logs=logging.ERROR,
-            **nanny,
-        )
+    before = dict(os.environ)
+    try:
+        with dask.config.set(settings):
+            cluster = LocalCluster(
+                n_workers=workers,
+                threads_per_worker=config.threads_per_worker,
+                memory_limit=config.memory_limit,
+                processes=config.processes,
+                dashboard_address=":0",
+                silence_logs=logging.ERROR,
+                **nanny,
+            )
+    finally:
+        written = {n for n in {*os.environ, *before} if os.environ.get(n) != before.get(n)}
+        _restore_environ(before, written)
+    try:
         with cluster, Client(cluster) as client:
             yield client
-
-
-@contextlib.contextmanager
-def _environ_restored() -> Iterator[None]:
-    """Put this process's environment back as it was.
-
-    Dask's nannies (in this process, for a local cluster) copy ``pre-spawn-environ``
-    into ``os.environ`` before each spawn, and read those variables back from the
-    environment in preference to the config, so one cluster's worker settings would
-    leak into this process and into the next cluster it starts.
-    """
-    saved = dict(os.environ)
-    try:
-        yield
     finally:
-        for name in set(os.environ) - set(saved):
-            del os.environ[name]
-        os.environ.update(saved)
+        _restore_environ(before, written)  # a nanny that restarted its worker wrote them again
+
+
+def _restore_environ(before: Mapping[str, str], names: Iterable[str]) -> None:
+    """Put the environment variables ``names`` back as they were in ``before``.
+
+    Dask's nannies (in this process, for a local cluster) write ``pre-spawn-environ``
+    and a few variables of their own into ``os.environ`` before each spawn, and read
+    them back in preference to the config, so one cluster's worker settings would leak
+    into this process and into the next cluster it starts. Only the variables the
+    cluster's start changed are put back; the caller's own changes stay.
+    """
+    for name in names:
+        if name in before:
+            os.environ[name] = before[name]
+        else:
+            os.environ.pop(name, None)
 
 
 SMALL_WORKER = 1_000_000_000  # bytes

@@ -348,6 +348,8 @@ def test_worker_settings_follow_the_memory_limit_and_stay_out_of_this_process() 
     before = dict(os.environ)
     with dask_client(ClusterConfig(workers=1, memory_limit="2GB")) as client:
         (large,) = client.run(_worker_environ).values()
+        os.environ["NORMPIPE_TEST_MARK"] = "kept"  # the caller's own changes stay
+    assert os.environ.pop("NORMPIPE_TEST_MARK") == "kept"
     assert dict(os.environ) == before
     with dask_client(ClusterConfig(workers=1, memory_limit="300MB")) as client:
         (small,) = client.run(_worker_environ).values()
