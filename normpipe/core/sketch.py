@@ -64,7 +64,8 @@ def _sorted(values: npt.NDArray[np.floating]) -> npt.NDArray[np.float64]:
     import polars as pl  # imported on first use: workers that never sketch skip it
 
     bits = np.asarray(values, dtype=np.float64).view(np.int64)
-    keys = np.array(pl.Series(bits ^ ((bits >> 63) & _MAGNITUDE)).sort().to_numpy())
+    # one thread: the parallelism is Dask's (one task per core)
+    keys = np.array(pl.Series(bits ^ ((bits >> 63) & _MAGNITUDE)).sort(multithreaded=False).to_numpy())
     keys ^= (keys >> 63) & _MAGNITUDE
     return keys.view(np.float64)
 
