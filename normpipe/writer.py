@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import itertools
 import json
 import os
 import posixpath
@@ -299,12 +300,19 @@ def transform_file(
         else:
             stack.enter_context(storage_errors(dest_root.url, "write"))
             sink = stack.enter_context(dest_root.fs.open(dest.as_posix(), "wb"))
+        blocks = (
+            transform_table(
+                parquet.read_row_group(i), scalers, dtype, groups, file.path
+            ).replace_schema_metadata(metadata)
+            for i in range(parquet.num_row_groups)
+        )
+        first = next(blocks, None)  # the codecs are chosen on the first row group
+        leaves = [parquet.schema.column(i).path for i in range(len(parquet.schema))]
+        codecs = _codecs(first, leaves) if first is not None else SNAPPY
         with pq.ParquetWriter(
-            sink, target_schema, compression="snappy", use_dictionary=dictionary_columns
+            sink, target_schema, compression=codecs, use_dictionary=dictionary_columns
         ) as out:
-            for i in range(parquet.num_row_groups):
-                block = transform_table(parquet.read_row_group(i), scalers, dtype, groups, file.path)
-                block = block.replace_schema_metadata(metadata)
+            for block in itertools.chain([first] if first is not None else [], blocks):
                 out.write_table(block, row_group_size=max(block.num_rows, 1))
                 written += block.num_rows
     pa.default_memory_pool().release_unused()
@@ -315,6 +323,49 @@ def transform_file(
         with storage_errors(dest_root.url, "write"):
             size = int(dest_root.fs.size(dest.as_posix()))
     return {"path": file.relpath, "rows_in": parquet.metadata.num_rows, "rows_out": written, "bytes": size}
+
+
+def _codecs(block: pa.Table, leaves: list[str]) -> dict[str, str]:
+    """The codec of each leaf column (``leaves``, Parquet paths): Snappy, except for
+    top-level fixed-width columns that Snappy cannot shrink by
+    :data:`WORTH_COMPRESSING` on a sample of ``block``: those are written
+    uncompressed.
+
+    Normalized doubles of continuous data are such columns (random mantissa bytes,
+    no repeats for Snappy to find): compressing them costs about a third of the
+    writer's time and saves nothing. Low-cardinality or rounded values compress and
+    keep Snappy. The sample is :data:`_SAMPLES` slices of :data:`_SAMPLE_BYTES` spread
+    over the column's values; columns with less than one slice keep Snappy.
+    """
+    codecs = dict.fromkeys(leaves, SNAPPY)
+    for field, column in zip(block.schema, block.columns, strict=True):
+        fixed_width = pa.types.is_primitive(field.type) and not pa.types.is_boolean(field.type)
+        if field.name not in codecs or not fixed_width:
+            continue
+        for chunk in column.chunks[:1]:
+            width = field.type.bit_width // 8
+            data = chunk.buffers()[1]
+            if data is None or not len(chunk):
+                continue
+            values = data.slice(chunk.offset * width, len(chunk) * width)
+            size = min(_SAMPLE_BYTES, values.size)
+            step = max((values.size - size) // max(_SAMPLES - 1, 1), 1)
+            raw = packed = 0
+            for start in range(0, values.size - size + 1, step)[:_SAMPLES]:
+                piece = values.slice(start, size)
+                raw += piece.size
+                packed += _SNAPPY.compress(piece).size
+            if raw >= _SAMPLE_BYTES and packed > (1 - WORTH_COMPRESSING) * raw:
+                codecs[field.name] = "none"
+    return codecs
+
+
+#: The share of bytes Snappy must save on a column's sample for the column to be compressed.
+WORTH_COMPRESSING = 0.05
+SNAPPY = "snappy"
+_SNAPPY = pa.Codec(SNAPPY)
+_SAMPLES = 4
+_SAMPLE_BYTES = 16 * 1024
 
 
 def _dictionary_encoded(parquet: pq.ParquetFile, scalers: Mapping[str, FittedScaler]) -> list[str]:

@@ -94,6 +94,45 @@ def test_fit_transform_matches_pandas_path(
     assert_roundtrip(stats, frame.drop(columns=["label"]).astype({"ints": "float64"}))
 
 
+def test_columns_snappy_cannot_shrink_are_written_uncompressed(
+    client: Client, write_parts: WriteParts, tmp_path: Path, rng: np.random.Generator
+) -> None:
+    n = 20_000
+    frame = pd.DataFrame(
+        {
+            "continuous": rng.normal(5.0, 2.0, n),  # z-scores with random mantissas
+            "hour": np.arange(n) % 24,  # 24 distinct z-scores: repeats Snappy finds
+            "copied": rng.normal(size=n),  # not normalized: the sample decides as well
+            "label": [f"s{i % 7}" for i in range(n)],
+        }
+    )
+    source = write_parts(frame, [n // 2, n // 2])
+    normpipe.run(source, tmp_path / "out", client=client, exclude=["copied"])
+    for part in sorted((tmp_path / "out").glob("*.parquet")):
+        meta = pq.ParquetFile(part).metadata.row_group(0)
+        codecs = {meta.column(i).path_in_schema: meta.column(i).compression for i in range(meta.num_columns)}
+        assert codecs == {
+            "continuous": "UNCOMPRESSED",
+            "hour": "SNAPPY",
+            "copied": "UNCOMPRESSED",
+            "label": "SNAPPY",
+        }
+    out = pd.read_parquet(tmp_path / "out")
+    expected = StandardScaler().fit_transform(frame[["continuous", "hour"]].astype(float))
+    np.testing.assert_allclose(out[["continuous", "hour"]].to_numpy(), expected, rtol=1e-12, atol=1e-12)
+    pd.testing.assert_series_equal(out["copied"], frame["copied"])
+    assert out["label"].tolist() == frame["label"].tolist()
+
+
+def test_codec_choice_needs_a_sample_and_keeps_nested_columns_compressed(rng: np.random.Generator) -> None:
+    from normpipe.writer import _codecs
+
+    block = pa.table({"x": rng.normal(size=10_000), "s": pa.array([{"y": 1.5}] * 10_000)})
+    assert _codecs(block, ["x", "s.y"]) == {"x": "none", "s.y": "snappy"}
+    # a few rows are no evidence: Snappy stays
+    assert _codecs(block.slice(0, 100), ["x", "s.y"]) == {"x": "snappy", "s.y": "snappy"}
+
+
 def test_run_float32_hive_layout_and_nulls(client: Client, tmp_path: Path, rng: np.random.Generator) -> None:
     source = tmp_path / "hive"
     tables = {}
