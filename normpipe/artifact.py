@@ -36,11 +36,10 @@ from collections.abc import Mapping, Sequence
 from dataclasses import replace
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 import numpy.typing as npt
-import pandas as pd
 import pyarrow as pa
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
@@ -62,6 +61,9 @@ from normpipe.scalers import (
     parse_scaler,
 )
 from normpipe.storage import is_remote, locate
+
+if TYPE_CHECKING:  # pandas is imported by callers that pass frames, not here
+    import pandas as pd
 
 __all__ = ["FORMAT", "VERSION", "ColumnStats", "GroupStats", "Stats", "counted_files"]
 
@@ -498,6 +500,7 @@ class Stats:
         --------
         >>> import pyarrow as pa
         >>> from normpipe.core.column import TableState
+        >>> import pandas as pd
         >>> frame = pd.DataFrame({"x": np.arange(5.0)})
         >>> state = TableState.from_block(pa.table(frame), ["x"], 200)
         >>> stats = Stats.from_state(state, {"x": parse_scaler("zscore")}, {"x": "double"}, 200, {})

@@ -101,6 +101,18 @@ class GroupedScalers:
         return FittedScaler(self.specs[name], params)  # type: ignore[arg-type]  # arrays broadcast
 
 
+def _validity(column: pa.ChunkedArray) -> pa.Buffer | None:
+    """The validity bitmap of ``column`` starting at its first row (``None``: no nulls)."""
+    if not column.null_count:
+        return None
+    chunk = column.combine_chunks() if column.num_chunks != 1 else column.chunk(0)
+    if chunk.offset == 0:
+        return chunk.buffers()[0]
+    bits = np.frombuffer(chunk.buffers()[0], dtype=np.uint8)
+    valid = np.unpackbits(bits, count=chunk.offset + len(chunk), bitorder="little")[chunk.offset :]
+    return pa.py_buffer(np.packbits(valid, bitorder="little"))
+
+
 def transform_table(
     table: pa.Table,
     scalers: Mapping[str, FittedScaler],
@@ -126,7 +138,6 @@ def transform_table(
         if groups is not None and rows is not None and field.name in groups.params:
             scaler = groups.scaler_rows(field.name, rows[0], rows[1], scaler)
         column = columns[index]
-        values = scaler.apply(to_float64(column)).astype(np_dtype, copy=False)
-        mask = column.is_null().to_numpy() if column.null_count else None
-        columns[index] = pa.array(values, type=target, mask=mask)
+        values = np.ascontiguousarray(scaler.apply(to_float64(column)).astype(np_dtype, copy=False))
+        columns[index] = pa.Array.from_buffers(target, len(values), [_validity(column), pa.py_buffer(values)])
     return pa.Table.from_arrays(columns, schema=output_schema(table.schema, scalers, dtype))

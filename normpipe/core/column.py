@@ -29,7 +29,15 @@ def to_float64(block: pa.Array | pa.ChunkedArray | npt.NDArray[np.generic]) -> n
         block = block.combine_chunks() if block.num_chunks != 1 else block.chunk(0)
     if not pa.types.is_float64(block.type):
         block = block.cast(pa.float64())
-    return np.asarray(block.to_numpy(zero_copy_only=False), dtype=np.float64)
+    # the values buffer itself, not Arrow's to_numpy (which imports pandas, 0.2 s a process)
+    offset, n = block.offset, len(block)
+    values = np.frombuffer(block.buffers()[1], dtype=np.float64, count=n, offset=offset * 8)
+    if block.null_count:
+        bits = np.frombuffer(block.buffers()[0], dtype=np.uint8)
+        valid = np.unpackbits(bits, count=offset + n, bitorder="little")[offset:].view(np.bool_)
+        return np.where(valid, values, np.nan)
+    values.flags.writeable = False  # a view of Arrow's memory: never written through
+    return values
 
 
 def signed_log(values: npt.NDArray[np.float64]) -> npt.NDArray[np.float64]:
