@@ -19,9 +19,8 @@ import pytest
 
 import normpipe
 from normpipe.config import ClusterConfig
-from normpipe.core.sketch import PRESORT_ENV
 from normpipe.datagen import generate
-from normpipe.engine import dask_client
+from normpipe.engine import dask_client, numpy_sort_environ
 from tests.helpers import assert_rank_close
 
 pytestmark = pytest.mark.slow
@@ -336,16 +335,22 @@ def test_tls_scheduler_through_dask_security_settings(tmp_path: Path) -> None:
 
 
 def _worker_environ() -> dict[str, str | None]:
-    names = ("MALLOC_TRIM_THRESHOLD_", "MIMALLOC_PURGE_DELAY", "ARROW_DEFAULT_MEMORY_POOL", PRESORT_ENV)
+    names = (
+        "MALLOC_TRIM_THRESHOLD_",
+        "MIMALLOC_PURGE_DELAY",
+        "ARROW_DEFAULT_MEMORY_POOL",
+        "NPY_DISABLE_CPU_FEATURES",
+    )
     return {name: os.environ.get(name) for name in names}
 
 
 def test_worker_settings_follow_the_memory_limit_and_stay_out_of_this_process() -> None:
-    """Large workers keep freed memory for reuse and presort; small ones hand memory
-    back, use the system allocator and skip the presort. Neither cluster's settings
+    """Large workers keep freed memory for reuse; small ones hand memory back and use
+    the system allocator; both get numpy's sort settings for this CPU. Neither cluster's settings
     reach this process's environment or the next cluster (Dask's nannies copy them
     into ``os.environ`` before spawning)."""
     before = dict(os.environ)
+    sort = numpy_sort_environ().get("NPY_DISABLE_CPU_FEATURES", before.get("NPY_DISABLE_CPU_FEATURES"))
     with dask_client(ClusterConfig(workers=1, memory_limit="2GB")) as client:
         (large,) = client.run(_worker_environ).values()
         os.environ["NORMPIPE_TEST_MARK"] = "kept"  # the caller's own changes stay
@@ -358,11 +363,61 @@ def test_worker_settings_follow_the_memory_limit_and_stay_out_of_this_process() 
         "MALLOC_TRIM_THRESHOLD_": str(256 * 2**20),
         "MIMALLOC_PURGE_DELAY": "-1",
         "ARROW_DEFAULT_MEMORY_POOL": None,
-        PRESORT_ENV: None,
+        "NPY_DISABLE_CPU_FEATURES": sort,
     }
     assert small == {
         "MALLOC_TRIM_THRESHOLD_": before.get("MALLOC_TRIM_THRESHOLD_", "65536"),  # Dask's default
         "MIMALLOC_PURGE_DELAY": None,
         "ARROW_DEFAULT_MEMORY_POOL": "system",
-        PRESORT_ENV: "0",
+        "NPY_DISABLE_CPU_FEATURES": sort,
     }
+
+
+def _numpy_dispatch_targets() -> list[str]:
+    from numpy._core._multiarray_umath import __cpu_dispatch__
+
+    return list(__cpu_dispatch__)
+
+
+def _cpuinfo(vendor: str, family: int, flags: str) -> str:
+    core = (
+        f"processor\t: 0\nvendor_id\t: {vendor}\ncpu family\t: {family}\nflags\t\t: fpu sse2 avx2 {flags}\n"
+    )
+    return core + "\n" + core.replace(": 0", ": 1")  # a second processor, as /proc/cpuinfo lists them
+
+
+@pytest.mark.parametrize(
+    ("vendor", "family", "flags", "turned_off"),
+    [
+        ("AuthenticAMD", 25, "avx512f avx512bw", True),  # Zen 4: microcoded compress-store
+        ("AuthenticAMD", 25, "", False),  # Zen 3: no AVX-512 to turn off
+        ("AuthenticAMD", 26, "avx512f avx512bw", False),  # Zen 5: fast again
+        ("GenuineIntel", 6, "avx512f avx512bw", False),  # AVX-512 is numpy's fastest sort there
+    ],
+)
+def test_numpy_avx512_sort_is_turned_off_only_on_zen4(
+    vendor: str, family: int, flags: str, turned_off: bool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("NPY_DISABLE_CPU_FEATURES", raising=False)
+    environ = numpy_sort_environ(_cpuinfo(vendor, family, flags))
+    if not any(t.startswith("AVX512") for t in _numpy_dispatch_targets()):
+        turned_off = False  # a numpy built without AVX-512 kernels: nothing to turn off
+    if not turned_off:
+        assert environ == {}
+        return
+    targets = environ["NPY_DISABLE_CPU_FEATURES"].split()
+    assert targets
+    assert all(t.startswith("AVX512") or t == "X86_V4" for t in targets)
+    # numpy accepts the list: a child process imports it and still sorts correctly
+    code = "import numpy as np; x = np.random.default_rng(0).normal(size=10**5)"
+    code += "; print((np.sort(x) == sorted(x)).all())"
+    done = subprocess.run(
+        [sys.executable, "-c", code],
+        env={**os.environ, **environ},
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert (done.returncode, done.stdout.strip(), done.stderr) == (0, "True", "")
+    monkeypatch.setenv("NPY_DISABLE_CPU_FEATURES", "")  # the caller's own choice is kept
+    assert numpy_sort_environ(_cpuinfo(vendor, family, flags)) == {}

@@ -16,7 +16,7 @@ import pyarrow as pa
 
 from normpipe.core.groups import GroupMoments
 from normpipe.core.moments import Moments
-from normpipe.core.sketch import DEFAULT_K, DistinctSketch, QuantileSketch
+from normpipe.core.sketch import DEFAULT_K, DistinctSketch, QuantileSketch, ascending
 
 __all__ = ["ColumnState", "ColumnSummary", "TableState", "signed_log", "to_float64"]
 
@@ -47,6 +47,11 @@ def signed_log(values: npt.NDArray[np.float64]) -> npt.NDArray[np.float64]:
     [-1.0, 0.0, 1.386294]
     """
     return np.copysign(np.log1p(np.abs(values)), values)
+
+
+def _count_equal(ordered: npt.NDArray[np.float64], value: float) -> int:
+    """How many values of the ascending array ``ordered`` equal ``value`` (-0.0 == 0.0)."""
+    return int(np.searchsorted(ordered, value, "right") - np.searchsorted(ordered, value, "left"))
 
 
 @dataclass(frozen=True, slots=True)
@@ -154,16 +159,18 @@ class ColumnState:
             neginf = int(np.count_nonzero(values == -np.inf))
             values = values[finite]
         moments = Moments.from_block(values)
+        # ascending: the sketch's input (see QuantileSketch.from_sorted) and the counts
+        ordered = ascending(values)
         return cls(
             moments,
-            QuantileSketch.from_block(values, k),
+            QuantileSketch.from_sorted(ordered, k),
             nulls,
             nans,
             posinf,
             neginf,
-            int(values.size - np.count_nonzero(values)),
-            int(np.count_nonzero(values == moments.min)) if moments.count else 0,
-            int(np.count_nonzero(values == moments.max)) if moments.count else 0,
+            _count_equal(ordered, 0.0),
+            _count_equal(ordered, moments.min),
+            _count_equal(ordered, moments.max),
             Moments.from_block(signed_log(values)) if log else None,
             DistinctSketch.from_block(values) if distinct else None,
         )

@@ -72,3 +72,20 @@ def test_merge_properties(a: ColumnState, b: ColumnState, c: ColumnState) -> Non
     assert a.merge(empty) == a
     assert empty.merge(a) == a
     assert a.merge(b).rows == a.rows + b.rows
+
+
+@pytest.mark.parametrize(
+    "values",
+    [
+        np.array([0.0, -0.0, 3.0, 3.0, -2.0, -2.0, -2.0, np.nan, np.inf]),  # ties at both ends, both zeros
+        np.array([5.0] * 7),  # constant: every value is the minimum and the maximum
+        np.array([np.nan, -np.inf]),  # no finite value
+        np.array([], dtype=np.float64),
+    ],
+)
+def test_zero_and_bound_counts_match_numpy(values: np.ndarray) -> None:
+    state = ColumnState.from_block(pa.array(values))
+    finite = values[np.isfinite(values)]
+    assert state.zeros == np.count_nonzero(finite == 0.0)
+    assert state.at_min == (np.count_nonzero(finite == finite.min()) if finite.size else 0)
+    assert state.at_max == (np.count_nonzero(finite == finite.max()) if finite.size else 0)

@@ -3,7 +3,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from normpipe.core.sketch import PRESORT_ENV, QuantileSketch, rank_error_bound
+from normpipe.core.sketch import QuantileSketch, rank_error_bound
 
 PROBS = [0.01, 0.25, 0.5, 0.75, 0.99]
 
@@ -20,13 +20,8 @@ def rank_error(values: np.ndarray, estimates: list[float], probabilities: list[f
     return worst
 
 
-@pytest.mark.parametrize("presort", ["1", "0"])
 @pytest.mark.parametrize("k", [200, 4000])
-def test_quantiles_within_stated_bound(
-    rng: np.random.Generator, k: int, presort: str, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """The bound holds whether the values go in sorted (default) or in stream order."""
-    monkeypatch.setenv(PRESORT_ENV, presort)
+def test_quantiles_within_stated_bound(rng: np.random.Generator, k: int) -> None:
     values = rng.lognormal(0.0, 2.0, 300_000)
     parts = np.array_split(values, 37)
     sketch = QuantileSketch(k).merge_many([QuantileSketch.from_block(p, k) for p in parts])
@@ -52,9 +47,7 @@ def test_empty_merge_and_serialization() -> None:
     assert again.quantiles(PROBS) == full.quantiles(PROBS)
 
 
-@pytest.mark.parametrize("presort", ["1", "0"])
-def test_readonly_and_float32_blocks(presort: str, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv(PRESORT_ENV, presort)
+def test_readonly_and_float32_blocks() -> None:
     values = np.arange(100.0)[::-1]
     values.flags.writeable = False
     assert QuantileSketch.from_block(values, 200).quantiles([1.0]) == [99.0]
