@@ -81,6 +81,7 @@ def rank_error(sorted_values: np.ndarray, value: float, q: float) -> float:
 
 def measure(tool: str, data: Path, output: Path) -> dict[str, Any]:
     shutil.rmtree(output, ignore_errors=True)
+    os.sync()  # the previous run's output is on disk, not written back during this one
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
     started = time.perf_counter()
     proc = subprocess.Popen(

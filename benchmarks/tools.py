@@ -17,7 +17,6 @@ from pathlib import Path
 from typing import Any
 
 import pyarrow as pa
-import pyarrow.dataset as pads
 import pyarrow.parquet as pq
 
 from normpipe.datagen import BENCHMARK_FEATURES
@@ -39,6 +38,8 @@ def _write_plain(table: pa.Table, path: Path) -> None:
 
 
 def floor_read(source: str, output: str) -> Result:
+    import pyarrow.dataset as pads  # here, not above: Dask's spawned workers import this module
+
     rows = sum(b.num_rows for b in pads.dataset(source).to_batches())
     return {"rows_out": rows}
 
