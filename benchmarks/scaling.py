@@ -11,6 +11,7 @@ measurement, not a test.
 from __future__ import annotations
 
 import argparse
+import os
 import shutil
 import sys
 from pathlib import Path
@@ -40,6 +41,7 @@ def main() -> None:
                 data, rows, files, features=BENCHMARK_FEATURES, row_group_size=args.rows_per_file, workers=2
             )
         size = sum(p.stat().st_size for p in data.rglob("*.parquet"))
+        os.sync()  # the data generated (or the previous size's output) is on disk first
         _, fit_s, transform_s, peak = fit_and_transform(data, out, 2, args.memory_limit)
         shutil.rmtree(out, ignore_errors=True)
         print(
