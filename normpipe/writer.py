@@ -340,23 +340,20 @@ def _codecs(block: pa.Table, leaves: list[str]) -> dict[str, str]:
     codecs = dict.fromkeys(leaves, SNAPPY)
     for field, column in zip(block.schema, block.columns, strict=True):
         fixed_width = pa.types.is_primitive(field.type) and not pa.types.is_boolean(field.type)
-        if field.name not in codecs or not fixed_width:
+        if field.name not in codecs or not fixed_width or column.num_chunks == 0:
             continue
-        for chunk in column.chunks[:1]:
-            width = field.type.bit_width // 8
-            data = chunk.buffers()[1]
-            if data is None or not len(chunk):
-                continue
-            values = data.slice(chunk.offset * width, len(chunk) * width)
-            size = min(_SAMPLE_BYTES, values.size)
-            step = max((values.size - size) // max(_SAMPLES - 1, 1), 1)
-            raw = packed = 0
-            for start in range(0, values.size - size + 1, step)[:_SAMPLES]:
-                piece = values.slice(start, size)
-                raw += piece.size
-                packed += _SNAPPY.compress(piece).size
-            if raw >= _SAMPLE_BYTES and packed > (1 - WORTH_COMPRESSING) * raw:
-                codecs[field.name] = "none"
+        chunk = column.chunk(0)
+        width = field.type.bit_width // 8
+        values = chunk.buffers()[1].slice(chunk.offset * width, len(chunk) * width)
+        size = min(_SAMPLE_BYTES, values.size)
+        step = max((values.size - size) // (_SAMPLES - 1), 1)
+        raw = packed = 0
+        for start in range(0, values.size - size + 1, step)[:_SAMPLES]:
+            piece = values.slice(start, size)
+            raw += piece.size
+            packed += _SNAPPY.compress(piece).size
+        if raw >= _SAMPLE_BYTES and packed > (1 - WORTH_COMPRESSING) * raw:
+            codecs[field.name] = "none"
     return codecs
 
 
