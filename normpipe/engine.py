@@ -68,7 +68,7 @@ def dask_client(config: ClusterConfig | None = None) -> Iterator[Client]:
     workers = config.workers or max(1, min(os.cpu_count() or 1, 8) // config.threads_per_worker)
     # normpipe's tasks keep only small states in worker memory, so spilling to disk
     # cannot help, and pausing at 80% would stall workers whose imports alone (Python,
-    # distributed, pandas, pyarrow: about 150 MB) fill a small limit. The nanny still
+    # distributed, pyarrow: about 105 MB) fill a small limit. The nanny still
     # restarts a worker above 95%; per-task memory is bounded by the row-group size.
     # The statistical profiler's samples are not worth their memory here. Allocators,
     # measured on 20 M rows x 16 features (fit / transform wall on 2 cores): Arrow's
@@ -78,7 +78,7 @@ def dask_client(config: ClusterConfig | None = None) -> Iterator[Client]:
     # so the next one is page-faulted in again (2 M faults, 5 s of system time per
     # pass); keeping freed memory for reuse (glibc up to 256 MB, mimalloc without
     # purging) takes the fit from 11.7 to 9.4 s and the transform from 6.6 to 4.5 s,
-    # for a worker RSS that stays at its peak (about 380 MB here) instead of falling
+    # for a worker RSS that stays at its peak (about 320 MB here) instead of falling
     # back to 250 MB. Workers limited to less than 1 GB keep the frugal settings:
     # system allocator, memory handed back.
     environ = {"MALLOC_ARENA_MAX": "2", **numpy_sort_environ()}
