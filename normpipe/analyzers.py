@@ -28,6 +28,7 @@ def analyze_file(
     fs: fsspec.AbstractFileSystem | None,
     columns: Sequence[str],
     k: int,
+    *,
     log: Collection[str] = (),
     distinct: Collection[str] = (),
     group_by: str | None = None,
@@ -49,7 +50,7 @@ def analyze_file(
     for name in columns:
         state = ColumnState.empty(k)
         for i in range(parquet.num_row_groups):
-            chunk = parquet.read_row_group(i, columns=[name]).column(0)
+            chunk = file.read(parquet, i, [name]).column(0)
             state = state.merge(ColumnState.from_block(chunk, k, name in log, name in distinct))
         states[name] = state
     pa.default_memory_pool().release_unused()  # hand decode buffers back between tasks
@@ -73,9 +74,9 @@ def _analyze_groups(
     groups: dict[str, list[GroupMoments]] = {name: [] for name in columns}
     logs: dict[str, list[GroupMoments]] = {name: [] for name in columns if name in log}
     for i in range(parquet.num_row_groups):
-        index = GroupIndex.from_arrow(parquet.read_row_group(i, columns=[group_by]).column(0))
+        index = GroupIndex.from_arrow(file.read(parquet, i, [group_by]).column(0))
         for name in columns:
-            chunk = parquet.read_row_group(i, columns=[name]).column(0)
+            chunk = file.read(parquet, i, [name]).column(0)
             states[name] = states[name].merge(ColumnState.from_block(chunk, k, name in log, name in distinct))
             values = to_float64(chunk)
             groups[name].append(GroupMoments.from_block(index, values))
@@ -107,7 +108,7 @@ def collect_brackets(
     for name, column_brackets in brackets.items():
         parts = []
         for i in range(parquet.num_row_groups):
-            values = to_float64(parquet.read_row_group(i, columns=[name]).column(0))
+            values = to_float64(file.read(parquet, i, [name]).column(0))
             parts.append({name: exact.collect(values[np.isfinite(values)], column_brackets)})
         state.update(exact.merge(parts) if parts else {name: [(0, np.empty(0)) for _ in column_brackets]})
     pa.default_memory_pool().release_unused()

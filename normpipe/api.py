@@ -20,7 +20,7 @@ from distributed import Client
 from normpipe import engine
 from normpipe.artifact import Stats, counted_files
 from normpipe.config import RunConfig, load_config
-from normpipe.dataset import Dataset, discover, listing, select_columns
+from normpipe.dataset import Dataset, check_footers, discover, listing, select_columns
 from normpipe.engine import Progress
 from normpipe.errors import ArtifactError, ConfigError, InputError
 from normpipe.scalers import GROUP_METHODS, REPORTED_PROBABILITIES
@@ -70,7 +70,7 @@ def _output(config: RunConfig, dataset: Dataset) -> Location:
 
 
 def _plan(config: RunConfig, dataset: Dataset) -> list[str]:
-    """The columns to analyze; checked before any cluster starts."""
+    """The columns to analyze; checked (in every file's footer) before any cluster starts."""
     if config.group_by and dataset.schema.get_field_index(config.group_by) < 0:
         names = listing(dataset.schema.names)
         raise ConfigError(
@@ -88,6 +88,7 @@ def _plan(config: RunConfig, dataset: Dataset) -> list[str]:
             )
     if config.group_by:
         _check_group_plan(config, dataset, columns)
+    check_footers(dataset, columns)
     return columns
 
 
@@ -289,6 +290,7 @@ def update(
         artifact.check_not_counted(counted_files(dataset.fingerprint()), where)
     _check_artifact_columns(artifact, dataset)
     columns = list(artifact.columns)
+    check_footers(dataset, columns)
     log = [name for name, c in artifact.columns.items() if c.state.log is not None]
     distinct = [name for name, c in artifact.columns.items() if c.state.distinct is not None]
     with _client(cfg, client) as c:
@@ -348,6 +350,7 @@ def transform(
     dataset = _dataset(cfg)
     output_path = _output(cfg, dataset)
     _check_artifact_columns(artifact, dataset)
+    check_footers(dataset, artifact.columns)
     with _client(cfg, client) as c:
         manifest = _transform(cfg, artifact, dataset, output_path, c, progress, stats_inside=save_stats)
     if save_stats:

@@ -15,6 +15,7 @@ import os
 import posixpath
 from collections import Counter
 from collections.abc import Iterable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from functools import cached_property
 from typing import Any
@@ -31,6 +32,7 @@ __all__ = [
     "Dataset",
     "SourceFile",
     "check_file_schema",
+    "check_footers",
     "discover",
     "is_numeric",
     "listing",
@@ -63,6 +65,34 @@ class SourceFile:
             reason = str(err).splitlines()[0] if str(err) else type(err).__name__
             raise InputError(
                 f"{self.path}: not a readable Parquet file ({reason}); "
+                "replace or remove it, or point the source at the good files"
+            ) from None
+
+    def read(
+        self, parquet: pq.ParquetFile, group: int | None = None, columns: Sequence[str] | None = None
+    ) -> pa.Table:
+        """Row group ``group`` (``None``: every row) of ``columns`` (``None``: all) of this
+        file, opened with :meth:`open`.
+
+        Raises
+        ------
+        InputError
+            The data cannot be read or decoded (damaged pages, a truncated column
+            chunk): bad input, named by file, row group and column, never retried.
+        """
+        try:
+            if group is None:
+                return parquet.read(columns=columns)
+            return parquet.read_row_group(group, columns=columns)
+        except MemoryError:
+            raise
+        except (pa.ArrowException, OSError, ValueError) as err:
+            reason = str(err).splitlines()[0] if str(err) else type(err).__name__
+            where = "" if group is None else f", row group {group}"
+            if columns is not None and len(columns) == 1:
+                where += f", column '{columns[0]}'"
+            raise InputError(
+                f"{self.path}{where}: the data cannot be read ({reason}); the file is damaged: "
                 "replace or remove it, or point the source at the good files"
             ) from None
 
@@ -328,3 +358,23 @@ def check_file_schema(path: str, schema: pa.Schema, columns: Iterable[str]) -> N
                 f"{path}: column '{name}' is {dtype} in this file but numeric in others; "
                 "rewrite the file so the column has one type, or exclude the column"
             )
+
+
+def check_footers(dataset: Dataset, columns: Iterable[str], threads: int = 16) -> None:
+    """Open every file's footer and check its schema (:func:`check_file_schema`) here,
+    before any task runs on the cluster.
+
+    A file that is not Parquet (a gzip file named ``.parquet``, a truncated footer) or
+    whose columns disagree with the others is reported as one :class:`InputError` line
+    naming the first such file in the dataset's order. Footers are read ``threads`` at
+    a time (the reads wait on I/O, which releases the GIL); this costs one footer read
+    per file, a small share of the pass (about 0.2 ms a local file).
+    """
+    names = list(columns)
+
+    def check(file: SourceFile) -> None:
+        check_file_schema(file.path, file.open(dataset.fs).schema_arrow, names)
+
+    with ThreadPoolExecutor(max(1, min(threads, len(dataset.files)))) as pool:
+        for _ in pool.map(check, dataset.files):  # in order: the first bad file is reported
+            pass

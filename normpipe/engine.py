@@ -19,7 +19,7 @@ from typing import Any, TypeVar
 import dask
 import psutil
 from dask.utils import parse_bytes
-from distributed import Client, Future, LocalCluster, as_completed
+from distributed import Client, Future, LocalCluster, WorkerPlugin, as_completed
 from distributed.scheduler import KilledWorker
 
 from normpipe.analyzers import analyze_file, collect_brackets, merge_brackets, merge_states
@@ -27,7 +27,7 @@ from normpipe.config import ClusterConfig
 from normpipe.core import exact
 from normpipe.core.column import TableState
 from normpipe.dataset import Dataset
-from normpipe.errors import ClusterError, ConfigError, NormpipeError
+from normpipe.errors import REPR_PREFIX, ClusterError, ConfigError, NormpipeError
 from normpipe.mappers import GroupedScalers, OutputDtype
 from normpipe.scalers import FittedScaler
 from normpipe.storage import Location
@@ -39,6 +39,41 @@ __all__ = ["Progress", "analyze", "dask_client", "exact_quantiles", "transform",
 Progress = Callable[[str, int, int], None]
 
 T = TypeVar("T")
+
+
+class _OwnErrorsFilter(logging.Filter):
+    """Drops a worker's "Compute Failed" record (with its traceback) when the task
+    failed with one of normpipe's own errors: bad input reaches the user once, as the
+    one line the client raises. Other failures are logged as Dask logs them."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if not str(record.msg).startswith("Compute Failed"):
+            return True
+        args = record.args if isinstance(record.args, tuple) else ()
+        return not any(isinstance(arg, str) and arg.startswith(REPR_PREFIX) for arg in args)
+
+
+_OWN_ERRORS_FILTER = _OwnErrorsFilter()
+
+
+class QuietOwnErrors(WorkerPlugin):
+    """Installs :class:`_OwnErrorsFilter` on each worker's ``distributed.worker`` logger
+    (registered by :func:`dask_client` on local and remote clusters alike; workers
+    that join later get it too)."""
+
+    name = "normpipe-quiet-own-errors"
+
+    def setup(self, worker: Any) -> None:
+        logging.getLogger("distributed.worker").addFilter(_OWN_ERRORS_FILTER)
+
+    def teardown(self, worker: Any) -> None:
+        logging.getLogger("distributed.worker").removeFilter(_OWN_ERRORS_FILTER)
+
+
+def _quiet_own_errors(client: Client) -> None:
+    """Register :class:`QuietOwnErrors`; best effort (a remote cluster may refuse plugins)."""
+    with contextlib.suppress(Exception):
+        client.register_plugin(QuietOwnErrors(), name=QuietOwnErrors.name)
 
 
 @contextmanager
@@ -63,6 +98,7 @@ def dask_client(config: ClusterConfig | None = None) -> Iterator[Client]:
                 f"cannot reach the Dask scheduler at {config.scheduler} ({text}); {hint}"
             ) from None
         with _quiet_client_logs(), client:
+            _quiet_own_errors(client)
             yield client
         return
     workers = config.workers or max(1, min(os.cpu_count() or 1, 8) // config.threads_per_worker)
@@ -112,6 +148,7 @@ def dask_client(config: ClusterConfig | None = None) -> Iterator[Client]:
         _restore_environ(before, written)
     try:
         with cluster, Client(cluster) as client:
+            _quiet_own_errors(client)
             yield client
     finally:
         _restore_environ(before, written)  # a nanny that restarted its worker wrote them again
@@ -271,9 +308,9 @@ def analyze(
     """One pass over every file of ``dataset``: the merged state of ``columns``
     (plus the signed-log moments of ``log``, the distinct sketches of ``distinct``, and
     the per-group moments with ``group_by``)."""
-    extra = (frozenset(log), frozenset(distinct), group_by)
+    options = {"log": frozenset(log), "distinct": frozenset(distinct), "group_by": group_by}
     leaves = [
-        client.submit(analyze_file, f, dataset.fs, list(columns), k, *extra, pure=False)
+        client.submit(analyze_file, f, dataset.fs, list(columns), k, **options, pure=False)
         for f in dataset.files
     ]
     root = tree_reduce(client, leaves, merge_states, split_every)

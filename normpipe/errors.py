@@ -15,11 +15,24 @@ __all__ = [
     "InputError",
     "NormpipeError",
     "OutputError",
+    "REPR_PREFIX",
 ]
 
 
 class NormpipeError(ValueError):
-    """Base class: a problem with what the user gave normpipe, not a bug."""
+    """Base class: a problem with what the user gave normpipe, not a bug.
+
+    The ``repr`` names the package (``normpipe.InputError('...')``): Dask workers log a
+    failed task with the ``repr`` of its exception, and normpipe's log filter (see
+    :mod:`normpipe.engine`) recognizes its own errors by that prefix alone.
+    """
+
+    def __repr__(self) -> str:
+        return f"{REPR_PREFIX}{type(self).__name__}({str(self)!r})"
+
+
+#: How the ``repr`` of every :class:`NormpipeError` starts.
+REPR_PREFIX = "normpipe."
 
 
 class InputError(NormpipeError):

@@ -6,7 +6,8 @@ frames (serving), so both give the same numbers.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import json
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -19,7 +20,15 @@ from normpipe.core.groups import GroupIndex
 from normpipe.errors import InputError
 from normpipe.scalers import Fitted, FittedScaler
 
-__all__ = ["GroupedScalers", "OutputDtype", "arrow_dtype", "output_schema", "transform_table"]
+__all__ = [
+    "PANDAS_KEY",
+    "GroupedScalers",
+    "OutputDtype",
+    "arrow_dtype",
+    "output_schema",
+    "pandas_metadata",
+    "transform_table",
+]
 
 OutputDtype = Literal["float64", "float32"]
 
@@ -29,10 +38,46 @@ def arrow_dtype(dtype: OutputDtype) -> pa.DataType:
 
 
 def output_schema(schema: pa.Schema, scalers: Mapping[str, FittedScaler], dtype: OutputDtype) -> pa.Schema:
-    """``schema`` with every scaled column turned into ``dtype`` (nullable)."""
+    """``schema`` with every scaled column turned into ``dtype`` (nullable), and the
+    pandas metadata's entry of each scaled column saying so (see :func:`pandas_metadata`)."""
     target = arrow_dtype(dtype)
     fields = [f.with_type(target).with_nullable(True) if f.name in scalers else f for f in schema]
-    return pa.schema(fields, metadata=schema.metadata)
+    metadata = dict(schema.metadata or {})
+    stored = metadata.pop(PANDAS_KEY, None)
+    fixed = pandas_metadata(stored, scalers, dtype) if stored is not None else None
+    if fixed is not None:
+        metadata[PANDAS_KEY] = fixed
+    return pa.schema(fields, metadata=metadata or None)
+
+
+#: The schema metadata key where pandas records each column's dtype and the index.
+PANDAS_KEY = b"pandas"
+
+
+def pandas_metadata(stored: bytes, scaled: Collection[str], dtype: OutputDtype) -> bytes | None:
+    """pandas' schema metadata with the entry of every column in ``scaled`` made a plain
+    ``dtype`` column.
+
+    pandas rebuilds each column's dtype from this entry (``Int64``, ``Float32``,
+    ``UInt8``...), so a normalized column would otherwise be cast back to an integer
+    type and fail, or lose precision. Other columns and the index keep their entries,
+    so they come back with their original dtypes. Metadata that is not pandas' JSON
+    gives ``None``: it is dropped, and pandas reads plain Arrow types.
+
+    >>> meta = b'{"columns": [{"name": "a", "field_name": "a", "pandas_type": "int64", '
+    >>> meta += b'"numpy_type": "Int64", "metadata": null}]}'
+    >>> json.loads(pandas_metadata(meta, {"a"}, "float32"))["columns"][0]["numpy_type"]
+    'float32'
+    """
+    try:
+        doc = json.loads(stored)
+        columns = doc["columns"]
+        for entry in columns:
+            if entry.get("field_name", entry.get("name")) in scaled:
+                entry.update(pandas_type=dtype, numpy_type=dtype, metadata=None)
+    except (ValueError, TypeError, KeyError, AttributeError):
+        return None
+    return json.dumps(doc).encode()
 
 
 @dataclass(frozen=True)

@@ -287,9 +287,9 @@ def transform_file(
     check_file_schema(file.path, schema, scalers)
     if groups is not None and schema.get_field_index(groups.by) < 0:
         raise InputError(f"{file.path}: no column '{groups.by}', which the stats are grouped by")
-    metadata = dict(schema.metadata or {})
-    metadata[STATS_SHA256_KEY] = stats_sha256.encode()
-    target_schema = output_schema(schema, scalers, dtype).with_metadata(metadata)
+    target_schema = output_schema(schema, scalers, dtype)
+    metadata = {**(target_schema.metadata or {}), STATS_SHA256_KEY: stats_sha256.encode()}
+    target_schema = target_schema.with_metadata(metadata)
     dictionary_columns = _dictionary_encoded(parquet, scalers)
     dest = destination(Path(dest_root.path), file.relpath)  # refuses paths that leave the root
     written = 0
@@ -302,7 +302,7 @@ def transform_file(
             sink = stack.enter_context(dest_root.fs.open(dest.as_posix(), "wb"))
         blocks = (
             transform_table(
-                parquet.read_row_group(i), scalers, dtype, groups, file.path
+                file.read(parquet, i), scalers, dtype, groups, file.path
             ).replace_schema_metadata(metadata)
             for i in range(parquet.num_row_groups)
         )

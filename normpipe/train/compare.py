@@ -52,7 +52,7 @@ def fold_stats(
         parquet = file.open(dataset.fs)
         first = 0
         for group in range(parquet.num_row_groups):
-            table = parquet.read_row_group(group, columns=list(columns))
+            table = file.read(parquet, group, list(columns))
             for j in range(folds):
                 mask = split_mask(seed, file.relpath, first, table.num_rows, (j / folds, (j + 1) / folds))
                 part = TableState.from_block(table.filter(mask), columns, k)

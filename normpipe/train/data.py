@@ -144,7 +144,7 @@ class ParquetBatches(IterableDataset[tuple[torch.Tensor, torch.Tensor]]):
         """(features, target) blocks of the selected split, one unit at a time."""
         for file_index, group, first in units:
             file = self.dataset.files[file_index]
-            table = file.open(self.dataset.fs).read_row_group(group, columns=[*self.features, self.target])
+            table = file.read(file.open(self.dataset.fs), group, [*self.features, self.target])
             x = np.column_stack([self._column(table, c) for c in self.features]).astype(np.float32)
             y = self._column(table, self.target).astype(np.float32)
             keep = np.isfinite(x).all(axis=1) & np.isfinite(y)

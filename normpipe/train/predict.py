@@ -97,7 +97,7 @@ def _predict_file(
     written = 0
     with pq.ParquetWriter(dest, schema, compression="snappy") as writer:
         for group in range(parquet.num_row_groups):
-            table = parquet.read_row_group(group)
+            table = file.read(parquet, group)
             columns = []
             for column in features:
                 values = to_float64(table.column(column))

@@ -165,7 +165,7 @@ class SequenceWindows(IterableDataset[tuple[torch.Tensor, torch.Tensor]]):
             if dataset.schema.get_field_index(key) < 0:
                 raise InputError(f"{dataset.source}: no column '{key}'; check the time / series option")
         table = pa.concat_tables(
-            [f.open(dataset.fs).read(columns=[*keys, *self.channels]) for f in dataset.files],
+            [f.read(f.open(dataset.fs), None, [*keys, *self.channels]) for f in dataset.files],
             promote_options="permissive",
         )
         table = table.filter(pc.is_valid(table.column(time)))
