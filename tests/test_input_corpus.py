@@ -9,6 +9,9 @@ from __future__ import annotations
 
 import datetime
 import decimal
+import gzip
+import subprocess
+import sys
 from collections.abc import Callable
 from pathlib import Path
 
@@ -150,7 +153,39 @@ BROKEN: dict[str, tuple[Build, tuple[str, ...]]] = {
         ("b.parquet", "'x'"),
     ),
     "no numeric column": (one(pa.table({"s": list("abcde")})), ("no numeric",)),
+    "float in one file, string in another": (
+        lambda d: (
+            pq.write_table(pa.table({"x": X, "y": X}), d / "a.parquet"),
+            pq.write_table(pa.table({"x": list("abcde"), "y": X}), d / "b.parquet"),
+        ),
+        ("b.parquet", "column 'x' is string in this file but numeric in others"),
+    ),
+    "gzip file named .parquet": (
+        lambda d: (
+            one(pa.table({"x": X}))(d),
+            (d / "p1.parquet").write_bytes(gzip.compress((d / "p0.parquet").read_bytes())),
+        ),
+        ("p1.parquet", "not a readable Parquet file"),
+    ),
+    "truncated footer": (
+        lambda d: (
+            one(pa.table({"x": X}))(d),
+            (d / "p1.parquet").write_bytes((d / "p0.parquet").read_bytes()[:-12]),
+        ),
+        ("p1.parquet", "not a readable Parquet file"),
+    ),
+    "damaged data pages, intact footer": (
+        lambda d: (one(pa.table({"x": X, "y": X}))(d), _damage_first_page(d / "p0.parquet")),
+        ("p0.parquet, row group 0, column 'x'", "the file is damaged"),
+    ),
 }
+
+
+def _damage_first_page(path: Path) -> None:
+    """Overwrite the first data page's header; the footer stays intact."""
+    data = bytearray(path.read_bytes())
+    data[4:40] = b"\xff" * 36
+    path.write_bytes(bytes(data))
 
 
 @pytest.mark.parametrize("case", sorted(BROKEN))
@@ -160,6 +195,26 @@ def test_broken_inputs_fail_with_one_line_and_no_output(cli: Run, tmp_path: Path
     build(tmp_path / "in")
     result = cli("run", tmp_path / "in", "--output", tmp_path / "out")
     assert_clean_failure(result, *fragments)
+    assert no_output(tmp_path)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("case", sorted(BROKEN))
+def test_broken_inputs_print_one_line_in_all_through_the_real_cli(tmp_path: Path, case: str) -> None:
+    """The installed command, a local cluster of worker processes: the whole of stdout
+    and stderr (worker logs included) is the one error line."""
+    build, fragments = BROKEN[case]
+    (tmp_path / "in").mkdir()
+    build(tmp_path / "in")
+    command = [sys.executable, "-m", "normpipe.cli", "run", str(tmp_path / "in")]
+    command += ["--output", str(tmp_path / "out"), "--workers", "2", "--no-progress"]
+    done = subprocess.run(command, capture_output=True, text=True, timeout=300, cwd=tmp_path)
+    lines = [line for line in (done.stdout + done.stderr).splitlines() if line.strip()]
+    assert done.returncode == 2, done.stdout + done.stderr
+    assert len(lines) == 1, done.stdout + done.stderr
+    assert lines[0].startswith("error: ")
+    for fragment in fragments:
+        assert fragment in lines[0], (fragment, lines[0])
     assert no_output(tmp_path)
 
 
