@@ -36,7 +36,7 @@ from prefect.runtime import flow_run
 import normpipe
 from normpipe.artifact import Stats
 from normpipe.config import RunConfig, load_config
-from normpipe.dataset import discover
+from normpipe.dataset import discover, parse_manifest
 from normpipe.drift import drift
 from normpipe.engine import dask_client
 from normpipe.errors import ClusterError, DriftError, NormpipeError, OutputError
@@ -119,14 +119,18 @@ def transform(config: RunConfig, text: str, save_stats: bool) -> dict[str, Any]:
 def validate(output: str, config: RunConfig) -> dict[str, Any]:
     """Row counts in the Parquet footers must match ``_SUCCESS``."""
     root = locate(output, config.storage_options)
-    manifest: dict[str, Any] = json.loads(root.child(SUCCESS).read_bytes())
-    for entry in manifest["files"]:
-        part = root.child(entry["path"])
+    data = root.child(SUCCESS).read_bytes()
+    manifest = parse_manifest(data, f"{output}/{SUCCESS}")
+    if manifest is None:
+        raise OutputError(f"{output}: {SUCCESS} is not normpipe's manifest; rerun the job that writes it")
+    for entry in manifest.files:
+        part = root.child(entry.path)
         with part.fs.open(part.path, "rb") as handle:
             rows = pq.ParquetFile(handle).metadata.num_rows
-        if rows != entry["rows_out"] or entry["rows_in"] != entry["rows_out"]:
-            raise OutputError(f"{output}/{entry['path']}: {rows} rows, the manifest says {entry['rows_out']}")
-    return manifest
+        if rows != entry.rows_out or entry.rows_in != entry.rows_out:
+            raise OutputError(f"{output}/{entry.path}: {rows} rows, the manifest says {entry.rows_out}")
+    validated: dict[str, Any] = json.loads(data)
+    return validated
 
 
 @task(retries=2, retry_delay_seconds=[1, 5], retry_condition_fn=_transient, cache_policy=NO_CACHE)

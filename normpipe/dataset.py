@@ -18,18 +18,21 @@ from collections.abc import Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from functools import cached_property
-from typing import Any
+from typing import Any, Literal
 
 import fsspec
 import pyarrow as pa
 import pyarrow.parquet as pq
 from fsspec.implementations.local import LocalFileSystem
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from normpipe.errors import InputError
 from normpipe.storage import storage_errors
 
 __all__ = [
     "Dataset",
+    "Manifest",
+    "ManifestEntry",
     "SourceFile",
     "check_file_schema",
     "check_footers",
@@ -37,6 +40,7 @@ __all__ = [
     "is_numeric",
     "listing",
     "pandas_index_columns",
+    "parse_manifest",
     "select_columns",
 ]
 
@@ -248,13 +252,10 @@ def _check_committed(
                 f"{SUCCESS}); rerun the job that writes it"
             )
         return
-    try:
-        manifest = json.loads(fs.cat_file(success))
-    except (OSError, ValueError):
-        return  # not normpipe's manifest (Spark, for one, writes an empty _SUCCESS)
-    if not isinstance(manifest, dict) or manifest.get("format") != "normpipe.success":
+    manifest = parse_manifest(fs.cat_file(success), f"{text}: {SUCCESS}")
+    if manifest is None:
         return
-    listed = {entry["path"]: entry.get("bytes") for entry in manifest.get("files", [])}
+    listed = {entry.path: entry.bytes for entry in manifest.files}
     for file in files:
         if file.relpath not in listed:
             raise InputError(
@@ -274,6 +275,61 @@ def _check_committed(
                 f"{text}: {missing[0]} is listed in {SUCCESS} but missing; the output is incomplete; "
                 "rerun the job that writes it"
             )
+
+
+class _ManifestModel(BaseModel):
+    model_config = ConfigDict(frozen=True)
+
+
+class ManifestEntry(_ManifestModel):
+    """One part of a normpipe output: its path below the root, row counts and size."""
+
+    path: str = Field(min_length=1)
+    rows_in: int = Field(ge=0)
+    rows_out: int = Field(ge=0)
+    bytes: int | None = Field(default=None, ge=0)  # absent in the outputs of predict
+
+
+class Manifest(_ManifestModel):
+    """The ``_SUCCESS`` manifest of a normpipe output (see :mod:`normpipe.writer`)."""
+
+    format: Literal["normpipe.success"]
+    version: int = Field(ge=1)
+    rows_in: int = Field(ge=0)
+    rows_out: int = Field(ge=0)
+    files: list[ManifestEntry]
+
+
+def parse_manifest(data: bytes, where: str) -> Manifest | None:
+    """A ``_SUCCESS`` file's content: normpipe's manifest, validated, or ``None`` for
+    another tool's marker (Spark and Hadoop write an empty ``_SUCCESS``; a JSON
+    document of another format is left alone too).
+
+    Raises
+    ------
+    InputError
+        The file is neither empty nor JSON, or a normpipe manifest lacks a key or
+        has a wrong value: the output is damaged.
+    """
+    if not data.strip():
+        return None
+    try:
+        doc = json.loads(data)
+    except (UnicodeDecodeError, ValueError) as err:
+        raise InputError(
+            f"{where} is not valid JSON ({err}); the output is damaged; rerun the job that writes it"
+        ) from None
+    if not isinstance(doc, dict) or doc.get("format") != "normpipe.success":
+        return None
+    try:
+        return Manifest.model_validate(doc)
+    except ValidationError as err:
+        first = err.errors()[0]
+        loc = ".".join(str(p) for p in first["loc"])
+        raise InputError(
+            f"{where}: invalid manifest at '{loc}' ({first['msg']}); the output is damaged; "
+            "rerun the job that writes it"
+        ) from None
 
 
 def is_numeric(dtype: pa.DataType) -> bool:

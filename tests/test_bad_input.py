@@ -246,3 +246,29 @@ def test_outputs_are_read_only_when_their_manifest_matches(cli: Run, good: Path,
     assert_clean_failure(
         cli("fit", tmp_path / "out", "--stats", tmp_path / "s.json"), "incomplete normpipe output"
     )
+
+
+@pytest.mark.parametrize(
+    ("content", "fragment"),
+    [
+        ("{not json", "_SUCCESS is not valid JSON"),
+        ('{"format": "normpipe.success", "version": 1, "rows_in": 10, "rows_out": 10, '
+         '"files": [{"rows_in": 5, "rows_out": 5}]}', "invalid manifest at 'files.0.path'"),
+        ('{"format": "normpipe.success", "version": 1, "rows_in": 10, "rows_out": 10}',
+         "invalid manifest at 'files'"),
+    ],
+)
+def test_damaged_manifest_is_one_clear_line(
+    cli: Run, good: Path, tmp_path: Path, content: str, fragment: str
+) -> None:
+    assert cli("run", good, "--output", tmp_path / "out").code == 0
+    (tmp_path / "out" / "_SUCCESS").write_text(content)
+    for args in (("inspect", tmp_path / "out"), ("fit", tmp_path / "out", "--stats", tmp_path / "s.json")):
+        assert_clean_failure(cli(*args), str(tmp_path / "out"), fragment, "rerun the job")
+
+
+def test_other_tools_markers_are_left_alone(cli: Run, good: Path, tmp_path: Path) -> None:
+    """An empty _SUCCESS (Spark, Hadoop) or another tool's JSON is not normpipe's manifest."""
+    for content in ("", "  \n", '{"format": "spark"}'):
+        (good / "_SUCCESS").write_text(content)
+        assert cli("fit", good, "--stats", tmp_path / "s.json").code == 0
