@@ -39,7 +39,7 @@ from normpipe.config import RunConfig, load_config
 from normpipe.dataset import discover, parse_manifest
 from normpipe.drift import drift
 from normpipe.engine import dask_client
-from normpipe.errors import ClusterError, DriftError, NormpipeError, OutputError
+from normpipe.errors import ArtifactError, ClusterError, DriftError, NormpipeError, OutputError
 from normpipe.report import report_html, warnings_for
 from normpipe.storage import is_remote, locate
 from normpipe.writer import SUCCESS
@@ -65,9 +65,10 @@ def _as_config(config: RunConfig | str | Path) -> RunConfig:
 
 
 def _transient(task: Any, task_run: Any, state: State[Any]) -> bool:
-    """Retry I/O and cluster failures, never bad input (it fails the same way again)."""
+    """Retry I/O and cluster failures only: bad input fails the same way again, and a
+    retry of a programming error would only repeat the whole Dask pass."""
     error = state.result(raise_on_failure=False)
-    return isinstance(error, ClusterError) or not isinstance(error, NormpipeError)
+    return isinstance(error, ClusterError | OSError | TimeoutError)
 
 
 @task(retries=2, retry_delay_seconds=[1, 5], retry_condition_fn=_transient, cache_policy=NO_CACHE)
@@ -258,7 +259,7 @@ def normalize(config: RunConfig | str) -> dict[str, Any]:
     if not cfg.stats:
         raise OutputError("normalize needs 'stats': the stats artifact to apply")
     started = time.perf_counter()
-    Stats.load(cfg.stats)  # one clear line if it is not a valid artifact
+    Stats.load(cfg.stats, cfg.storage_options)  # one clear line if it is not a valid artifact
     text = locate(cfg.stats, cfg.storage_options).read_bytes().decode()
     with dask_client(cfg.cluster):
         manifest = transform(cfg, text, save_stats=False)
@@ -268,14 +269,24 @@ def normalize(config: RunConfig | str) -> dict[str, Any]:
     return manifest
 
 
-def _previous_stats(cfg: RunConfig) -> Stats | None:
-    """The artifact of the previous run at this config's paths, if there is a valid one."""
+def _previous_stats(cfg: RunConfig, fail_on_drift: bool) -> Stats | None:
+    """The artifact of the previous run at this config's paths (``None`` on a first run).
+
+    One that cannot be read means drift cannot be checked: with ``fail_on_drift`` the
+    run fails with the reason, before anything is written; otherwise it warns and goes on.
+    """
+    path = locate(cfg.stats or f"{(cfg.output or '').rstrip('/')}/_stats.json", cfg.storage_options)
+    if not path.exists():
+        return None
     try:
-        path = locate(cfg.stats or f"{(cfg.output or '').rstrip('/')}/_stats.json", cfg.storage_options)
-        if not path.exists():
-            return None
         return Stats.load(path.url, cfg.storage_options)
-    except NormpipeError:
+    except NormpipeError as err:
+        if fail_on_drift:
+            raise ArtifactError(
+                f"drift cannot be checked: the previous run's artifact is unreadable ({err}); "
+                "remove or replace it, or run without fail_on_drift"
+            ) from None
+        get_run_logger().warning("drift not checked: the previous run's artifact is unreadable (%s)", err)
         return None
 
 
@@ -316,7 +327,7 @@ def preprocess(config: RunConfig | str, refresh: bool = False, fail_on_drift: bo
     """
     cfg = _as_config(config).model_copy(update={"report": True})
     started = time.perf_counter()
-    previous = _previous_stats(cfg)
+    previous = _previous_stats(cfg, fail_on_drift)
     with dask_client(cfg.cluster):
         text = _fit(cfg, refresh)
         drifts = check_drift(previous, text, fail_on_drift) if previous is not None else []

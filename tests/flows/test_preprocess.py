@@ -209,6 +209,16 @@ def test_transient_io_error_is_retried_bad_input_is_not(
     assert state.is_failed()
     assert len(calls) == 1
 
+    def bug(*args: Any, **kwargs: Any) -> Any:  # a programming error: retrying cannot help
+        calls.append(1)
+        raise KeyError("injected bug")
+
+    calls.clear()
+    monkeypatch.setattr(normpipe, "transform", bug)
+    state = preprocess(make_config(tmp_path, overwrite=True), return_state=True)
+    assert state.is_failed()
+    assert len(calls) == 1
+
 
 def test_every_statistics_option_changes_the_cache_key(tmp_path: Path) -> None:
     from flows.preprocess import STATS_OPTIONS, _stats_cache_key

@@ -88,3 +88,27 @@ def test_preprocess_checks_drift_against_the_previous_run(data: Path, tmp_path: 
     assert warned.is_completed()
     flagged = [d["column"] for d in warned.result()["drift"] if d["drifted"]]
     assert flagged == ["normal"]
+
+
+def test_damaged_previous_artifact_fails_or_warns_never_silently(
+    data: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A previous artifact that cannot be read: drift cannot be checked. With
+    fail_on_drift the run fails with the reason and writes nothing; without, it warns."""
+    config = make_config(tmp_path, overwrite=True)
+    preprocess(config)
+    stats = tmp_path / "out" / "_stats.json"
+    stats.write_text(stats.read_text()[:200])  # truncated
+    before = (tmp_path / "out" / "_SUCCESS").read_text()
+    failed = preprocess(config, fail_on_drift=True, return_state=True)
+    assert failed.is_failed()
+    assert "drift cannot be checked" in failed.message
+    assert "invalid JSON" in failed.message
+    assert (tmp_path / "out" / "_SUCCESS").read_text() == before
+    warned = preprocess(config, return_state=True)
+    assert warned.is_completed()
+    assert warned.result()["drift"] == []
+    assert any(
+        r.levelname == "WARNING" and "drift not checked" in r.getMessage() and "invalid JSON" in r.getMessage()
+        for r in caplog.records
+    )
