@@ -35,7 +35,7 @@ from prefect.runtime import flow_run
 
 import normpipe
 from normpipe.artifact import Stats
-from normpipe.config import RunConfig, load_config
+from normpipe.config import STATISTICS_OPTIONS, RunConfig, load_config
 from normpipe.dataset import discover, parse_manifest
 from normpipe.drift import drift
 from normpipe.engine import dask_client
@@ -46,18 +46,6 @@ from normpipe.writer import SUCCESS
 
 __all__ = ["compute_stats", "normalize", "preprocess"]
 
-#: Options that change the statistics (and so the cache key of the analyze task).
-STATS_OPTIONS = {
-    "method",
-    "overrides",
-    "columns",
-    "exclude",
-    "sketch_k",
-    "distinct",
-    "quantiles",
-    "group_by",
-    "unseen",
-}
 
 
 def _as_config(config: RunConfig | str | Path) -> RunConfig:
@@ -79,7 +67,7 @@ def fingerprint(config: RunConfig) -> dict[str, Any]:
 
 def _stats_cache_key(context: TaskRunContext, parameters: dict[str, Any]) -> str:
     config: RunConfig = parameters["config"]
-    relevant = config.model_dump(include=STATS_OPTIONS, mode="json")
+    relevant = config.model_dump(include=set(STATISTICS_OPTIONS), mode="json")
     text = json.dumps(
         [parameters["dataset"]["sha256"], parameters["dataset"]["root"], relevant], sort_keys=True
     )

@@ -285,10 +285,10 @@ def fit(
     group_by: GroupByOpt = None,
     unseen: UnseenOpt = None,
     update: Annotated[
-        Path | None,
+        str | None,
         typer.Option(
             "--update",
-            help="Merge SOURCE's statistics into this artifact (new partitions only; "
+            help="Merge SOURCE's statistics into this artifact, a path or URL (new partitions only; "
             "written back unless --stats names another file).",
         ),
     ] = None,
@@ -304,65 +304,56 @@ def fit(
     """Compute global statistics of SOURCE and save them (with the fitted scalers) to --stats,
     or with --update merge them into an existing artifact."""
     from normpipe import api
+    from normpipe.storage import locate
 
+    options: dict[str, Any] = {
+        "method": method,
+        "overrides": _overrides(override),
+        "columns": _split(columns),
+        "exclude": _split(exclude),
+        "sketch_k": sketch_k,
+        "quantiles": quantiles,
+        "distinct": distinct,
+        "group_by": group_by,
+        "unseen": unseen,
+    }
+    cluster = {
+        "scheduler": scheduler,
+        "workers": workers,
+        "threads_per_worker": threads_per_worker,
+        "memory_limit": memory_limit,
+    }
     if update is not None:
-        fixed: dict[str, object] = {"--method": method, "--override": override, "--columns": columns}
-        fixed |= {
-            "--exclude": exclude,
-            "--sketch-k": sketch_k,
-            "--quantiles": quantiles,
-            "--distinct": distinct,
-        }
-        given = [option for option, value in fixed.items() if value]
-        if given:
+        from normpipe.config import STATISTICS_OPTIONS
+
+        cfg = _build_config(config, source=source, stats=stats or update, **options, **cluster)
+        fixed = [name for name in STATISTICS_OPTIONS if name in cfg.model_fields_set]
+        if fixed:
+            name = fixed[0]
+            given = f"--{'override' if name == 'overrides' else name.replace('_', '-')}"
+            where = given if options[name] is not None else f"'{name}' in {config}"
             raise ConfigError(
-                f"{given[0]} cannot be combined with --update: the artifact fixes columns, methods "
-                "and sketch; fit from scratch to change them"
+                f"{where} cannot be combined with --update: the artifact fixes the columns, methods, "
+                "groups and sketch; leave it out, or fit from scratch to change them"
             )
-        cfg = _build_config(
-            config,
-            source=source,
-            stats=stats or str(update),
-            scheduler=scheduler,
-            workers=workers,
-            threads_per_worker=threads_per_worker,
-            memory_limit=memory_limit,
-        )
         started = time.perf_counter()
         with _progress(progress) as tick:
             merged, files = api.update(config=cfg, base=update, allow_repeat=allow_repeat, progress=tick)
         _print_stats(merged)
         console.print(
-            f"stats: {Path(cfg.stats or update).absolute()}  ({files} new files, "
+            f"stats: {locate(cfg.stats or update).url}  ({files} new files, "
             f"{merged.rows:,} rows in all; {time.perf_counter() - started:.1f} s)"
         )
         return
 
-    cfg = _build_config(
-        config,
-        source=source,
-        stats=stats,
-        method=method,
-        overrides=_overrides(override),
-        columns=_split(columns),
-        exclude=_split(exclude),
-        sketch_k=sketch_k,
-        quantiles=quantiles,
-        distinct=distinct,
-        group_by=group_by,
-        unseen=unseen,
-        scheduler=scheduler,
-        workers=workers,
-        threads_per_worker=threads_per_worker,
-        memory_limit=memory_limit,
-    )
+    cfg = _build_config(config, source=source, stats=stats, **options, **cluster)
     if not cfg.stats:
         raise ConfigError("missing --stats: where to save the stats artifact, e.g. --stats stats.json")
     started = time.perf_counter()
     with _progress(progress) as tick:
         result = api.fit(config=cfg, progress=tick)
     _print_stats(result)
-    console.print(f"stats: {Path(cfg.stats).absolute()}  ({time.perf_counter() - started:.1f} s)")
+    console.print(f"stats: {locate(cfg.stats).url}  ({time.perf_counter() - started:.1f} s)")
 
 
 @app.command()

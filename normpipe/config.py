@@ -20,6 +20,7 @@ from normpipe.errors import ConfigError
 from normpipe.scalers import Request, RequestSpec, ZScore
 
 __all__ = [
+    "STATISTICS_OPTIONS",
     "ClusterConfig",
     "CompareConfig",
     "ModelOptions",
@@ -61,6 +62,21 @@ class ClusterConfig(_Model):
     threads_per_worker: int = Field(default=1, ge=1)
     memory_limit: str | int | None = Field(default="auto", description="per worker, e.g. '2GB'")
     processes: bool = True
+
+
+#: The options that decide the statistics and the fitted transform (they key the flows'
+#: cache, and an artifact being updated fixes them all).
+STATISTICS_OPTIONS = (
+    "method",
+    "overrides",
+    "columns",
+    "exclude",
+    "sketch_k",
+    "quantiles",
+    "distinct",
+    "group_by",
+    "unseen",
+)
 
 
 class RunConfig(_Model):

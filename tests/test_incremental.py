@@ -131,7 +131,37 @@ def test_update_refuses_other_columns_and_lost_log_moments(client: Client, appen
         logged.merge(fewer)
 
 
-def test_cli_update_rejects_method_options(appends: list[Path], tmp_path: Path) -> None:
-    code, _, err = invoke("fit", appends[0], "--update", tmp_path / "s.json", "--method", "robust")
+@pytest.mark.parametrize(
+    ("options", "named"),
+    [
+        (["--method", "robust"], "--method"),
+        (["--override", "t=minmax"], "--override"),
+        (["--group-by", "t"], "--group-by"),
+        (["--unseen", "error"], "--unseen"),
+        (["--sketch-k", "200"], "--sketch-k"),
+    ],
+)
+def test_cli_update_refuses_options_the_artifact_fixes(
+    appends: list[Path], tmp_path: Path, options: list[str], named: str
+) -> None:
+    code, out, err = invoke("fit", appends[0], "--update", tmp_path / "s.json", *options)
     assert code == 2
-    assert "--method cannot be combined with --update" in err
+    assert err.strip().splitlines() == [err.strip()]
+    assert f"error: {named} cannot be combined with --update" in err
+    assert out == ""
+
+
+def test_cli_update_refuses_a_config_that_sets_the_method(appends: list[Path], tmp_path: Path) -> None:
+    config = tmp_path / "run.yaml"
+    config.write_text("method: robust\ncluster: {processes: false, workers: 1}\n")
+    code, _, err = invoke("fit", appends[0], "--update", tmp_path / "s.json", "--config", config)
+    assert code == 2
+    assert f"'method' in {config} cannot be combined with --update" in err
+    # the cluster section alone is fine
+    config.write_text("cluster: {processes: false, workers: 1}\n")
+    assert invoke("fit", appends[0], "--stats", tmp_path / "s.json", "--config", config)[0] == 0
+    code, out, err = invoke("fit", appends[1], "--update", tmp_path / "s.json", "--config", config)
+    assert code == 0, err
+    rows = len(pd.read_parquet(appends[0])) + len(pd.read_parquet(appends[1]))
+    assert Stats.load(tmp_path / "s.json").rows == rows
+    assert f"stats: {tmp_path / 's.json'}" in out

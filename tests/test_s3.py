@@ -303,3 +303,21 @@ def test_train_from_and_to_s3(aws: dict[str, str], tmp_path: Path) -> None:
     assert loaded.sha256 == stats.sha256
     assert np.isfinite(result.metrics["rmse"])
     assert sum(p.numel() for p in model.parameters()) > 0
+
+
+def test_cli_update_keeps_an_artifact_url(aws: dict[str, str], local_data: Path, tmp_path: Path) -> None:
+    """`fit --update s3://...` reads and writes the artifact on S3 (not a local 's3:' folder)."""
+    from tests.test_cli import invoke
+
+    config = tmp_path / "local.yaml"
+    config.write_text("cluster: {processes: false, workers: 1}\nexclude: [id]\n")
+    files = sorted(local_data.rglob("*.parquet"))
+    code, _, err = invoke("fit", files[0], "--stats", "s3://lake/upd/stats.json", "--config", config)
+    assert code == 0, err
+    config.write_text("cluster: {processes: false, workers: 1}\n")
+    code, out, err = invoke("fit", files[1], "--update", "s3://lake/upd/stats.json", "--config", config)
+    assert code == 0, err
+    assert "stats: s3://lake/upd/stats.json" in out
+    assert not (Path.cwd() / "s3:").exists()
+    merged = Stats.load("s3://lake/upd/stats.json")
+    assert merged.rows == sum(len(pd.read_parquet(f)) for f in files[:2])
