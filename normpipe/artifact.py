@@ -55,6 +55,7 @@ from normpipe.scalers import (
     Auto,
     FittedScaler,
     Request,
+    RequestSpec,
     ScalerSpec,
     fit_scaler,
     group_params,
@@ -99,6 +100,7 @@ class _SketchModel(_Model):
 class _MomentsModel(_Model):
     count: int = Field(ge=1)
     mean: float
+    mean_lo: float = 0.0  # absent in artifacts written before it was kept
     m2: float
     m3: float | None
     m4: float | None
@@ -112,6 +114,7 @@ class _MomentsModel(_Model):
         return {
             "count": m.count,
             "mean": m.mean,
+            "mean_lo": m.mean_lo,
             "m2": m.m2,
             "m3": _finite_or_none(m.m3),
             "m4": _finite_or_none(m.m4),
@@ -126,7 +129,7 @@ class _MomentsModel(_Model):
             self.m2,
             self.min,
             self.max,
-            0.0,
+            self.mean_lo,
             _none_to_nan(self.m3),
             _none_to_nan(self.m4),
         )
@@ -140,6 +143,7 @@ class _ColumnModel(_Model):
     posinf: int = Field(ge=0)
     neginf: int = Field(ge=0)
     mean: float | None
+    mean_lo: float | None = None  # the mean's rounding error; absent in artifacts written before it was kept
     m2: float | None
     m3: float | None = None  # absent in artifacts written before skewness was kept
     m4: float | None = None
@@ -150,6 +154,7 @@ class _ColumnModel(_Model):
     quantiles: dict[str, float | None]
     sketch: str
     scaler: ScalerSpec
+    request: RequestSpec | None = None  # what was asked for (auto, or the method); absent in older files
     params: dict[str, float]
     reason: str = ""
     profile: dict[str, float | None] = Field(default_factory=dict)
@@ -209,7 +214,7 @@ def _none_to_nan(value: float | None) -> float:
 class ColumnStats:
     """Statistics of one column, its mergeable state and its fitted scaler."""
 
-    __slots__ = ("dtype", "exact", "scaler", "state", "summary")
+    __slots__ = ("dtype", "exact", "request", "scaler", "state", "summary")
 
     def __init__(
         self,
@@ -218,11 +223,15 @@ class ColumnStats:
         summary: ColumnSummary,
         scaler: FittedScaler,
         exact: Mapping[float, float] | None = None,
+        request: Request | None = None,
     ):
         self.dtype = dtype
         self.state = state
         self.summary = summary
         self.scaler = scaler
+        #: What was asked for: ``auto`` or a method with its options (``scaler`` holds
+        #: what was fitted; the two differ only for ``auto``).
+        self.request: Request = scaler.spec if request is None else request
         #: Exact quantiles (``--quantiles exact``) by probability, else ``None``.
         self.exact = dict(exact) if exact is not None else None
 
@@ -252,7 +261,7 @@ class ColumnStats:
                     "fit again with --quantiles exact and this method"
                 )
             summary = replace(summary, quantiles={p: exact[p] for p in probabilities})
-        return cls(dtype, state, summary, fit_scaler(spec, summary, state, name), exact)
+        return cls(dtype, state, summary, fit_scaler(spec, summary, state, name), exact, spec)
 
     def to_json(self) -> dict[str, Any]:
         s, m = self.summary, self.state.moments
@@ -264,6 +273,7 @@ class ColumnStats:
             "posinf": s.posinf,
             "neginf": s.neginf,
             "mean": _finite_or_none(s.mean),
+            "mean_lo": m.mean_lo if s.count else None,
             "m2": m.m2 if s.count else None,
             "m3": _finite_or_none(m.m3) if s.count else None,
             "m4": _finite_or_none(m.m4) if s.count else None,
@@ -274,6 +284,7 @@ class ColumnStats:
             "quantiles": {repr(p): _finite_or_none(q) for p, q in s.quantiles.items()},
             "sketch": self.state.sketch.to_base64(),
             "scaler": self.scaler.spec.model_dump(mode="json"),
+            "request": self.request.model_dump(mode="json"),
             "params": self.scaler.params,
             "reason": self.scaler.reason,
             "profile": {
@@ -303,7 +314,7 @@ class ColumnStats:
                 _none_to_nan(model.m2),
                 _none_to_nan(model.min),
                 _none_to_nan(model.max),
-                0.0,
+                model.mean_lo or 0.0,
                 _none_to_nan(model.m3),
                 _none_to_nan(model.m4),
             )
@@ -349,7 +360,10 @@ class ColumnStats:
         if model.scaler.method == "quantile" and len(scaler.table) < 2:
             raise ValueError("the quantile transform has no table")
         exact = {float(p): q for p, q in model.quantiles.items() if q is not None} if is_exact else None
-        return cls(model.dtype, state, summary, scaler, exact)
+        request = model.request
+        if request is None:  # written before the request was stored: auto left its reason
+            request = Auto() if model.reason else model.scaler
+        return cls(model.dtype, state, summary, scaler, exact, request)
 
 
 def counted_files(dataset: Mapping[str, Any]) -> dict[tuple[str, int], str]:
@@ -494,7 +508,8 @@ class Stats:
 
         The artifact keeps each column's full state (moments and quantile sketch), so
         any method can be fitted from it. ``method`` (a name or a spec) applies to every
-        column not in ``overrides``; left out, a column keeps its scaler.
+        column not in ``overrides``; left out, a column keeps what was asked for
+        (an ``auto`` column stays ``auto`` and chooses again).
 
         Examples
         --------
@@ -511,7 +526,7 @@ class Stats:
         columns = {}
         for name, column in self.columns.items():
             chosen = overrides.get(name, method)
-            spec = column.scaler.spec if chosen is None else parse_scaler(chosen)
+            spec = column.request if chosen is None else parse_scaler(chosen)
             columns[name] = ColumnStats.fitted(name, column.dtype, column.state, spec, column.exact)
         if self.groups is not None:
             self.groups.mapper({name: c.scaler for name, c in columns.items()})
@@ -574,8 +589,7 @@ class Stats:
                 merged = replace(merged, log=None)  # kept on one side only: not the whole data
             if (column.state.distinct is None) != (other.distinct is None):
                 merged = replace(merged, distinct=None)
-            spec: Request = Auto() if column.scaler.reason else column.scaler.spec
-            columns[name] = ColumnStats.fitted(name, column.dtype, merged, spec)
+            columns[name] = ColumnStats.fitted(name, column.dtype, merged, column.request)
         history = [
             *self.dataset.get("history", []),
             {k: v for k, v in self.dataset.items() if k != "history"},

@@ -8,13 +8,16 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
 from normpipe.artifact import VERSION, Stats
+from normpipe.core.column import TableState
 from normpipe.errors import ArtifactError
+from normpipe.scalers import parse_scaler
 from tests.helpers import assert_roundtrip, stats_of
 from tests.strategies import any_floats
 
@@ -149,3 +152,57 @@ def test_nullable_and_integer_frames(diabetes: pd.DataFrame) -> None:
     assert np.isnan(out["a"].iloc[1])
     assert out["a"].iloc[0] == -1.0
     assert_roundtrip(stats, frame.astype({"a": "float64"}))
+
+
+def _single_rows(values: np.ndarray) -> TableState:
+    """The state of ``values`` merged one row at a time (a block per row, the worst case
+    for a large common offset)."""
+    state = TableState()
+    for value in values:
+        state = state.merge(TableState.from_block(pa.table({"x": [value]}), ["x"], 64))
+    return state
+
+
+def test_compensated_mean_survives_save_and_update(tmp_path: Path) -> None:
+    """``1e9 + N(0, 1e-3)``: an update after a reload equals one without it, and the std
+    stays right to 1e-12 (dropping ``mean_lo`` on save made it 7e-8)."""
+    values = 1e9 + np.random.default_rng(0).normal(0, 1e-3, 1_000)
+    first, more = _single_rows(values[:500]), _single_rows(values[500:])
+    fingerprint = {"source": "a", "root": "/a", "sha256": "", "files": []}
+    stats = Stats.from_state(first, {"x": parse_scaler("zscore")}, {"x": "double"}, 64, fingerprint)
+    assert stats.columns["x"].state.moments.mean_lo != 0.0
+    stats.save(tmp_path / "s.json")
+    loaded = Stats.load(tmp_path / "s.json")
+    assert loaded.columns["x"].state.moments == stats.columns["x"].state.moments
+    later = {"source": "b", "root": "/b", "sha256": "", "files": []}
+    kept, reloaded = stats.absorb(more, later), loaded.absorb(more, later)
+    assert reloaded.columns["x"].state.moments == kept.columns["x"].state.moments
+    exact = float(np.std(values.astype(np.longdouble)))
+    assert reloaded.summary("x").std == pytest.approx(exact, rel=1e-12)
+
+
+def test_the_request_and_the_fitted_method_are_stored_apart(tmp_path: Path, diabetes: pd.DataFrame) -> None:
+    """An ``auto`` column stays ``auto`` through save, refit and update; a named method
+    replaces it; artifacts written before the request was stored still load."""
+    stats = stats_of(diabetes[["bmi", "s4"]], "auto")
+    chosen = {name: c.scaler.method for name, c in stats.columns.items()}
+    assert "auto" not in chosen.values()
+    stats.save(tmp_path / "s.json")
+    doc = json.loads((tmp_path / "s.json").read_text())
+    assert doc["columns"]["bmi"]["request"] == {"method": "auto"}
+    assert doc["columns"]["bmi"]["scaler"]["method"] == chosen["bmi"]
+    loaded = Stats.load(tmp_path / "s.json")
+    for artifact in (loaded, loaded.refit(), loaded.refit(overrides={"s4": "auto"})):
+        assert {n: c.request.method for n, c in artifact.columns.items()} == {"bmi": "auto", "s4": "auto"}
+        assert {n: c.scaler.method for n, c in artifact.columns.items()} == chosen
+        assert all(c.scaler.reason for c in artifact.columns.values())
+    named = loaded.refit(overrides={"bmi": "maxabs"})
+    assert (named.columns["bmi"].request.method, named.columns["bmi"].scaler.method) == ("maxabs", "maxabs")
+    assert named.columns["s4"].request.method == "auto"
+    # an artifact without "request" (written before it was kept) reads auto from its reason
+    for column in doc["columns"].values():
+        del column["request"]
+    del doc["checksum"]
+    (tmp_path / "old.json").write_text(json.dumps(doc))
+    old = Stats.load(tmp_path / "old.json")
+    assert {n: c.request.method for n, c in old.columns.items()} == {"bmi": "auto", "s4": "auto"}
