@@ -259,6 +259,12 @@ def train(
             raise ArtifactError(
                 f"target '{config.target}' is not in the stats artifact; fit it together with the features"
             )
+        if stats.groups is not None and config.target in stats.groups.moments:
+            raise ArtifactError(
+                f"target '{config.target}' is normalized per '{stats.groups.by}' group, and training "
+                "maps predictions back with one set of parameters; fit the training data's statistics "
+                "without --group-by"
+            )
         inverse = partial(stats.inverse_column, config.target)
     normalize = stats if apply_stats else None
     torch.manual_seed(config.seed)  # before the model is built: its initial weights too

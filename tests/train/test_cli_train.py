@@ -165,3 +165,32 @@ def test_train_on_data_normalized_with_another_artifact(tmp_path: Path, raw: Pat
     assert code == 2
     assert "no model.json" in err
     np.testing.assert_equal(not (tmp_path / "p").exists(), True)
+
+
+def test_train_on_a_per_group_artifact_fails_before_the_first_epoch(
+    tmp_path: Path, raw: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import normpipe.train.loop
+
+    def never(*args: object, **kwargs: object) -> None:
+        raise AssertionError("training started")
+
+    monkeypatch.setattr(normpipe.train.loop, "fit_model", never)
+    local = tmp_path / "local.yaml"
+    local.write_text("cluster: {processes: false, workers: 1}\n")
+    code, _, err = invoke("run", raw, "--output", tmp_path / "norm", "--group-by", "sex", "--config", local)
+    assert code == 0, err
+    config = tmp_path / "train.yaml"
+    features = [f for f in FEATURES if f != "sex"]
+    config.write_text(
+        yaml.safe_dump(
+            {"data": str(tmp_path / "norm"), "output": str(tmp_path / "model"), "features": features,
+             "target": "target"}
+        )
+    )
+    code, out, err = invoke("train", config)
+    assert code == 2
+    assert err.strip().splitlines() == [err.strip()]
+    assert "target 'target' is normalized per 'sex' group" in err
+    assert "without --group-by" in err
+    assert not (tmp_path / "model").exists()
