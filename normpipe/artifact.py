@@ -357,8 +357,7 @@ class ColumnStats:
             log=state.log,
         )
         scaler = FittedScaler(model.scaler, dict(model.params), model.reason, tuple(model.table or ()))
-        if model.scaler.method == "quantile" and len(scaler.table) < 2:
-            raise ValueError("the quantile transform has no table")
+        scaler.check()
         exact = {float(p): q for p, q in model.quantiles.items() if q is not None} if is_exact else None
         request = model.request
         if request is None:  # written before the request was stored: auto left its reason
@@ -703,18 +702,26 @@ class Stats:
             )
         try:
             model = _ArtifactModel.model_validate(doc)
-            k = model.quantile_sketch.k
-            columns = {name: ColumnStats.from_model(c, k, model.exact) for name, c in model.columns.items()}
-            groups = GroupStats.from_model(model.groups) if model.groups is not None else None
         except ValidationError as err:
             first = err.errors()[0]
             loc = ".".join(str(p) for p in first["loc"])
             raise ArtifactError(
                 f"{where}: invalid stats artifact at '{loc}': {first['msg']}; recreate it with 'normpipe fit'"
             ) from None
-        except (ValueError, RuntimeError) as err:  # damaged base64 or sketch bytes
+        k = model.quantile_sketch.k
+        columns = {}
+        for name, column in model.columns.items():
+            try:
+                columns[name] = ColumnStats.from_model(column, k, model.exact)
+            except (ValueError, RuntimeError) as err:  # damaged parameters, base64 or sketch bytes
+                raise ArtifactError(
+                    f"{where}: column '{name}' is damaged ({err}); recreate it with 'normpipe fit'"
+                ) from None
+        try:
+            groups = GroupStats.from_model(model.groups) if model.groups is not None else None
+        except (ValueError, RuntimeError) as err:
             raise ArtifactError(
-                f"{where}: damaged sketch or group arrays ({err}); recreate it with 'normpipe fit'"
+                f"{where}: damaged group arrays ({err}); recreate it with 'normpipe fit'"
             ) from None
         return cls(
             columns,

@@ -266,6 +266,31 @@ class FittedScaler:
     def method(self) -> str:
         return self.spec.method
 
+    def check(self) -> None:
+        """Refuse parameters that no fit gives (an edited or damaged artifact): the
+        method's keys, finite values, a positive ``scale``, ``low <= high``, and for
+        ``quantile`` a finite, non-decreasing table of two or more values.
+
+        Raises
+        ------
+        ValueError
+            Naming the first parameter at fault.
+        """
+        needed = _PARAMS[self.method]
+        if set(self.params) != set(needed):
+            raise ValueError(f"{self.method} has the parameters {', '.join(needed) or 'none'}")
+        for key, value in self.params.items():
+            if not math.isfinite(value):
+                raise ValueError(f"parameter '{key}' is {value}")
+        if "scale" in self.params and not self.params["scale"] > 0:
+            raise ValueError(f"parameter 'scale' is {self.params['scale']}; a fit gives a positive scale")
+        if "low" in self.params and not self.params["low"] <= self.params["high"]:
+            raise ValueError("parameter 'low' is above 'high'")
+        if self.method == "quantile":
+            table = np.asarray(self.table, dtype=np.float64)
+            if table.size < 2 or not np.isfinite(table).all() or (np.diff(table) < 0).any():
+                raise ValueError("the quantile table must be two or more finite, non-decreasing values")
+
     def apply(self, x: npt.NDArray[np.float64]) -> npt.NDArray[np.float64]:
         """Forward map of a float64 array (a new array; the input is not changed)."""
         p, spec = self.params, self.spec
@@ -324,6 +349,19 @@ class FittedScaler:
         x: npt.NDArray[np.float64] = np.interp(y, self._references(), np.asarray(self.table))
         x[np.isnan(y)] = np.nan
         return x
+
+
+#: The fitted parameters of each method (see :class:`FittedScaler`).
+_PARAMS: dict[str, tuple[str, ...]] = {
+    "zscore": ("center", "scale"),
+    "robust": ("center", "scale"),
+    "maxabs": ("center", "scale"),
+    "log1p": ("center", "scale"),
+    "signed_log": ("center", "scale"),
+    "minmax": ("scale", "min"),
+    "clip": ("low", "high", "center", "scale"),
+    "quantile": (),
+}
 
 
 def _ndtri(u: npt.NDArray[np.float64]) -> npt.NDArray[np.float64]:

@@ -100,7 +100,15 @@ def saved(tmp_path: Path, diabetes: pd.DataFrame) -> Path:
             lambda text: text.replace('"count": ', '"count": -', 1),
             "invalid stats artifact at 'columns.age.count'",
         ),
-        (lambda text: text.replace('"sketch": "', '"sketch": "AAAA', 1), "damaged sketch or group arrays"),
+        (lambda text: text.replace('"sketch": "', '"sketch": "AAAA', 1), "column 'age' is damaged"),
+        (
+            lambda text: text.replace('"params": {\n        "center"', '"params": {\n        "centre"', 1),
+            "column 'age' is damaged .zscore has the parameters center, scale",
+        ),
+        (
+            lambda text: re.sub(r'"scale": [0-9.e+-]+', '"scale": 0.0', text, count=1),
+            "column 'age' is damaged .parameter 'scale' is 0.0",
+        ),
     ],
 )
 def test_malformed_artifacts_are_rejected(saved: Path, mutate, message: str) -> None:  # type: ignore[no-untyped-def]
