@@ -12,6 +12,7 @@ import math
 import os
 import sys
 import time
+from collections import Counter
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from functools import wraps
@@ -204,7 +205,8 @@ def _fmt(value: float | None) -> str:
     return f"{value:.5g}"
 
 
-def _stats_table(stats: Any) -> Table:
+def _stats_table(stats: Any, names: list[str]) -> Table:
+    """The statistics and fitted parameters of the columns ``names``, a row each."""
     from normpipe.core.sketch import rank_error_bound
 
     table = Table(
@@ -228,7 +230,8 @@ def _stats_table(stats: Any) -> Table:
     )
     for header in headers:
         table.add_column(header, justify="left" if header in ("column", "method", "params") else "right")
-    for name, column in stats.columns.items():
+    for name in names:
+        column = stats.columns[name]
         s = column.summary
         q = s.quantiles
         params = ", ".join(f"{k}={_fmt(v)}" for k, v in column.scaler.params.items())
@@ -252,9 +255,29 @@ def _stats_table(stats: Any) -> Table:
     return table
 
 
-def _print_stats(stats: Any) -> None:
-    """The stats table, then the reason for each method chosen by ``auto``."""
-    console.print(_stats_table(stats))
+#: Past this many columns the commands that compute statistics print the first ones
+#: and a summary; ``normpipe inspect`` prints every column.
+SCREENFUL = 30
+
+
+def _print_stats(stats: Any, where: str | None = None) -> None:
+    """The stats table, then the reason for each method chosen by ``auto``.
+
+    With ``where`` (the artifact's path or URL) and more than :data:`SCREENFUL`
+    columns, only the first ones are shown, followed by a count of methods and the
+    ``inspect`` command that shows them all.
+    """
+    names = list(stats.columns)
+    shown = names if where is None or len(names) <= SCREENFUL else names[:SCREENFUL]
+    console.print(_stats_table(stats, shown))
+    if len(shown) < len(names):
+        methods = Counter(column.scaler.method for column in stats.columns.values())
+        counts = ", ".join(f"{method} {count:,}" for method, count in methods.most_common())
+        console.print(
+            f"  … {len(names) - len(shown):,} more columns ({len(names):,} in all; methods: {counts}); "
+            f"every column: normpipe inspect {where}",
+            highlight=False,
+        )
     if stats.groups is not None:
         console.print(
             f"  per group: {len(stats.groups.keys):,} values of '{stats.groups.by}' "
@@ -263,9 +286,10 @@ def _print_stats(stats: Any) -> None:
         )
     if stats.exact:
         console.print("  quantiles: exact (numpy's linear interpolation)", highlight=False)
-    for name, column in stats.columns.items():
-        if column.scaler.reason:
-            console.print(f"  {name}: {column.scaler.reason}", highlight=False)
+    for name in shown:
+        reason = stats.columns[name].scaler.reason
+        if reason:
+            console.print(f"  {name}: {reason}", highlight=False)
 
 
 # ----------------------------------------------------------------------------- commands
@@ -339,7 +363,7 @@ def fit(
         started = time.perf_counter()
         with _progress(progress) as tick:
             merged, files = api.update(config=cfg, base=update, allow_repeat=allow_repeat, progress=tick)
-        _print_stats(merged)
+        _print_stats(merged, locate(cfg.stats or update).url)
         console.print(
             f"stats: {locate(cfg.stats or update).url}  ({files} new files, "
             f"{merged.rows:,} rows in all; {time.perf_counter() - started:.1f} s)"
@@ -352,7 +376,7 @@ def fit(
     started = time.perf_counter()
     with _progress(progress) as tick:
         result = api.fit(config=cfg, progress=tick)
-    _print_stats(result)
+    _print_stats(result, locate(cfg.stats).url)
     console.print(f"stats: {locate(cfg.stats).url}  ({time.perf_counter() - started:.1f} s)")
 
 
@@ -467,7 +491,7 @@ def _run_and_report(cfg: Any, progress: bool | None, prefect: bool = False) -> N
     else:
         with _progress(progress) as tick:
             stats, manifest = api.run(config=cfg, progress=tick)
-    _print_stats(stats)
+    _print_stats(stats, manifest['stats'])
     console.print(
         f"output: {manifest['output']}  ({manifest['rows_out']:,} rows, {len(manifest['files'])} files)\n"
         f"stats:  {manifest['stats']}\n"
@@ -535,7 +559,7 @@ def merge(
 
     merged = Stats.load(first).merge(Stats.load(second), allow_repeat, (str(first), str(second)))
     merged.save(output)
-    _print_stats(merged)
+    _print_stats(merged, locate(output).url)
     console.print(f"stats: {locate(output).url}  ({merged.rows:,} rows)")
 
 

@@ -122,6 +122,17 @@ def test_ten_thousand_columns(cli: Run, tmp_path: Path) -> None:  # noqa: F811
     assert result.code == 0, result.stderr
     out = pq.read_table(tmp_path / "out" / "p.parquet", columns=["c0", "c9999"])
     np.testing.assert_allclose(out.column("c9999").to_numpy(), [-1.224744871391589, 0.0, 1.224744871391589])
+    # a screenful, not 10,000 rows: the first columns, a count, and where the rest are
+    assert len(result.stdout.splitlines()) < 60
+    assert "c29 " in result.stdout
+    assert "c30 " not in result.stdout
+    stats = tmp_path / "out" / "_stats.json"
+    assert f"9,970 more columns (10,000 in all; methods: zscore 10,000); every column: normpipe inspect {stats}" in (
+        " ".join(result.stdout.split())
+    )
+    shown = cli("inspect", stats)
+    assert shown.code == 0
+    assert "c9999 " in shown.stdout
     # a message about a missing column stays one short line
     result = cli("run", tmp_path / "in", "--output", tmp_path / "o2", "--columns", "nope")
     assert_clean_failure(result, "column 'nope'", "more)")
