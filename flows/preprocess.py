@@ -47,7 +47,6 @@ from normpipe.writer import SUCCESS
 __all__ = ["compute_stats", "normalize", "preprocess"]
 
 
-
 def _as_config(config: RunConfig | str | Path) -> RunConfig:
     return config if isinstance(config, RunConfig) else load_config(config)
 

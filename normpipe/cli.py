@@ -491,7 +491,7 @@ def _run_and_report(cfg: Any, progress: bool | None, prefect: bool = False) -> N
     else:
         with _progress(progress) as tick:
             stats, manifest = api.run(config=cfg, progress=tick)
-    _print_stats(stats, manifest['stats'])
+    _print_stats(stats, manifest["stats"])
     console.print(
         f"output: {manifest['output']}  ({manifest['rows_out']:,} rows, {len(manifest['files'])} files)\n"
         f"stats:  {manifest['stats']}\n"

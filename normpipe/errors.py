@@ -8,6 +8,7 @@ message argument so that they survive the trip from a Dask worker to the client.
 from __future__ import annotations
 
 __all__ = [
+    "REPR_PREFIX",
     "ArtifactError",
     "ClusterError",
     "ConfigError",
@@ -15,7 +16,6 @@ __all__ = [
     "InputError",
     "NormpipeError",
     "OutputError",
-    "REPR_PREFIX",
 ]
 
 

@@ -301,9 +301,9 @@ def transform_file(
             stack.enter_context(storage_errors(dest_root.url, "write"))
             sink = stack.enter_context(dest_root.fs.open(dest.as_posix(), "wb"))
         blocks = (
-            transform_table(
-                file.read(parquet, i), scalers, dtype, groups, file.path
-            ).replace_schema_metadata(metadata)
+            transform_table(file.read(parquet, i), scalers, dtype, groups, file.path).replace_schema_metadata(
+                metadata
+            )
             for i in range(parquet.num_row_groups)
         )
         first = next(blocks, None)  # the codecs are chosen on the first row group

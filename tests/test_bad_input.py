@@ -252,10 +252,15 @@ def test_outputs_are_read_only_when_their_manifest_matches(cli: Run, good: Path,
     ("content", "fragment"),
     [
         ("{not json", "_SUCCESS is not valid JSON"),
-        ('{"format": "normpipe.success", "version": 1, "rows_in": 10, "rows_out": 10, '
-         '"files": [{"rows_in": 5, "rows_out": 5}]}', "invalid manifest at 'files.0.path'"),
-        ('{"format": "normpipe.success", "version": 1, "rows_in": 10, "rows_out": 10}',
-         "invalid manifest at 'files'"),
+        (
+            '{"format": "normpipe.success", "version": 1, "rows_in": 10, "rows_out": 10, '
+            '"files": [{"rows_in": 5, "rows_out": 5}]}',
+            "invalid manifest at 'files.0.path'",
+        ),
+        (
+            '{"format": "normpipe.success", "version": 1, "rows_in": 10, "rows_out": 10}',
+            "invalid manifest at 'files'",
+        ),
     ],
 )
 def test_damaged_manifest_is_one_clear_line(

@@ -184,11 +184,15 @@ def test_train_on_a_per_group_artifact_fails_before_the_first_epoch(
     features = [f for f in FEATURES if f != "sex"]
     config.write_text(
         yaml.safe_dump(
-            {"data": str(tmp_path / "norm"), "output": str(tmp_path / "model"), "features": features,
-             "target": "target"}
+            {
+                "data": str(tmp_path / "norm"),
+                "output": str(tmp_path / "model"),
+                "features": features,
+                "target": "target",
+            }
         )
     )
-    code, out, err = invoke("train", config)
+    code, _, err = invoke("train", config)
     assert code == 2
     assert err.strip().splitlines() == [err.strip()]
     assert "target 'target' is normalized per 'sex' group" in err
