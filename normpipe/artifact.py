@@ -70,6 +70,8 @@ __all__ = ["FORMAT", "VERSION", "ColumnStats", "GroupStats", "Stats", "counted_f
 
 FORMAT = "normpipe.stats"
 VERSION = 1
+#: Counts are int64 everywhere (numpy, Arrow); a larger one is a damaged artifact.
+MAX_COUNT = 2**63 - 1
 
 
 class _Model(BaseModel):
@@ -98,7 +100,7 @@ class _SketchModel(_Model):
 
 
 class _MomentsModel(_Model):
-    count: int = Field(ge=1)
+    count: int = Field(ge=1, le=MAX_COUNT)
     mean: float
     mean_lo: float = 0.0  # absent in artifacts written before it was kept
     m2: float
@@ -137,11 +139,11 @@ class _MomentsModel(_Model):
 
 class _ColumnModel(_Model):
     dtype: str
-    count: int = Field(ge=0)
-    nulls: int = Field(ge=0)
-    nans: int = Field(ge=0)
-    posinf: int = Field(ge=0)
-    neginf: int = Field(ge=0)
+    count: int = Field(ge=0, le=MAX_COUNT)
+    nulls: int = Field(ge=0, le=MAX_COUNT)
+    nans: int = Field(ge=0, le=MAX_COUNT)
+    posinf: int = Field(ge=0, le=MAX_COUNT)
+    neginf: int = Field(ge=0, le=MAX_COUNT)
     mean: float | None
     mean_lo: float | None = None  # the mean's rounding error; absent in artifacts written before it was kept
     m2: float | None
@@ -158,9 +160,11 @@ class _ColumnModel(_Model):
     params: dict[str, float]
     reason: str = ""
     profile: dict[str, float | None] = Field(default_factory=dict)
-    zeros: int | None = Field(default=None, ge=0)  # absent in artifacts written before it was kept
-    at_min: int | None = Field(default=None, ge=0)  # likewise
-    at_max: int | None = Field(default=None, ge=0)
+    zeros: int | None = Field(
+        default=None, ge=0, le=MAX_COUNT
+    )  # absent in artifacts written before it was kept
+    at_min: int | None = Field(default=None, ge=0, le=MAX_COUNT)  # likewise
+    at_max: int | None = Field(default=None, ge=0, le=MAX_COUNT)
     log: _MomentsModel | None = None  # moments of sign(x) log1p(|x|), when a method needed them
     distinct: str | None = None  # base64 HLL sketch, when asked for
     table: list[float] | None = None  # the quantile transform's quantiles
@@ -187,7 +191,7 @@ class _ArtifactModel(_Model):
     version: int
     normpipe_version: str
     created: str
-    rows: int = Field(ge=0)
+    rows: int = Field(ge=0, le=MAX_COUNT)
     exact: bool = False  # quantiles exact (--quantiles exact); absent in older files
     quantile_sketch: _SketchModel
     dataset: _DatasetModel
@@ -362,6 +366,15 @@ class ColumnStats:
         request = model.request
         if request is None:  # written before the request was stored: auto left its reason
             request = Auto() if model.reason else model.scaler
+        # The parameters are a function of the request and the statistics: fitting again
+        # must give them back, else the file was edited or damaged (one without a checksum).
+        missing = [
+            p for p in (*REPORTED_PROBABILITIES, *request.probabilities()) if p not in summary.quantiles
+        ]
+        if missing:
+            raise ValueError(f"the quantile {missing[0]!r} is missing")
+        if not scaler.agrees_with(fit_scaler(request, summary, state)):
+            raise ValueError(f"its {scaler.method} parameters do not follow from its statistics")
         return cls(model.dtype, state, summary, scaler, exact, request)
 
 

@@ -291,6 +291,15 @@ class FittedScaler:
             if table.size < 2 or not np.isfinite(table).all() or (np.diff(table) < 0).any():
                 raise ValueError("the quantile table must be two or more finite, non-decreasing values")
 
+    def agrees_with(self, other: FittedScaler) -> bool:
+        """The same method, options and reason, and parameters equal up to rounding
+        (1e-12 relative): ``other`` fitted on the same statistics."""
+        if (self.spec, self.reason, set(self.params)) != (other.spec, other.reason, set(other.params)):
+            return False
+        mine = [*(self.params[k] for k in sorted(self.params)), *self.table]
+        theirs = [*(other.params[k] for k in sorted(other.params)), *other.table]
+        return len(mine) == len(theirs) and bool(np.allclose(mine, theirs, rtol=1e-12, atol=0.0))
+
     def apply(self, x: npt.NDArray[np.float64]) -> npt.NDArray[np.float64]:
         """Forward map of a float64 array (a new array; the input is not changed)."""
         p, spec = self.params, self.spec
