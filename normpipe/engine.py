@@ -70,10 +70,18 @@ class QuietOwnErrors(WorkerPlugin):
         logging.getLogger("distributed.worker").removeFilter(_OWN_ERRORS_FILTER)
 
 
-def _quiet_own_errors(client: Client) -> None:
-    """Register :class:`QuietOwnErrors`; best effort (a remote cluster may refuse plugins)."""
+@contextmanager
+def _quiet_own_errors(client: Client) -> Iterator[None]:
+    """:class:`QuietOwnErrors` on the workers while the block runs, then removed (the
+    workers of a cluster normpipe did not start log as before). Best effort: a remote
+    cluster may refuse plugins."""
     with contextlib.suppress(Exception):
         client.register_plugin(QuietOwnErrors(), name=QuietOwnErrors.name)
+    try:
+        yield
+    finally:
+        with contextlib.suppress(Exception):
+            client.unregister_worker_plugin(QuietOwnErrors.name)
 
 
 @contextmanager
@@ -97,8 +105,7 @@ def dask_client(config: ClusterConfig | None = None) -> Iterator[Client]:
             raise ConfigError(
                 f"cannot reach the Dask scheduler at {config.scheduler} ({text}); {hint}"
             ) from None
-        with _quiet_client_logs(), client:
-            _quiet_own_errors(client)
+        with _quiet_client_logs(), client, _quiet_own_errors(client):
             yield client
         return
     workers = config.workers or max(1, min(os.cpu_count() or 1, 8) // config.threads_per_worker)
@@ -147,8 +154,7 @@ def dask_client(config: ClusterConfig | None = None) -> Iterator[Client]:
         written = {n for n in {*os.environ, *before} if os.environ.get(n) != before.get(n)}
         _restore_environ(before, written)
     try:
-        with cluster, Client(cluster) as client:
-            _quiet_own_errors(client)
+        with cluster, Client(cluster) as client, _quiet_own_errors(client):
             yield client
     finally:
         _restore_environ(before, written)  # a nanny that restarted its worker wrote them again

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
@@ -30,13 +31,18 @@ BIN = Path(sys.executable).parent
 
 @contextmanager
 def dask_processes(
-    tmp_path: Path, workers: int = 2, extra: Sequence[object] = (), wait: bool = True
+    tmp_path: Path,
+    workers: int = 2,
+    extra: Sequence[object] = (),
+    wait: bool = True,
+    log: Path | None = None,
 ) -> Iterator[tuple[str, list[subprocess.Popen[bytes]]]]:
     """``dask scheduler`` and ``workers`` single-threaded ``dask worker`` processes on
-    127.0.0.1 (``extra``: more options for both, e.g. TLS); yields the address and the
-    processes, and stops them all afterwards."""
+    127.0.0.1 (``extra``: more options for both, e.g. TLS; ``log``: a file that gets
+    their output); yields the address and the processes, and stops them all afterwards."""
     info = tmp_path / "scheduler.json"
     env = {**os.environ, "DASK_LOGGING__DISTRIBUTED": "error"}
+    output = {} if log is None else {"stdout": log.open("ab"), "stderr": subprocess.STDOUT}
     procs = [
         subprocess.Popen(
             [
@@ -52,6 +58,7 @@ def dask_processes(
                 *extra,
             ],
             env=env,
+            **output,  # type: ignore[call-overload]
         )
     ]
     try:
@@ -76,6 +83,7 @@ def dask_processes(
                         *extra,
                     ],
                     env=env,
+                    **output,  # type: ignore[call-overload]
                 )
             )
         if wait:
@@ -93,6 +101,40 @@ def dask_processes(
             except subprocess.TimeoutExpired:
                 proc.kill()
                 proc.wait(timeout=30)
+
+
+def test_remote_workers_do_not_log_normpipe_errors_while_it_runs(tmp_path: Path) -> None:
+    """Workers normpipe did not start: a damaged file fails the run with one line, and
+    no worker logs it; the filter leaves with the run (the next client's failure of
+    the same kind is logged as Dask logs it)."""
+    from distributed import Client
+
+    def raise_input_error() -> None:  # shipped by value: the workers cannot import tests/
+        from normpipe.errors import InputError
+
+        raise InputError("injected after the run")
+
+    source = tmp_path / "data"
+    source.mkdir()
+    for i in range(3):
+        pq.write_table(pa.table({"x": np.arange(50.0) + i, "y": np.arange(50.0)}), source / f"p{i}.parquet")
+    damaged = bytearray((source / "p1.parquet").read_bytes())
+    damaged[4:40] = b"\xff" * 36  # the first data page's header; the footer stays intact
+    (source / "p1.parquet").write_bytes(bytes(damaged))
+    log = tmp_path / "cluster.log"
+    with dask_processes(tmp_path, log=log) as (address, _):
+        cmd = [BIN / "normpipe", "run", source, "--output", tmp_path / "out", "--scheduler", address]
+        done = subprocess.run([str(c) for c in cmd], capture_output=True, text=True, timeout=300)
+        assert done.returncode == 2, done.stderr
+        lines = (done.stdout + done.stderr).strip().splitlines()
+        assert len(lines) == 1, lines
+        assert "p1.parquet, row group 0, column 'x'" in lines[0]
+        with Client(address, timeout="30s") as client, pytest.raises(ValueError, match="injected after"):
+            client.submit(raise_input_error, pure=False).result()
+    text = log.read_text()
+    assert text.count("Compute Failed") == 1, text
+    assert "injected after the run" in text
+    assert "p1.parquet" not in text
 
 
 @pytest.fixture
