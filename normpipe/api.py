@@ -19,13 +19,13 @@ from distributed import Client
 
 from normpipe import engine
 from normpipe.artifact import Stats, counted_files
+from normpipe.commit import check_output, commit, write_manifest
 from normpipe.config import RunConfig, load_config
 from normpipe.dataset import Dataset, check_footers, discover, listing, select_columns
 from normpipe.engine import Progress
 from normpipe.errors import ArtifactError, ConfigError, InputError
 from normpipe.scalers import GROUP_METHODS, REPORTED_PROBABILITIES
 from normpipe.storage import Location, locate
-from normpipe.writer import check_output, commit, write_manifest
 
 __all__ = ["REPORT_IN_OUTPUT", "STATS_IN_OUTPUT", "fit", "run", "transform", "update"]
 

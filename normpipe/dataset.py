@@ -18,21 +18,19 @@ from collections.abc import Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from functools import cached_property
-from typing import Any, Literal
+from typing import Any
 
 import fsspec
 import pyarrow as pa
 import pyarrow.parquet as pq
 from fsspec.implementations.local import LocalFileSystem
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from normpipe.commit import check_committed
 from normpipe.errors import InputError
 from normpipe.storage import storage_errors
 
 __all__ = [
     "Dataset",
-    "Manifest",
-    "ManifestEntry",
     "SourceFile",
     "check_file_schema",
     "check_footers",
@@ -40,14 +38,10 @@ __all__ = [
     "is_numeric",
     "listing",
     "pandas_index_columns",
-    "parse_manifest",
     "select_columns",
 ]
 
 _GLOB_CHARS = frozenset("*?[")
-#: The commit protocol's files (see :mod:`normpipe.writer`).
-SUCCESS = "_SUCCESS"
-STARTED = "_STARTED"
 
 
 @dataclass(frozen=True, slots=True)
@@ -221,7 +215,7 @@ def _dataset(
             continue
         files.append(SourceFile(name, relpath, int(info.get("size") or 0), _mtime(info)))
     with storage_errors(text, "read"):
-        _check_committed(
+        check_committed(
             fs, root, infos, files, text, whole=not single and not any(c in _GLOB_CHARS for c in text)
         )
     if not files:
@@ -230,106 +224,6 @@ def _dataset(
             "check the path or glob"
         )
     return Dataset(text, root, tuple(files), None if local else fs, single)
-
-
-def _check_committed(
-    fs: fsspec.AbstractFileSystem,
-    root: str,
-    infos: dict[str, dict[str, Any]],
-    files: list[SourceFile],
-    text: str,
-    whole: bool,
-) -> None:
-    """A normpipe output is read only when its ``_SUCCESS`` manifest is present and
-    matches the parts (``whole``: the source is the output's root, so every part must
-    be there and no other). Other datasets (no manifest, or another tool's) pass."""
-    success, started = posixpath.join(root, SUCCESS), posixpath.join(root, STARTED)
-    has_success = success in infos or (not whole and fs.exists(success))
-    if not has_success:
-        if started in infos or (not whole and fs.exists(started)):
-            raise InputError(
-                f"{text}: an incomplete normpipe output (a run was interrupted: {STARTED} and no "
-                f"{SUCCESS}); rerun the job that writes it"
-            )
-        return
-    manifest = parse_manifest(fs.cat_file(success), f"{text}: {SUCCESS}")
-    if manifest is None:
-        return
-    listed = {entry.path: entry.bytes for entry in manifest.files}
-    for file in files:
-        if file.relpath not in listed:
-            raise InputError(
-                f"{text}: {file.relpath} is not listed in {SUCCESS}; the output was changed after "
-                "it was written; rerun the job that writes it"
-            )
-        if listed[file.relpath] is not None and listed[file.relpath] != file.size:
-            raise InputError(
-                f"{text}: {file.relpath} has {file.size:,} bytes, {SUCCESS} says {listed[file.relpath]:,}; "
-                "the output was changed or is incomplete; rerun the job that writes it"
-            )
-    if whole:
-        present = {file.relpath for file in files}
-        missing = [path for path in listed if path not in present]
-        if missing:
-            raise InputError(
-                f"{text}: {missing[0]} is listed in {SUCCESS} but missing; the output is incomplete; "
-                "rerun the job that writes it"
-            )
-
-
-class _ManifestModel(BaseModel):
-    model_config = ConfigDict(frozen=True)
-
-
-class ManifestEntry(_ManifestModel):
-    """One part of a normpipe output: its path below the root, row counts and size."""
-
-    path: str = Field(min_length=1)
-    rows_in: int = Field(ge=0)
-    rows_out: int = Field(ge=0)
-    bytes: int | None = Field(default=None, ge=0)  # absent in the outputs of predict
-
-
-class Manifest(_ManifestModel):
-    """The ``_SUCCESS`` manifest of a normpipe output (see :mod:`normpipe.writer`)."""
-
-    format: Literal["normpipe.success"]
-    version: int = Field(ge=1)
-    rows_in: int = Field(ge=0)
-    rows_out: int = Field(ge=0)
-    files: list[ManifestEntry]
-
-
-def parse_manifest(data: bytes, where: str) -> Manifest | None:
-    """A ``_SUCCESS`` file's content: normpipe's manifest, validated, or ``None`` for
-    another tool's marker (Spark and Hadoop write an empty ``_SUCCESS``; a JSON
-    document of another format is left alone too).
-
-    Raises
-    ------
-    InputError
-        The file is neither empty nor JSON, or a normpipe manifest lacks a key or
-        has a wrong value: the output is damaged.
-    """
-    if not data.strip():
-        return None
-    try:
-        doc = json.loads(data)
-    except (UnicodeDecodeError, ValueError) as err:
-        raise InputError(
-            f"{where} is not valid JSON ({err}); the output is damaged; rerun the job that writes it"
-        ) from None
-    if not isinstance(doc, dict) or doc.get("format") != "normpipe.success":
-        return None
-    try:
-        return Manifest.model_validate(doc)
-    except ValidationError as err:
-        first = err.errors()[0]
-        loc = ".".join(str(p) for p in first["loc"])
-        raise InputError(
-            f"{where}: invalid manifest at '{loc}' ({first['msg']}); the output is damaged; "
-            "rerun the job that writes it"
-        ) from None
 
 
 def is_numeric(dtype: pa.DataType) -> bool:

@@ -1,7 +1,7 @@
 """Where outputs and artifacts live: a local path, or any fsspec URL (``s3://``, ``gs://``...).
 
 Object stores have no atomic directory rename, so normpipe's outputs follow one commit
-protocol everywhere (see :mod:`normpipe.writer`): the ``_SUCCESS`` manifest, which lists
+protocol everywhere (see :mod:`normpipe.commit`): the ``_SUCCESS`` manifest, which lists
 every part with its size and row count, is written last, and readers accept an output
 only when its manifest is present and matches. This module holds the filesystem
 plumbing: opening a location, whole-object reads and writes, and turning storage

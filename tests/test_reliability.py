@@ -18,10 +18,10 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from normpipe.artifact import Stats
+from normpipe.commit import SUCCESS, committed_output, destination, output_lock
 from normpipe.config import load_config
 from normpipe.datagen import generate
 from normpipe.errors import ArtifactError, ConfigError, OutputError
-from normpipe.writer import SUCCESS, committed_output, destination, output_lock
 
 BIN = Path(sys.executable).parent
 
@@ -134,7 +134,7 @@ def test_overlapping_runs_one_wins_the_other_fails_clearly(
 HOLD_LOCK = """
 import time
 from pathlib import Path
-from normpipe.writer import output_lock
+from normpipe.commit import output_lock
 with output_lock(Path({out!r})):
     print("held", flush=True)
     time.sleep(60)

@@ -28,13 +28,13 @@ from safetensors.torch import save as safetensors_save
 from torch.utils.data import DataLoader
 
 from normpipe.artifact import Stats
+from normpipe.commit import SUCCESS, check_replaceable, commit
 from normpipe.core.moments import Moments
 from normpipe.errors import ArtifactError, ConfigError, InputError, NormpipeError
 from normpipe.storage import locate
 from normpipe.train.data import ParquetBatches, Split
 from normpipe.train.models import MLP, Norm
 from normpipe.train.sequence import SequenceNorm, SequenceRegressor, SequenceWindows
-from normpipe.writer import SUCCESS, check_replaceable, commit
 
 __all__ = [
     "TrainConfig",

@@ -23,12 +23,12 @@ import pyarrow.parquet as pq
 import torch
 
 from normpipe.artifact import Stats
+from normpipe.commit import check_output, committed_output, destination, local_path, write_manifest
 from normpipe.core.column import to_float64
 from normpipe.dataset import Dataset, discover, select_columns
 from normpipe.errors import InputError
 from normpipe.train.loop import device_for, load_model
 from normpipe.train.sequence import SequenceWindows
-from normpipe.writer import check_output, committed_output, destination, local_path, write_manifest
 
 __all__ = ["predict"]
 

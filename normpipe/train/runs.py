@@ -6,13 +6,14 @@ from collections.abc import Callable
 from pathlib import Path
 
 from normpipe.artifact import Stats
+from normpipe.commit import check_replaceable
 from normpipe.config import CompareConfig, ModelOptions, TrainOptions, TrainRunConfig
 from normpipe.dataset import discover
 from normpipe.errors import ArtifactError, ConfigError
 from normpipe.storage import locate
 from normpipe.train.compare import CompareResult, Run, compare
 from normpipe.train.loop import TrainConfig, TrainResult, save_model, train
-from normpipe.writer import STATS_SHA256_KEY, check_replaceable
+from normpipe.writer import STATS_SHA256_KEY
 
 __all__ = ["compare_from_config", "train_config", "train_from_config"]
 
