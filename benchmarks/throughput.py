@@ -19,9 +19,9 @@ import pyarrow.parquet as pq
 
 import normpipe
 from normpipe.artifact import Stats
+from normpipe.cluster import dask_client
 from normpipe.config import ClusterConfig
 from normpipe.datagen import generate
-from normpipe.engine import dask_client
 
 
 def peak_rss() -> int:

@@ -35,11 +35,11 @@ from prefect.runtime import flow_run
 
 import normpipe
 from normpipe.artifact import Stats
+from normpipe.cluster import dask_client
 from normpipe.commit import SUCCESS, parse_manifest
 from normpipe.config import STATISTICS_OPTIONS, RunConfig, load_config
 from normpipe.dataset import discover
 from normpipe.drift import drift
-from normpipe.engine import dask_client
 from normpipe.errors import ArtifactError, ClusterError, DriftError, NormpipeError, OutputError
 from normpipe.report import report_html, warnings_for
 from normpipe.storage import is_remote, locate

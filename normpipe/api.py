@@ -19,6 +19,7 @@ from distributed import Client
 
 from normpipe import engine
 from normpipe.artifact import Stats, counted_files
+from normpipe.cluster import dask_client
 from normpipe.commit import check_output, commit, write_manifest
 from normpipe.config import RunConfig, load_config
 from normpipe.dataset import Dataset, check_footers, discover, listing, select_columns
@@ -49,7 +50,7 @@ def _client(config: RunConfig, client: Client | None) -> Iterator[Client]:
         with nullcontext(client) as given:
             yield given
         return
-    with engine.dask_client(config.cluster) as started:
+    with dask_client(config.cluster) as started:
         yield started
 
 

@@ -24,7 +24,7 @@ class NormpipeError(ValueError):
 
     The ``repr`` names the package (``normpipe.InputError('...')``): Dask workers log a
     failed task with the ``repr`` of its exception, and normpipe's log filter (see
-    :mod:`normpipe.engine`) recognizes its own errors by that prefix alone.
+    :mod:`normpipe.cluster`) recognizes its own errors by that prefix alone.
     """
 
     def __repr__(self) -> str:

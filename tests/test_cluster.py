@@ -19,9 +19,9 @@ import pyarrow.parquet as pq
 import pytest
 
 import normpipe
+from normpipe.cluster import dask_client, numpy_sort_environ
 from normpipe.config import ClusterConfig
 from normpipe.datagen import generate
-from normpipe.engine import dask_client, numpy_sort_environ
 from tests.helpers import assert_rank_close
 
 pytestmark = pytest.mark.slow

@@ -14,8 +14,8 @@ from distributed import Client
 
 import normpipe
 from normpipe.artifact import Stats
+from normpipe.cluster import dask_client
 from normpipe.config import ClusterConfig
-from normpipe.engine import dask_client
 from normpipe.errors import ArtifactError, ConfigError, InputError
 from tests.conftest import WriteParts
 from tests.helpers import assert_reads_everywhere
