@@ -37,11 +37,11 @@ REPORT_IN_OUTPUT = "_report.html"
 
 
 def _config(config: RunConfig | None, options: dict[str, Any]) -> RunConfig:
-    if config is None:
-        return load_config(None, **options)
-    if options:
-        return RunConfig.model_validate({**config.model_dump(), **options})
-    return config
+    """``config`` with ``options`` applied, validated like the CLI's (a
+    :class:`~normpipe.errors.ConfigError` naming the key)."""
+    if config is not None and not options:
+        return config
+    return load_config(None, base=config, **options)
 
 
 @contextmanager

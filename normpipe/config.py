@@ -241,11 +241,14 @@ def _read_yaml(path: str | os.PathLike[str]) -> dict[str, Any]:
     return doc
 
 
-def load_config(path: str | os.PathLike[str] | None = None, **options: Any) -> RunConfig:
-    """Validate a run config from a YAML file (``yaml.safe_load``) and/or options.
+def load_config(
+    path: str | os.PathLike[str] | None = None, *, base: RunConfig | None = None, **options: Any
+) -> RunConfig:
+    """Validate a run config from a YAML file (``yaml.safe_load``) or a ``base`` config,
+    and options: the one resolver of the CLI, the Python API and the flows.
 
-    Options that are not None replace the file's values; ``cluster`` is a mapping
-    merged key by key into the file's ``cluster`` section.
+    Options that are not None replace the file's (or ``base``'s) values; ``cluster`` is
+    a mapping merged key by key into the ``cluster`` section.
 
     Raises
     ------
@@ -254,6 +257,8 @@ def load_config(path: str | os.PathLike[str] | None = None, **options: Any) -> R
     """
     where = str(path) if path is not None else "options"
     doc: Any = _read_yaml(path) if path is not None else {}
+    if base is not None:
+        doc = {**base.model_dump(), **doc}
     cluster = options.pop("cluster", None) or {}
     doc.update({k: v for k, v in options.items() if v is not None})
     cluster = {k: v for k, v in cluster.items() if v is not None}

@@ -227,3 +227,21 @@ def test_inputs_are_never_modified(client: Client, write_parts: WriteParts, tmp_
     before = {p: (p.stat().st_mtime_ns, p.read_bytes()) for p in source.rglob("*")}
     normpipe.run(source, tmp_path / "out", client=client)
     assert {p: (p.stat().st_mtime_ns, p.read_bytes()) for p in source.rglob("*")} == before
+
+
+def test_options_over_a_config_are_validated_like_the_cli(write_parts: WriteParts, tmp_path: Path) -> None:
+    """One resolver: keyword options over a ``config`` give a ConfigError naming the key
+    (not pydantic's exception), and ``cluster`` merges key by key as on the command line."""
+    from normpipe.config import load_config
+    from normpipe.errors import ConfigError
+
+    source = write_parts(pd.DataFrame({"x": np.arange(10.0)}))
+    config = load_config(None, source=str(source), cluster={"processes": False, "workers": 1})
+    with pytest.raises(ConfigError, match="invalid value for 'method'"):
+        normpipe.fit(config=config, method="softmax")
+    with pytest.raises(ConfigError, match="unknown key 'methd'"):
+        normpipe.fit(config=config, methd="robust")
+    stats = normpipe.fit(config=config, method="minmax", cluster={"threads_per_worker": 2})
+    assert stats.scalers["x"].method == "minmax"
+    merged = load_config(None, base=config, cluster={"threads_per_worker": 2})
+    assert (merged.cluster.processes, merged.cluster.workers, merged.cluster.threads_per_worker) == (False, 1, 2)
