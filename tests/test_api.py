@@ -244,4 +244,5 @@ def test_options_over_a_config_are_validated_like_the_cli(write_parts: WritePart
     stats = normpipe.fit(config=config, method="minmax", cluster={"threads_per_worker": 2})
     assert stats.scalers["x"].method == "minmax"
     merged = load_config(None, base=config, cluster={"threads_per_worker": 2})
-    assert (merged.cluster.processes, merged.cluster.workers, merged.cluster.threads_per_worker) == (False, 1, 2)
+    cluster = merged.cluster
+    assert (cluster.processes, cluster.workers, cluster.threads_per_worker) == (False, 1, 2)
