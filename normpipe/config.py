@@ -263,8 +263,8 @@ def load_config(
     doc.update({k: v for k, v in options.items() if v is not None})
     cluster = {k: v for k, v in cluster.items() if v is not None}
     if cluster:
-        base = doc.get("cluster") or {}
-        doc["cluster"] = {**base, **cluster} if isinstance(base, dict) else base
+        section = doc.get("cluster") or {}
+        doc["cluster"] = {**section, **cluster} if isinstance(section, dict) else section
     try:
         return RunConfig.model_validate(doc)
     except ValidationError as err:
