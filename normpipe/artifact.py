@@ -54,6 +54,7 @@ from normpipe.scalers import (
     REPORTED_PROBABILITIES,
     Auto,
     FittedScaler,
+    Method,
     Request,
     RequestSpec,
     ScalerSpec,
@@ -227,7 +228,7 @@ class ColumnStats:
         summary: ColumnSummary,
         scaler: FittedScaler,
         exact: Mapping[float, float] | None = None,
-        request: Request | None = None,
+        request: Method | None = None,
     ):
         self.dtype = dtype
         self.state = state
@@ -235,7 +236,7 @@ class ColumnStats:
         self.scaler = scaler
         #: What was asked for: ``auto`` or a method with its options (``scaler`` holds
         #: what was fitted; the two differ only for ``auto``).
-        self.request: Request = scaler.spec if request is None else request
+        self.request: Method = scaler.spec if request is None else request
         #: Exact quantiles (``--quantiles exact``) by probability, else ``None``.
         self.exact = dict(exact) if exact is not None else None
 
@@ -245,7 +246,7 @@ class ColumnStats:
         name: str,
         dtype: str,
         state: ColumnState,
-        spec: Request,
+        spec: Method,
         exact: Mapping[float, float] | None = None,
     ) -> ColumnStats:
         """Finalize ``state`` and fit ``spec``; quantiles from ``exact`` where given.

@@ -18,7 +18,7 @@ import pyarrow as pa
 from normpipe.core.column import to_float64
 from normpipe.core.groups import GroupIndex
 from normpipe.errors import InputError
-from normpipe.scalers import Fitted, FittedScaler
+from normpipe.scalers import FittedScaler, Method
 
 __all__ = [
     "PANDAS_KEY",
@@ -91,7 +91,7 @@ class GroupedScalers:
 
     by: str
     keys: npt.NDArray[Any]
-    specs: Mapping[str, Fitted]
+    specs: Mapping[str, Method]
     params: Mapping[str, Mapping[str, npt.NDArray[np.float64]]]
     unseen: Literal["global", "error"] = "global"
 

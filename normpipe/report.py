@@ -31,7 +31,6 @@ import numpy as np
 
 from normpipe.artifact import ColumnStats, Stats
 from normpipe.errors import ConfigError
-from normpipe.scalers import Clip, MinMax
 from normpipe.storage import locate
 
 __all__ = ["ColumnReport", "column_reports", "report_html", "warnings_for", "write_report"]
@@ -122,7 +121,7 @@ def _histograms(column: ColumnStats) -> tuple[Any, Any]:
     preimages = scaler.invert(out_edges.copy())
     preimages[0], preimages[-1] = low, high  # exact ends (no round-trip rounding)
     shares, below, above = _shares(column, np.maximum.accumulate(preimages))
-    clipping = isinstance(scaler.spec, Clip) or (isinstance(scaler.spec, MinMax) and scaler.spec.clip)
+    clipping = scaler.spec.clips
     if clipping:  # clipped values pile up at the ends of the output range
         shares[0] += below
         shares[-1] += above
