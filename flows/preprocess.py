@@ -91,15 +91,14 @@ def analyze(config: RunConfig, dataset: dict[str, Any]) -> str:
 
 
 @task(retries=2, retry_delay_seconds=[1, 5], retry_condition_fn=_transient, cache_policy=NO_CACHE)
-def write_stats(text: str, config: RunConfig) -> str:
+def write_stats(stats: Stats, config: RunConfig) -> str:
     """Save the artifact at ``config.stats`` atomically; returns its sha256."""
-    return Stats.from_bytes(text.encode(), "cached stats").save(config.stats or "", config.storage_options)
+    return stats.save(config.stats or "", config.storage_options)
 
 
 @task(retries=2, retry_delay_seconds=[1, 5], retry_condition_fn=_transient, cache_policy=NO_CACHE)
-def transform(config: RunConfig, text: str, save_stats: bool) -> dict[str, Any]:
+def transform(config: RunConfig, stats: Stats, save_stats: bool) -> dict[str, Any]:
     """Write the normalized dataset atomically; returns the ``_SUCCESS`` manifest."""
-    stats = Stats.from_bytes(text.encode(), "stats")
     return normpipe.transform(config=config, stats=stats, client=default_client(), save_stats=save_stats)
 
 
@@ -232,9 +231,10 @@ def compute_stats(config: RunConfig | str, refresh: bool = False, incremental: b
     with dask_client(cfg.cluster):
         previous = incremental and locate(cfg.stats, cfg.storage_options).exists()
         text = update_stats(cfg) if previous else _fit(cfg, refresh)
-    write_stats(text, cfg)
+    stats = Stats.from_bytes(text.encode(), "stats")  # parsed once; the tasks take the object
+    write_stats(stats, cfg)
     report = report_beside(cfg)
-    _publish(Stats.from_bytes(text.encode()), time.perf_counter() - started, None, cfg.stats, report)
+    _publish(stats, time.perf_counter() - started, None, cfg.stats, report)
     get_run_logger().info("stats written to %s", cfg.stats)
     return cfg.stats
 
@@ -246,13 +246,12 @@ def normalize(config: RunConfig | str) -> dict[str, Any]:
     if not cfg.stats:
         raise OutputError("normalize needs 'stats': the stats artifact to apply")
     started = time.perf_counter()
-    Stats.load(cfg.stats, cfg.storage_options)  # one clear line if it is not a valid artifact
-    text = locate(cfg.stats, cfg.storage_options).read_bytes().decode()
+    stats = Stats.load(cfg.stats, cfg.storage_options)  # one clear line if it is not a valid artifact
     with dask_client(cfg.cluster):
-        manifest = transform(cfg, text, save_stats=False)
+        manifest = transform(cfg, stats, save_stats=False)
     validate(manifest["output"], cfg)
     elapsed = time.perf_counter() - started
-    _publish(Stats.from_bytes(text.encode()), elapsed, manifest["output"], cfg.stats, manifest["report"])
+    _publish(stats, elapsed, manifest["output"], cfg.stats, manifest["report"])
     return manifest
 
 
@@ -278,9 +277,9 @@ def _previous_stats(cfg: RunConfig, fail_on_drift: bool) -> Stats | None:
 
 
 @task(cache_policy=NO_CACHE)
-def check_drift(previous: Stats, text: str, fail: bool) -> list[dict[str, Any]]:
+def check_drift(previous: Stats, current: Stats, fail: bool) -> list[dict[str, Any]]:
     """Compare the new statistics with the previous run's; publish and warn on drift."""
-    results = drift(previous, Stats.from_bytes(text.encode(), "new stats"))
+    results = drift(previous, current)
     flagged = [r for r in results if r.drifted]
     lines = ["| column | PSI | KS | mean shift (std) | drift |", "|---|---|---|---|---|"]
     for r in results:
@@ -316,16 +315,16 @@ def preprocess(config: RunConfig | str, refresh: bool = False, fail_on_drift: bo
     started = time.perf_counter()
     previous = _previous_stats(cfg, fail_on_drift)
     with dask_client(cfg.cluster):
-        text = _fit(cfg, refresh)
-        drifts = check_drift(previous, text, fail_on_drift) if previous is not None else []
+        stats = Stats.from_bytes(_fit(cfg, refresh).encode(), "stats")  # parsed once
+        drifts = check_drift(previous, stats, fail_on_drift) if previous is not None else []
         if cfg.stats:
-            write_stats(text, cfg)
-        manifest = transform(cfg, text, save_stats=not cfg.stats)
+            write_stats(stats, cfg)
+        manifest = transform(cfg, stats, save_stats=not cfg.stats)
     validate(manifest["output"], cfg)
     manifest["stats"] = cfg.stats or manifest["stats"]
     manifest["drift"] = drifts
     manifest["artifacts"] = _publish(
-        Stats.from_bytes(text.encode()),
+        stats,
         time.perf_counter() - started,
         manifest["output"],
         manifest["stats"],
