@@ -36,7 +36,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import replace
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any, Literal, TypeVar
 
 import numpy as np
 import numpy.typing as npt
@@ -49,7 +49,7 @@ from normpipe.core.moments import Moments
 from normpipe.core.sketch import DistinctSketch, QuantileSketch, rank_error_bound
 from normpipe.dataset import listing
 from normpipe.errors import ArtifactError, InputError
-from normpipe.mappers import GroupedScalers
+from normpipe.mappers import GroupedScalers, transform_table
 from normpipe.scalers import (
     REPORTED_PROBABILITIES,
     Auto,
@@ -64,8 +64,11 @@ from normpipe.scalers import (
 )
 from normpipe.storage import is_remote, locate
 
-if TYPE_CHECKING:  # pandas is imported by callers that pass frames, not here
+if TYPE_CHECKING:  # pandas and Polars are imported by callers that pass frames, not here
     import pandas as pd
+    import polars as pl
+
+    Frame = TypeVar("Frame", pd.DataFrame, pl.DataFrame, pa.Table)
 
 __all__ = ["FORMAT", "VERSION", "ColumnStats", "GroupStats", "Stats", "counted_files"]
 
@@ -816,53 +819,74 @@ class Stats:
         ``groups``)."""
         return self._scaler_for(name, groups).invert(np.asarray(values, dtype=np.float64))
 
-    def _map_frame(self, df: pd.DataFrame, columns: Sequence[str] | None, inverse: bool) -> pd.DataFrame:
+    def _map(self, data: Any, columns: Sequence[str] | None, inverse: bool) -> Any:
+        """The one entry of :meth:`transform` and :meth:`inverse_transform`."""
         names = list(self.columns) if columns is None else list(columns)
+        present = set(data.column_names if isinstance(data, pa.Table) else data.columns)
         for name in names:
             self._column(name)
-            if name not in df.columns:
+            if name not in present:
                 raise ArtifactError(
                     f"column '{name}' is in the stats artifact but not in the frame; "
                     "add it, or pass columns=[...] to choose the columns to map"
                 )
         grouped = self.mapper()  # per-group parameters and each row's group: once per frame
+        if grouped is not None and grouped.by not in present:
+            raise ArtifactError(
+                f"the stats are per '{grouped.by}' group, and the frame has no '{grouped.by}' column; add it"
+            )
+        scalers = {name: self.columns[name].scaler for name in names}
+        if isinstance(data, pa.Table):  # the Parquet path's own function: the same numbers
+            return transform_table(data, scalers, "float64", grouped, "the table", inverse)
+        if type(data).__module__.split(".")[0] == "polars":
+            import polars as pl
+
+            mapped = transform_table(data.to_arrow(), scalers, "float64", grouped, "the frame", inverse)
+            return pl.from_arrow(mapped)
+        return self._map_pandas(data, scalers, grouped, inverse)
+
+    @staticmethod
+    def _map_pandas(
+        df: pd.DataFrame, scalers: Mapping[str, FittedScaler], grouped: GroupedScalers | None, inverse: bool
+    ) -> pd.DataFrame:
         rows = None
         if grouped is not None:
-            if grouped.by not in df.columns:
-                raise ArtifactError(
-                    f"the stats are per '{grouped.by}' group, and the frame has no '{grouped.by}' "
-                    "column; add it"
-                )
             rows = grouped.rows(pa.array(df[grouped.by], from_pandas=True), "the frame")
         out = df.copy()
-        for name in names:
+        for name, scaler in scalers.items():
             values = df[name].to_numpy(dtype=np.float64, na_value=np.nan)
-            scaler = self.columns[name].scaler
             if grouped is not None and rows is not None and name in grouped.params:
                 scaler = grouped.scaler_rows(name, *rows, scaler)
             out[name] = scaler.invert(values) if inverse else scaler.apply(values)
         return out
 
-    def transform(self, df: pd.DataFrame, columns: Sequence[str] | None = None) -> pd.DataFrame:
-        """Normalize a pandas frame; returns a new frame (the input is not changed).
+    def transform(self, data: Frame, columns: Sequence[str] | None = None) -> Frame:
+        """Normalize a pandas or Polars frame or an Arrow table; returns a new one of the
+        same kind (the input is not changed).
 
         Parameters
         ----------
-        df : DataFrame
-            Must hold every artifact column (or those in ``columns``).
+        data : pandas.DataFrame, polars.DataFrame or pyarrow.Table
+            Must hold every artifact column (or those in ``columns``), and the group
+            column of an artifact fitted per group.
         columns : sequence of str, optional
             The columns to map; default every column of the artifact.
 
         Returns
         -------
-        DataFrame
-            A copy of ``df`` with the mapped columns as float64 (missing values as NaN).
+        The same kind as ``data``
+            The mapped columns as float64. pandas: missing values as NaN. Arrow and
+            Polars: nulls stay null and NaN stays NaN, as in the Parquet output (the
+            same function maps both, so the numbers are identical).
         """
-        return self._map_frame(df, columns, inverse=False)
+        mapped: Frame = self._map(data, columns, inverse=False)
+        return mapped
 
-    def inverse_transform(self, df: pd.DataFrame, columns: Sequence[str] | None = None) -> pd.DataFrame:
-        """Map normalized values back to original units (e.g. predictions of a target)."""
-        return self._map_frame(df, columns, inverse=True)
+    def inverse_transform(self, data: Frame, columns: Sequence[str] | None = None) -> Frame:
+        """Map normalized values back to original units (e.g. predictions of a target);
+        any kind of frame :meth:`transform` takes."""
+        mapped: Frame = self._map(data, columns, inverse=True)
+        return mapped
 
     def __repr__(self) -> str:
         methods = ", ".join(f"{n}={c.scaler.method}" for n, c in self.columns.items())

@@ -164,10 +164,12 @@ def transform_table(
     dtype: OutputDtype = "float64",
     groups: GroupedScalers | None = None,
     where: str = "the data",
+    inverse: bool = False,
 ) -> pa.Table:
-    """Apply each scaler to its column; other columns are returned untouched.
+    """Apply each scaler to its column (its inverse with ``inverse``); other columns are
+    returned untouched.
 
-    Nulls stay null, NaN stays NaN, +/-inf follow the map (see :mod:`normpipe.scalers`).
+    Nulls stay null, NaN stays NaN, +/-inf follow the map (see :mod:`normpipe.methods`).
     With ``groups``, each row uses its group's parameters.
     """
     target = arrow_dtype(dtype)
@@ -183,6 +185,7 @@ def transform_table(
         if groups is not None and rows is not None and field.name in groups.params:
             scaler = groups.scaler_rows(field.name, rows[0], rows[1], scaler)
         column = columns[index]
-        values = np.ascontiguousarray(scaler.apply(to_float64(column)).astype(np_dtype, copy=False))
+        mapped = scaler.invert(to_float64(column)) if inverse else scaler.apply(to_float64(column))
+        values = np.ascontiguousarray(mapped.astype(np_dtype, copy=False))
         columns[index] = pa.Array.from_buffers(target, len(values), [_validity(column), pa.py_buffer(values)])
     return pa.Table.from_arrays(columns, schema=output_schema(table.schema, scalers, dtype))

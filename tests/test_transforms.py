@@ -10,6 +10,8 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
 import pytest
 import scipy.stats
 from distributed import Client
@@ -17,7 +19,7 @@ from sklearn.preprocessing import QuantileTransformer
 
 import normpipe
 from normpipe.artifact import Stats
-from normpipe.errors import InputError
+from normpipe.errors import ArtifactError, InputError
 from tests.conftest import WriteParts
 from tests.helpers import assert_reads_everywhere
 from tests.test_auto import fitted
@@ -180,3 +182,62 @@ def test_parquet_path_through_dask_equals_the_pandas_path(
     np.testing.assert_allclose(back[["dep_delay", "distance"]], frame[["dep_delay", "distance"]], rtol=1e-9)
     assert manifest["rows_out"] == len(frame)
     assert_reads_everywhere(tmp_path / "out")
+
+
+@pytest.mark.parametrize("group_by", [None, "store"])
+def test_arrow_polars_and_pandas_paths_equal_the_parquet_path(
+    client: Client, tmp_path: Path, group_by: str | None
+) -> None:
+    """One artifact, four ways in: the written Parquet, and ``Stats.transform`` of an
+    Arrow table, a Polars frame and a pandas frame; the inverse maps back."""
+    import polars as pl
+
+    rng = np.random.default_rng(7)
+    n = 3_000
+    values = rng.lognormal(0, 1, n)
+    values[rng.random(n) < 0.05] = np.nan
+    table = pa.table(
+        {
+            "store": pa.array(rng.choice(["a", "b", "c"], n)),
+            "skewed": pa.array(values, mask=rng.random(n) < 0.05),  # NaN and nulls
+            "normal": rng.normal(10, 2, n),
+        }
+    )
+    source = tmp_path / "in"
+    source.mkdir()
+    pq.write_table(table.slice(0, 1_000), source / "p0.parquet")
+    pq.write_table(table.slice(1_000), source / "p1.parquet")
+    if group_by is None:
+        overrides = {
+            "skewed": {"method": "clip", "quantile_range": [1, 99], "then": "robust"},
+            "normal": "quantile",
+        }
+    else:
+        overrides = {"skewed": "log1p", "normal": "minmax"}
+    stats, _ = normpipe.run(source, tmp_path / "out", client=client, overrides=overrides, group_by=group_by)
+    written = pa.concat_tables([pq.read_table(tmp_path / "out" / f"p{i}.parquet") for i in range(2)])
+    names = ["skewed", "normal"]
+
+    arrow = stats.transform(table)
+    assert isinstance(arrow, pa.Table)
+    polars = stats.transform(pl.from_arrow(table))
+    assert isinstance(polars, pl.DataFrame)
+    frame = stats.transform(table.to_pandas())
+
+    def same(got: pa.ChunkedArray | pa.Array, want: pa.ChunkedArray) -> None:
+        """Equal values, NaN where NaN, and null where null."""
+        assert got.is_null().to_pylist() == want.is_null().to_pylist()
+        np.testing.assert_array_equal(got.to_numpy(zero_copy_only=False), want.to_numpy(zero_copy_only=False))
+
+    for name in names:
+        same(arrow.column(name), written.column(name))
+        same(polars[name].to_arrow(), written.column(name))
+        np.testing.assert_array_equal(
+            frame[name].to_numpy(), written.column(name).to_numpy(zero_copy_only=False)
+        )
+    back = stats.inverse_transform(arrow, columns=["normal"])
+    np.testing.assert_allclose(back.column("normal").to_numpy(), table.column("normal").to_numpy(), rtol=1e-9)
+    back_polars = stats.inverse_transform(polars, columns=["normal"])
+    np.testing.assert_allclose(back_polars["normal"].to_numpy(), table.column("normal").to_numpy(), rtol=1e-9)
+    with pytest.raises(ArtifactError, match="not in the frame"):
+        stats.transform(table.drop_columns(["normal"]))
