@@ -41,6 +41,7 @@ from normpipe.config import STATISTICS_OPTIONS, RunConfig, load_config
 from normpipe.dataset import discover
 from normpipe.drift import drift
 from normpipe.errors import ArtifactError, ClusterError, DriftError, NormpipeError, OutputError
+from normpipe.fingerprint import Fingerprint
 from normpipe.report import report_html, warnings_for
 from normpipe.storage import is_remote, locate
 
@@ -59,7 +60,7 @@ def _transient(task: Any, task_run: Any, state: State[Any]) -> bool:
 
 
 @task(retries=2, retry_delay_seconds=[1, 5], retry_condition_fn=_transient, cache_policy=NO_CACHE)
-def fingerprint(config: RunConfig) -> dict[str, Any]:
+def fingerprint(config: RunConfig) -> Fingerprint:
     """List the dataset's files with sizes and modification times."""
     return discover(config.source or "", config.storage_options).fingerprint()
 
@@ -67,9 +68,7 @@ def fingerprint(config: RunConfig) -> dict[str, Any]:
 def _stats_cache_key(context: TaskRunContext, parameters: dict[str, Any]) -> str:
     config: RunConfig = parameters["config"]
     relevant = config.model_dump(include=set(STATISTICS_OPTIONS), mode="json")
-    text = json.dumps(
-        [parameters["dataset"]["sha256"], parameters["dataset"]["root"], relevant], sort_keys=True
-    )
+    text = json.dumps([parameters["dataset"].sha256, parameters["dataset"].root, relevant], sort_keys=True)
     return "normpipe-stats-" + hashlib.sha256(text.encode()).hexdigest()
 
 
@@ -81,7 +80,7 @@ def _stats_cache_key(context: TaskRunContext, parameters: dict[str, Any]) -> str
     retry_delay_seconds=[1, 5],
     retry_condition_fn=_transient,
 )
-def analyze(config: RunConfig, dataset: dict[str, Any]) -> str:
+def analyze(config: RunConfig, dataset: Fingerprint) -> str:
     """The Dask pass: returns the stats artifact as JSON text (cached on ``dataset``)."""
     return (
         normpipe.fit(config=config.model_copy(update={"stats": None}), client=default_client())
@@ -161,7 +160,7 @@ def _publish(
         )
     lines = [
         "# normpipe statistics",
-        f"- rows: **{stats.rows:,}** in {len(stats.dataset['files'])} files from `{stats.dataset['source']}`",
+        f"- rows: **{stats.rows:,}** in {len(stats.dataset.files)} files from `{stats.dataset.source}`",
         f"- columns: {len(stats.columns)}; quantiles: KLL k={stats.k}, rank error <= {k_error:.1e} (99%)",
         f"- elapsed: {elapsed:.1f} s",
     ]

@@ -18,7 +18,7 @@ import pyarrow as pa
 from distributed import Client
 
 from normpipe import engine
-from normpipe.artifact import Stats, counted_files
+from normpipe.artifact import Stats
 from normpipe.cluster import dask_client
 from normpipe.commit import check_output, commit, write_manifest
 from normpipe.config import RunConfig, load_config
@@ -288,7 +288,7 @@ def update(
             return artifact, 0
         dataset = replace(dataset, files=fresh)
     elif not allow_repeat:
-        artifact.check_not_counted(counted_files(dataset.fingerprint()), where)
+        artifact.check_not_counted(dataset.fingerprint().counted(), where)
     _check_artifact_columns(artifact, dataset)
     columns = list(artifact.columns)
     check_footers(dataset, columns)

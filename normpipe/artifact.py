@@ -49,6 +49,7 @@ from normpipe.core.moments import Moments
 from normpipe.core.sketch import DistinctSketch, QuantileSketch, rank_error_bound
 from normpipe.dataset import listing
 from normpipe.errors import ArtifactError, InputError
+from normpipe.fingerprint import Fingerprint
 from normpipe.mappers import GroupedScalers, transform_table
 from normpipe.scalers import (
     REPORTED_PROBABILITIES,
@@ -70,7 +71,7 @@ if TYPE_CHECKING:  # pandas and Polars are imported by callers that pass frames,
 
     Frame = TypeVar("Frame", pd.DataFrame, pl.DataFrame, pa.Table)
 
-__all__ = ["FORMAT", "VERSION", "ColumnStats", "GroupStats", "Stats", "counted_files"]
+__all__ = ["FORMAT", "VERSION", "ColumnStats", "GroupStats", "Stats"]
 
 FORMAT = "normpipe.stats"
 VERSION = 1
@@ -382,20 +383,6 @@ class ColumnStats:
         return cls(model.dtype, state, summary, scaler, exact, request)
 
 
-def counted_files(dataset: Mapping[str, Any]) -> dict[tuple[str, int], str]:
-    """Every file of a dataset fingerprint and its ``history``, as (location, size) -> source.
-
-    A file is identified by its full location (root and relative path) and size:
-    append-only partitions keep both.
-    """
-    parts = [dataset, *dataset.get("history", [])]
-    return {
-        (f"{part['root'].rstrip('/')}/{f['path']}", int(f["size"])): part["source"]
-        for part in parts
-        for f in part.get("files", [])
-    }
-
-
 class GroupStats:
     """Per-group moments of each column (``--group-by``): each group's parameters are
     fitted with the column's method; unseen groups follow ``unseen``."""
@@ -464,7 +451,7 @@ class Stats:
         columns: Mapping[str, ColumnStats],
         rows: int,
         k: int,
-        dataset: Mapping[str, Any],
+        dataset: Fingerprint | Mapping[str, Any],
         created: str | None = None,
         normpipe_version: str | None = None,
         file_sha256: str | None = None,
@@ -480,7 +467,9 @@ class Stats:
         self.groups = groups
         self.rows = rows
         self.k = k
-        self.dataset = dict(dataset)
+        #: The files these statistics were computed from (a mapping is read as the
+        #: artifact's ``dataset`` entry).
+        self.dataset = dataset if isinstance(dataset, Fingerprint) else Fingerprint.from_json(dataset)
         self.created = created or datetime.now(UTC).isoformat(timespec="seconds")
         self.normpipe_version = normpipe_version or __version__
         self._file_sha256 = file_sha256
@@ -493,7 +482,7 @@ class Stats:
         specs: Mapping[str, Request],
         dtypes: Mapping[str, str],
         k: int,
-        dataset: Mapping[str, Any],
+        dataset: Fingerprint | Mapping[str, Any],
         exact: Mapping[str, Mapping[float, float]] | None = None,
         group_by: str | None = None,
         unseen: Literal["global", "error"] = "global",
@@ -534,7 +523,8 @@ class Stats:
         >>> import pandas as pd
         >>> frame = pd.DataFrame({"x": np.arange(5.0)})
         >>> state = TableState.from_block(pa.table(frame), ["x"], 200)
-        >>> stats = Stats.from_state(state, {"x": parse_scaler("zscore")}, {"x": "double"}, 200, {})
+        >>> files = Fingerprint.of("memory", "", [])
+        >>> stats = Stats.from_state(state, {"x": parse_scaler("zscore")}, {"x": "double"}, 200, files)
         >>> stats.refit("minmax").transform(frame)["x"].tolist()
         [0.0, 0.25, 0.5, 0.75, 1.0]
         """
@@ -550,11 +540,11 @@ class Stats:
 
     # ---------------------------------------------------------------- merging
     def counted_files(self) -> dict[tuple[str, int], str]:
-        """Every file whose rows are in these statistics (see :func:`counted_files`)."""
-        return counted_files(self.dataset)
+        """Every file whose rows are in these statistics (see :meth:`Fingerprint.counted`)."""
+        return self.dataset.counted()
 
     def check_not_counted(self, files: Mapping[tuple[str, int], str], what: str) -> None:
-        """Refuse ``files`` (from :func:`counted_files`) that these statistics already count."""
+        """Refuse ``files`` (from :meth:`Fingerprint.counted`) that these statistics already count."""
         repeated = sorted(set(self.counted_files()) & set(files))
         if repeated:
             location, size = repeated[0]
@@ -567,7 +557,7 @@ class Stats:
     def absorb(
         self,
         state: TableState,
-        dataset: Mapping[str, Any],
+        dataset: Fingerprint,
         allow_repeat: bool = False,
         what: str = "the stats",
     ) -> Stats:
@@ -585,7 +575,7 @@ class Stats:
             Columns differ, a file is counted twice, or a log method lost its log
             moments (one side was fitted without them).
         """
-        new_files = counted_files(dataset)
+        new_files = dataset.counted()
         if not allow_repeat:
             self.check_not_counted(new_files, what)
         missing = [name for name in self.columns if name not in state.columns]
@@ -606,12 +596,7 @@ class Stats:
             if (column.state.distinct is None) != (other.distinct is None):
                 merged = replace(merged, distinct=None)
             columns[name] = ColumnStats.fitted(name, column.dtype, merged, column.request)
-        history = [
-            *self.dataset.get("history", []),
-            {k: v for k, v in self.dataset.items() if k != "history"},
-            *dataset.get("history", []),
-        ]
-        combined = {**{k: v for k, v in dataset.items() if k != "history"}, "history": history}
+        combined = dataset.after(self.dataset)
         k = min([self.k, *(c.sketch.k for c in state.columns.values())])
         groups = None
         if self.groups is not None:
@@ -665,7 +650,7 @@ class Stats:
                 "rank_error": rank_error_bound(self.k),
                 "confidence": 0.99,
             },
-            "dataset": self.dataset,
+            "dataset": self.dataset.to_json(),
             "columns": {name: c.to_json() for name, c in self.columns.items()},
             **({"groups": self.groups.to_json()} if self.groups is not None else {}),
         }
@@ -744,7 +729,7 @@ class Stats:
             columns,
             model.rows,
             k,
-            model.dataset.model_dump(mode="json", exclude_unset=True),
+            Fingerprint.from_json(model.dataset.model_dump(mode="json")),
             created=model.created,
             normpipe_version=model.normpipe_version,
             file_sha256=hashlib.sha256(data).hexdigest(),

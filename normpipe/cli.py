@@ -538,7 +538,7 @@ def inspect(
         return
     _print_stats(artifact)
     console.print(
-        f"dataset: {artifact.dataset['source']} ({len(artifact.dataset['files'])} files)  "
+        f"dataset: {artifact.dataset.source} ({len(artifact.dataset.files)} files)  "
         f"sha256 {artifact.sha256[:16]}…"
     )
 

@@ -9,8 +9,6 @@ pyarrow. Hive partition keys stay in the directory names and are not normalized.
 
 from __future__ import annotations
 
-import hashlib
-import json
 import os
 import posixpath
 from collections import Counter
@@ -27,6 +25,7 @@ from fsspec.implementations.local import LocalFileSystem
 
 from normpipe.commit import check_committed
 from normpipe.errors import InputError
+from normpipe.fingerprint import FileEntry, Fingerprint
 from normpipe.storage import storage_errors
 
 __all__ = [
@@ -114,11 +113,11 @@ class Dataset:
     def is_local(self) -> bool:
         return self.fs is None
 
-    def fingerprint(self) -> dict[str, Any]:
+    def fingerprint(self) -> Fingerprint:
         """Files with sizes and modification times, and a sha256 over them."""
-        files = [{"path": f.relpath, "size": f.size, "mtime": f.mtime} for f in self.files]
-        digest = hashlib.sha256(json.dumps(files, sort_keys=True).encode()).hexdigest()
-        return {"source": self.source, "root": self.root, "sha256": digest, "files": files}
+        return Fingerprint.of(
+            self.source, self.root, (FileEntry(f.relpath, f.size, f.mtime) for f in self.files)
+        )
 
     @cached_property
     def schema(self) -> pa.Schema:

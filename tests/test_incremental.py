@@ -72,7 +72,7 @@ def test_appends_in_random_order_equal_the_full_fit(
         assert files == 1
     loaded = Stats.load(tmp_path / "s.json")
     assert len(loaded.counted_files()) == PARTS
-    assert len(loaded.dataset["history"]) == PARTS - 1
+    assert len(loaded.dataset.history) == PARTS - 1
     assert_same_as_full(loaded, full, frame)
     # a repeated append is refused, by name; --allow-repeat counts it again
     with pytest.raises(InputError, match=r"day=.*part\.parquet .* is already counted in"):
@@ -92,11 +92,11 @@ def test_only_new_reads_only_files_not_counted(client: Client, appends: list[Pat
     merged, files = normpipe.update(tmp_path / "data", base, client=client, only_new=True)
     assert files == 1
     assert merged.rows == base.rows + len(pd.read_parquet(first))
-    assert merged.dataset["files"] == [
+    assert merged.dataset.to_json()["files"] == [
         {
             "path": "day=9/part.parquet",
             "size": (new / "part.parquet").stat().st_size,
-            "mtime": merged.dataset["files"][0]["mtime"],
+            "mtime": merged.dataset.files[0].mtime,
         }
     ]
 

@@ -129,7 +129,7 @@ def test_incremental_compute_stats_reads_only_new_files(data: Path, tmp_path: Pa
     assert (task_states(state.state_details.flow_run_id))["update_stats"] == "Completed"
     after = Stats.load(tmp_path / "stats.json")
     assert after.rows == before.rows + 2_000
-    assert [f["path"] for f in after.dataset["files"]] == ["part-new.parquet"]  # only it was read
+    assert [f.path for f in after.dataset.files] == ["part-new.parquet"]  # only it was read
     full = Stats.load(compute_stats(config.model_copy(update={"stats": str(tmp_path / "full.json")})))
     for name, column in full.columns.items():
         merged = after.columns[name].state.moments
@@ -223,8 +223,9 @@ def test_transient_io_error_is_retried_bad_input_is_not(
 def test_every_statistics_option_changes_the_cache_key(tmp_path: Path) -> None:
     from flows.preprocess import _stats_cache_key
     from normpipe.config import STATISTICS_OPTIONS
+    from normpipe.fingerprint import Fingerprint
 
-    dataset = {"sha256": "0" * 64, "root": "/data"}
+    dataset = Fingerprint("data", "/data", "0" * 64, ())
     base = make_config(tmp_path)
     changed = {
         "method": "robust",
