@@ -35,12 +35,12 @@ import os
 from collections.abc import Mapping, Sequence
 from dataclasses import replace
 from datetime import UTC, datetime
+from functools import cached_property
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal, TypeVar
+from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 import numpy.typing as npt
-import pyarrow as pa
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from normpipe.core.column import ColumnState, ColumnSummary, TableState
@@ -50,7 +50,8 @@ from normpipe.core.sketch import DistinctSketch, QuantileSketch, rank_error_boun
 from normpipe.dataset import listing
 from normpipe.errors import ArtifactError, InputError
 from normpipe.fingerprint import Fingerprint
-from normpipe.mappers import GroupedScalers, transform_table
+from normpipe.fitted import FittedTransform
+from normpipe.mappers import GroupedScalers
 from normpipe.scalers import (
     REPORTED_PROBABILITIES,
     Auto,
@@ -65,11 +66,8 @@ from normpipe.scalers import (
 )
 from normpipe.storage import is_remote, locate
 
-if TYPE_CHECKING:  # pandas and Polars are imported by callers that pass frames, not here
-    import pandas as pd
-    import polars as pl
-
-    Frame = TypeVar("Frame", pd.DataFrame, pl.DataFrame, pa.Table)
+if TYPE_CHECKING:
+    from normpipe.fitted import Frame
 
 __all__ = ["FORMAT", "VERSION", "ColumnStats", "GroupStats", "Stats"]
 
@@ -505,8 +503,9 @@ class Stats:
         groups = None
         if group_by is not None and state.groups:
             groups = GroupStats(group_by, state.groups, state.group_logs, unseen)
-            groups.mapper({name: c.scaler for name, c in columns.items()})  # every method fits per group
-        return cls(columns, state.rows, k, dataset, exact=exact is not None, groups=groups)
+        stats = cls(columns, state.rows, k, dataset, exact=exact is not None, groups=groups)
+        stats.fitted  # noqa: B018  # fits each group now: a method without per-group rules fails here
+        return stats
 
     def refit(self, method: Any = None, overrides: Mapping[str, Any] | None = None) -> Stats:
         """The same statistics with other scalers; no pass over the data.
@@ -534,9 +533,9 @@ class Stats:
             chosen = overrides.get(name, method)
             spec = column.request if chosen is None else parse_scaler(chosen)
             columns[name] = ColumnStats.fitted(name, column.dtype, column.state, spec, column.exact)
-        if self.groups is not None:
-            self.groups.mapper({name: c.scaler for name, c in columns.items()})
-        return Stats(columns, self.rows, self.k, self.dataset, exact=self.exact, groups=self.groups)
+        refitted = Stats(columns, self.rows, self.k, self.dataset, exact=self.exact, groups=self.groups)
+        refitted.fitted  # noqa: B018  # as in from_state
+        return refitted
 
     # ---------------------------------------------------------------- merging
     def counted_files(self) -> dict[tuple[str, int], str]:
@@ -610,12 +609,13 @@ class Stats:
                 n: m.merge(state.group_logs[n]) for n, m in self.groups.logs.items() if n in state.group_logs
             }
             groups = GroupStats(self.groups.by, moments, logs, self.groups.unseen)
-            groups.mapper({name: c.scaler for name, c in columns.items()})
         elif state.groups:
             raise InputError(
                 f"the new statistics are per group and {what} is not; merge statistics fitted the same way"
             )
-        return Stats(columns, self.rows + state.rows, k, combined, groups=groups)
+        absorbed = Stats(columns, self.rows + state.rows, k, combined, groups=groups)
+        absorbed.fitted  # noqa: B018  # as in from_state
+        return absorbed
 
     def merge(self, other: Stats, allow_repeat: bool = False, names: tuple[str, str] = ("A", "B")) -> Stats:
         """The statistics of both artifacts' rows (see :meth:`absorb`)."""
@@ -772,105 +772,38 @@ class Stats:
             ) from None
 
     # ---------------------------------------------------------------- in-memory transform
+    @cached_property
+    def fitted(self) -> FittedTransform:
+        """The fitted transform (per-group parameters computed here, once)."""
+        groups = self.groups.mapper(self.scalers) if self.groups is not None else None
+        return FittedTransform(self.scalers, groups)
+
     def mapper(self) -> GroupedScalers | None:
         """The per-group parameters (``None`` without ``--group-by``)."""
-        return self.groups.mapper(self.scalers) if self.groups is not None else None
-
-    def _scaler_for(self, name: str, keys: npt.ArrayLike | None) -> FittedScaler:
-        """The scaler of ``name``; per row for a grouped artifact (``keys``: each row's group)."""
-        scaler = self._column(name).scaler
-        grouped = self.mapper()
-        if grouped is None or name not in grouped.params:
-            return scaler
-        if keys is None:
-            raise ArtifactError(
-                f"column '{name}' is normalized per '{grouped.by}' group; pass the groups of the values "
-                f"(groups=...), or map a frame that has the '{grouped.by}' column"
-            )
-        at, known = grouped.rows(pa.array(keys, from_pandas=True), "the values")  # NaN/None: no group
-        return grouped.scaler_rows(name, at, known, scaler)
+        return self.fitted.groups
 
     def transform_column(
         self, name: str, values: npt.ArrayLike, groups: npt.ArrayLike | None = None
     ) -> npt.NDArray[np.float64]:
-        """Forward map of one column's values (float64; NaN stays NaN); ``groups``: the
-        group key of each value, for an artifact fitted per group."""
-        return self._scaler_for(name, groups).apply(np.asarray(values, dtype=np.float64))
+        """See :meth:`FittedTransform.transform_column`."""
+        return self.fitted.transform_column(name, values, groups)
 
     def inverse_column(
         self, name: str, values: npt.ArrayLike, groups: npt.ArrayLike | None = None
     ) -> npt.NDArray[np.float64]:
-        """Inverse map of one column's values, back to original units (per group with
-        ``groups``)."""
-        return self._scaler_for(name, groups).invert(np.asarray(values, dtype=np.float64))
-
-    def _map(self, data: Any, columns: Sequence[str] | None, inverse: bool) -> Any:
-        """The one entry of :meth:`transform` and :meth:`inverse_transform`."""
-        names = list(self.columns) if columns is None else list(columns)
-        present = set(data.column_names if isinstance(data, pa.Table) else data.columns)
-        for name in names:
-            self._column(name)
-            if name not in present:
-                raise ArtifactError(
-                    f"column '{name}' is in the stats artifact but not in the frame; "
-                    "add it, or pass columns=[...] to choose the columns to map"
-                )
-        grouped = self.mapper()  # per-group parameters and each row's group: once per frame
-        if grouped is not None and grouped.by not in present:
-            raise ArtifactError(
-                f"the stats are per '{grouped.by}' group, and the frame has no '{grouped.by}' column; add it"
-            )
-        scalers = {name: self.columns[name].scaler for name in names}
-        if isinstance(data, pa.Table):  # the Parquet path's own function: the same numbers
-            return transform_table(data, scalers, "float64", grouped, "the table", inverse)
-        if type(data).__module__.split(".")[0] == "polars":
-            import polars as pl
-
-            mapped = transform_table(data.to_arrow(), scalers, "float64", grouped, "the frame", inverse)
-            return pl.from_arrow(mapped)
-        return self._map_pandas(data, scalers, grouped, inverse)
-
-    @staticmethod
-    def _map_pandas(
-        df: pd.DataFrame, scalers: Mapping[str, FittedScaler], grouped: GroupedScalers | None, inverse: bool
-    ) -> pd.DataFrame:
-        rows = None
-        if grouped is not None:
-            rows = grouped.rows(pa.array(df[grouped.by], from_pandas=True), "the frame")
-        out = df.copy()
-        for name, scaler in scalers.items():
-            values = df[name].to_numpy(dtype=np.float64, na_value=np.nan)
-            if grouped is not None and rows is not None and name in grouped.params:
-                scaler = grouped.scaler_rows(name, *rows, scaler)
-            out[name] = scaler.invert(values) if inverse else scaler.apply(values)
-        return out
+        """See :meth:`FittedTransform.inverse_column`."""
+        return self.fitted.inverse_column(name, values, groups)
 
     def transform(self, data: Frame, columns: Sequence[str] | None = None) -> Frame:
-        """Normalize a pandas or Polars frame or an Arrow table; returns a new one of the
-        same kind (the input is not changed).
-
-        Parameters
-        ----------
-        data : pandas.DataFrame, polars.DataFrame or pyarrow.Table
-            Must hold every artifact column (or those in ``columns``), and the group
-            column of an artifact fitted per group.
-        columns : sequence of str, optional
-            The columns to map; default every column of the artifact.
-
-        Returns
-        -------
-        The same kind as ``data``
-            The mapped columns as float64. pandas: missing values as NaN. Arrow and
-            Polars: nulls stay null and NaN stays NaN, as in the Parquet output (the
-            same function maps both, so the numbers are identical).
-        """
-        mapped: Frame = self._map(data, columns, inverse=False)
+        """Normalize a pandas or Polars frame or an Arrow table (see
+        :meth:`FittedTransform.transform`)."""
+        mapped: Frame = self.fitted.transform(data, columns)
         return mapped
 
     def inverse_transform(self, data: Frame, columns: Sequence[str] | None = None) -> Frame:
-        """Map normalized values back to original units (e.g. predictions of a target);
-        any kind of frame :meth:`transform` takes."""
-        mapped: Frame = self._map(data, columns, inverse=True)
+        """Map normalized values back to original units (see
+        :meth:`FittedTransform.inverse_transform`)."""
+        mapped: Frame = self.fitted.inverse_transform(data, columns)
         return mapped
 
     def __repr__(self) -> str:

@@ -1,0 +1,147 @@
+"""The fitted transform: per column a fitted method, and per-group parameters.
+
+A pure function of the fitted parameters and a block of data: the same
+:func:`~normpipe.mappers.transform_table` maps Parquet row groups, Arrow tables and Polars
+frames, so they give identical numbers; pandas frames and numpy arrays go through the
+same :class:`~normpipe.methods.FittedScaler` maps (missing values as NaN).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, TypeVar
+
+import numpy as np
+import numpy.typing as npt
+import pyarrow as pa
+
+from normpipe.dataset import listing
+from normpipe.errors import ArtifactError
+from normpipe.mappers import GroupedScalers, transform_table
+from normpipe.methods import FittedScaler
+
+if TYPE_CHECKING:  # pandas and Polars are imported by callers that pass frames, not here
+    import pandas as pd
+    import polars as pl
+
+    Frame = TypeVar("Frame", pd.DataFrame, pl.DataFrame, pa.Table)
+
+__all__ = ["FittedTransform"]
+
+
+@dataclass(frozen=True)
+class FittedTransform:
+    """Each column's fitted method, and with ``groups`` each group's parameters.
+
+    Built once per artifact (:attr:`normpipe.artifact.Stats.fitted`); rows of groups
+    unseen at fit time follow the artifact's ``unseen`` rule.
+    """
+
+    scalers: Mapping[str, FittedScaler]
+    groups: GroupedScalers | None = None
+
+    def _scaler(self, name: str) -> FittedScaler:
+        try:
+            return self.scalers[name]
+        except KeyError:
+            raise ArtifactError(
+                f"column '{name}' is not in the stats artifact; columns: {listing(list(self.scalers))}"
+            ) from None
+
+    def _scaler_for(self, name: str, keys: npt.ArrayLike | None) -> FittedScaler:
+        """The scaler of ``name``; per row for a grouped artifact (``keys``: each row's group)."""
+        scaler = self._scaler(name)
+        grouped = self.groups
+        if grouped is None or name not in grouped.params:
+            return scaler
+        if keys is None:
+            raise ArtifactError(
+                f"column '{name}' is normalized per '{grouped.by}' group; pass the groups of the values "
+                f"(groups=...), or map a frame that has the '{grouped.by}' column"
+            )
+        at, known = grouped.rows(pa.array(keys, from_pandas=True), "the values")  # NaN/None: no group
+        return grouped.scaler_rows(name, at, known, scaler)
+
+    def transform_column(
+        self, name: str, values: npt.ArrayLike, groups: npt.ArrayLike | None = None
+    ) -> npt.NDArray[np.float64]:
+        """Forward map of one column's values (float64; NaN stays NaN); ``groups``: the
+        group key of each value, for an artifact fitted per group."""
+        return self._scaler_for(name, groups).apply(np.asarray(values, dtype=np.float64))
+
+    def inverse_column(
+        self, name: str, values: npt.ArrayLike, groups: npt.ArrayLike | None = None
+    ) -> npt.NDArray[np.float64]:
+        """Inverse map of one column's values, back to original units (per group with
+        ``groups``)."""
+        return self._scaler_for(name, groups).invert(np.asarray(values, dtype=np.float64))
+
+    def _map(self, data: Any, columns: Sequence[str] | None, inverse: bool) -> Any:
+        """The one entry of :meth:`transform` and :meth:`inverse_transform`."""
+        names = list(self.scalers) if columns is None else list(columns)
+        present = set(data.column_names if isinstance(data, pa.Table) else data.columns)
+        for name in names:
+            self._scaler(name)
+            if name not in present:
+                raise ArtifactError(
+                    f"column '{name}' is in the stats artifact but not in the frame; "
+                    "add it, or pass columns=[...] to choose the columns to map"
+                )
+        grouped = self.groups
+        if grouped is not None and grouped.by not in present:
+            raise ArtifactError(
+                f"the stats are per '{grouped.by}' group, and the frame has no '{grouped.by}' column; add it"
+            )
+        scalers = {name: self.scalers[name] for name in names}
+        if isinstance(data, pa.Table):  # the Parquet path's own function: the same numbers
+            return transform_table(data, scalers, "float64", grouped, "the table", inverse)
+        if type(data).__module__.split(".")[0] == "polars":
+            import polars as pl
+
+            mapped = transform_table(data.to_arrow(), scalers, "float64", grouped, "the frame", inverse)
+            return pl.from_arrow(mapped)
+        return self._map_pandas(data, scalers, grouped, inverse)
+
+    @staticmethod
+    def _map_pandas(
+        df: pd.DataFrame, scalers: Mapping[str, FittedScaler], grouped: GroupedScalers | None, inverse: bool
+    ) -> pd.DataFrame:
+        rows = None
+        if grouped is not None:
+            rows = grouped.rows(pa.array(df[grouped.by], from_pandas=True), "the frame")
+        out = df.copy()
+        for name, scaler in scalers.items():
+            values = df[name].to_numpy(dtype=np.float64, na_value=np.nan)
+            if grouped is not None and rows is not None and name in grouped.params:
+                scaler = grouped.scaler_rows(name, *rows, scaler)
+            out[name] = scaler.invert(values) if inverse else scaler.apply(values)
+        return out
+
+    def transform(self, data: Frame, columns: Sequence[str] | None = None) -> Frame:
+        """Normalize a pandas or Polars frame or an Arrow table; returns a new one of the
+        same kind (the input is not changed).
+
+        Parameters
+        ----------
+        data : pandas.DataFrame, polars.DataFrame or pyarrow.Table
+            Must hold every artifact column (or those in ``columns``), and the group
+            column of an artifact fitted per group.
+        columns : sequence of str, optional
+            The columns to map; default every column of the artifact.
+
+        Returns
+        -------
+        The same kind as ``data``
+            The mapped columns as float64. pandas: missing values as NaN. Arrow and
+            Polars: nulls stay null and NaN stays NaN, as in the Parquet output (the
+            same function maps both, so the numbers are identical).
+        """
+        mapped: Frame = self._map(data, columns, inverse=False)
+        return mapped
+
+    def inverse_transform(self, data: Frame, columns: Sequence[str] | None = None) -> Frame:
+        """Map normalized values back to original units (e.g. predictions of a target);
+        any kind of frame :meth:`transform` takes."""
+        mapped: Frame = self._map(data, columns, inverse=True)
+        return mapped
