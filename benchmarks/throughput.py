@@ -18,10 +18,10 @@ import numpy as np
 import pyarrow.parquet as pq
 
 import normpipe
-from normpipe.artifact import Stats
 from normpipe.cluster import dask_client
 from normpipe.config import ClusterConfig
 from normpipe.datagen import generate
+from normpipe.stats import Stats
 
 
 def peak_rss() -> int:

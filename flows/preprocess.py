@@ -34,7 +34,6 @@ from prefect.context import TaskRunContext
 from prefect.runtime import flow_run
 
 import normpipe
-from normpipe.artifact import Stats
 from normpipe.cluster import dask_client
 from normpipe.commit import SUCCESS, parse_manifest
 from normpipe.config import STATISTICS_OPTIONS, RunConfig, load_config
@@ -43,6 +42,7 @@ from normpipe.drift import drift
 from normpipe.errors import ArtifactError, ClusterError, DriftError, NormpipeError, OutputError
 from normpipe.fingerprint import Fingerprint
 from normpipe.report import report_html, warnings_for
+from normpipe.stats import Stats
 from normpipe.storage import is_remote, locate
 
 __all__ = ["compute_stats", "normalize", "preprocess"]

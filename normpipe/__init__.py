@@ -37,7 +37,7 @@ _LAZY = {
     "transform": "normpipe.api",
     "run": "normpipe.api",
     "update": "normpipe.api",
-    "Stats": "normpipe.artifact",
+    "Stats": "normpipe.stats",
     "RunConfig": "normpipe.config",
     "ClusterConfig": "normpipe.config",
     "load_config": "normpipe.config",
@@ -45,8 +45,8 @@ _LAZY = {
 
 if TYPE_CHECKING:
     from normpipe.api import fit, run, transform, update
-    from normpipe.artifact import Stats
     from normpipe.config import ClusterConfig, RunConfig, load_config
+    from normpipe.stats import Stats
 
 
 def __getattr__(name: str) -> Any:

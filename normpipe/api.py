@@ -18,7 +18,6 @@ import pyarrow as pa
 from distributed import Client
 
 from normpipe import engine
-from normpipe.artifact import Stats
 from normpipe.cluster import dask_client
 from normpipe.commit import check_output, commit, write_manifest
 from normpipe.config import RunConfig, load_config
@@ -26,6 +25,7 @@ from normpipe.dataset import Dataset, check_footers, discover, listing, select_c
 from normpipe.engine import Progress
 from normpipe.errors import ArtifactError, ConfigError, InputError
 from normpipe.scalers import GROUP_METHODS, REPORTED_PROBABILITIES
+from normpipe.stats import Stats
 from normpipe.storage import Location, locate
 
 __all__ = ["REPORT_IN_OUTPUT", "STATS_IN_OUTPUT", "fit", "run", "transform", "update"]

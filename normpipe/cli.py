@@ -475,7 +475,7 @@ def run(
 
 def _run_and_report(cfg: Any, progress: bool | None, prefect: bool = False) -> None:
     from normpipe import api
-    from normpipe.artifact import Stats
+    from normpipe.stats import Stats
 
     started = time.perf_counter()
     if prefect:
@@ -525,7 +525,7 @@ def inspect(
     as_json: Annotated[bool, typer.Option("--json", help="Print the summary as JSON.")] = False,
 ) -> None:
     """Show the statistics and fitted scalers of a stats artifact."""
-    from normpipe.artifact import Stats
+    from normpipe.stats import Stats
 
     artifact = Stats.load(_artifact_path(stats))
     if as_json:
@@ -554,7 +554,7 @@ def merge(
     ] = False,
 ) -> None:
     """Merge two stats artifacts of disjoint files into one (moments exactly, sketches by merge)."""
-    from normpipe.artifact import Stats
+    from normpipe.stats import Stats
     from normpipe.storage import locate
 
     merged = Stats.load(first).merge(Stats.load(second), allow_repeat, (str(first), str(second)))
@@ -577,8 +577,8 @@ def report(
 ) -> None:
     """Write a self-contained HTML report: per column, histograms before and after
     normalization, a box plot, the statistics, the method, the reason and warnings."""
-    from normpipe.artifact import Stats
     from normpipe.report import write_report
+    from normpipe.stats import Stats
 
     artifact = Stats.load(_artifact_path(stats))
     started = time.perf_counter()
@@ -607,9 +607,9 @@ def drift(
 
     Exit status: 0 no drift, 1 drift in some column, 2 bad input.
     """
-    from normpipe.artifact import Stats
     from normpipe.drift import Thresholds
     from normpipe.drift import drift as compare_artifacts
+    from normpipe.stats import Stats
 
     results = compare_artifacts(
         Stats.load(reference), Stats.load(current), Thresholds(psi, ks, mean_shift, missing)

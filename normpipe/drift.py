@@ -24,7 +24,7 @@ from typing import Any
 
 import numpy as np
 
-from normpipe.artifact import Stats
+from normpipe.stats import Stats
 
 __all__ = ["ColumnDrift", "Thresholds", "drift"]
 

@@ -34,7 +34,7 @@ __all__ = ["FittedTransform"]
 class FittedTransform:
     """Each column's fitted method, and with ``groups`` each group's parameters.
 
-    Built once per artifact (:attr:`normpipe.artifact.Stats.fitted`); rows of groups
+    Built once per artifact (:attr:`normpipe.stats.Stats.fitted`); rows of groups
     unseen at fit time follow the artifact's ``unseen`` rule.
     """
 

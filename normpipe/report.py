@@ -29,8 +29,8 @@ from typing import Any
 
 import numpy as np
 
-from normpipe.artifact import ColumnStats, Stats
 from normpipe.errors import ConfigError
+from normpipe.stats import ColumnStats, Stats
 from normpipe.storage import locate
 
 __all__ = ["ColumnReport", "column_reports", "report_html", "warnings_for", "write_report"]

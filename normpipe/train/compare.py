@@ -26,11 +26,11 @@ from typing import Any
 
 import numpy as np
 
-from normpipe.artifact import Stats
 from normpipe.commit import SUCCESS, committed_output, local_path
 from normpipe.core.column import TableState
 from normpipe.dataset import discover, select_columns
 from normpipe.scalers import ZScore
+from normpipe.stats import Stats
 from normpipe.train.data import split_mask
 from normpipe.train.loop import TrainConfig, TrainingDiverged, train
 

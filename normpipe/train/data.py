@@ -22,9 +22,9 @@ import pyarrow as pa
 import torch
 from torch.utils.data import IterableDataset, get_worker_info
 
-from normpipe.artifact import Stats
 from normpipe.core.column import to_float64
 from normpipe.dataset import Dataset, discover, select_columns
+from normpipe.stats import Stats
 
 __all__ = ["ParquetBatches", "row_uniform", "split_mask"]
 

@@ -27,10 +27,10 @@ from safetensors.torch import load as safetensors_load
 from safetensors.torch import save as safetensors_save
 from torch.utils.data import DataLoader
 
-from normpipe.artifact import Stats
 from normpipe.commit import SUCCESS, check_replaceable, commit
 from normpipe.core.moments import Moments
 from normpipe.errors import ArtifactError, ConfigError, InputError, NormpipeError
+from normpipe.stats import Stats
 from normpipe.storage import locate
 from normpipe.train.data import ParquetBatches, Split
 from normpipe.train.models import MLP, Norm

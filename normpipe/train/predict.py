@@ -22,11 +22,11 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import torch
 
-from normpipe.artifact import Stats
 from normpipe.commit import check_output, committed_output, destination, local_path, write_manifest
 from normpipe.core.column import to_float64
 from normpipe.dataset import Dataset, discover, select_columns
 from normpipe.errors import InputError
+from normpipe.stats import Stats
 from normpipe.train.loop import device_for, load_model
 from normpipe.train.sequence import SequenceWindows
 

@@ -5,11 +5,11 @@ from __future__ import annotations
 from collections.abc import Callable
 from pathlib import Path
 
-from normpipe.artifact import Stats
 from normpipe.commit import check_replaceable
 from normpipe.config import CompareConfig, ModelOptions, TrainOptions, TrainRunConfig
 from normpipe.dataset import discover
 from normpipe.errors import ArtifactError, ConfigError
+from normpipe.stats import Stats
 from normpipe.storage import locate
 from normpipe.train.compare import CompareResult, Run, compare
 from normpipe.train.loop import TrainConfig, TrainResult, save_model, train

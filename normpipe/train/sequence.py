@@ -39,10 +39,10 @@ import torch
 from torch import nn
 from torch.utils.data import IterableDataset
 
-from normpipe.artifact import Stats
 from normpipe.core.column import to_float64
 from normpipe.dataset import discover, select_columns
 from normpipe.errors import InputError
+from normpipe.stats import Stats
 from normpipe.train.models import MLP
 
 __all__ = ["RevIN", "SequenceNorm", "SequenceRegressor", "SequenceWindows"]

@@ -1,0 +1,423 @@
+"""Global statistics of a dataset and the transform fitted on them, in memory.
+
+A :class:`Stats` holds per column the mergeable state, its summary and the fitted
+method (:class:`ColumnStats`), per-group moments with ``--group-by``
+(:class:`GroupStats`), and the files it was computed from; it refits, merges more
+partitions in, and maps frames through its :class:`~normpipe.fitted.FittedTransform`.
+Its file format lives in :mod:`normpipe.artifact`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+import os
+from collections.abc import Mapping, Sequence
+from dataclasses import replace
+from datetime import UTC, datetime
+from functools import cached_property
+from typing import TYPE_CHECKING, Any, Literal
+
+import numpy as np
+import numpy.typing as npt
+
+from normpipe.core.column import ColumnState, ColumnSummary, TableState
+from normpipe.core.groups import GroupMoments
+from normpipe.dataset import listing
+from normpipe.errors import ArtifactError, InputError
+from normpipe.fingerprint import Fingerprint
+from normpipe.fitted import FittedTransform
+from normpipe.mappers import GroupedScalers
+from normpipe.scalers import (
+    REPORTED_PROBABILITIES,
+    FittedScaler,
+    Method,
+    Request,
+    fit_scaler,
+    group_params,
+    parse_scaler,
+)
+from normpipe.storage import locate
+
+if TYPE_CHECKING:
+    from normpipe.fitted import Frame
+
+__all__ = ["ColumnStats", "GroupStats", "Stats"]
+
+
+class ColumnStats:
+    """Statistics of one column, its mergeable state and its fitted scaler."""
+
+    __slots__ = ("dtype", "exact", "request", "scaler", "state", "summary")
+
+    def __init__(
+        self,
+        dtype: str,
+        state: ColumnState,
+        summary: ColumnSummary,
+        scaler: FittedScaler,
+        exact: Mapping[float, float] | None = None,
+        request: Method | None = None,
+    ):
+        self.dtype = dtype
+        self.state = state
+        self.summary = summary
+        self.scaler = scaler
+        #: What was asked for: ``auto`` or a method with its options (``scaler`` holds
+        #: what was fitted; the two differ only for ``auto``).
+        self.request: Method = scaler.spec if request is None else request
+        #: Exact quantiles (``--quantiles exact``) by probability, else ``None``.
+        self.exact = dict(exact) if exact is not None else None
+
+    @classmethod
+    def fitted(
+        cls,
+        name: str,
+        dtype: str,
+        state: ColumnState,
+        spec: Method,
+        exact: Mapping[float, float] | None = None,
+    ) -> ColumnStats:
+        """Finalize ``state`` and fit ``spec``; quantiles from ``exact`` where given.
+
+        Raises
+        ------
+        InputError
+            ``exact`` lacks a probability that ``spec`` needs.
+        """
+        probabilities = sorted({*REPORTED_PROBABILITIES, *spec.probabilities()})
+        summary = state.finalize(probabilities)
+        if exact is not None and state.moments.count:
+            lacking = [p for p in probabilities if p not in exact]
+            if lacking:
+                raise InputError(
+                    f"column '{name}': the exact quantile {lacking[0]:g} is not in the artifact; "
+                    "fit again with --quantiles exact and this method"
+                )
+            summary = replace(summary, quantiles={p: exact[p] for p in probabilities})
+        return cls(dtype, state, summary, fit_scaler(spec, summary, state, name), exact, spec)
+
+
+class GroupStats:
+    """Per-group moments of each column (``--group-by``): each group's parameters are
+    fitted with the column's method; unseen groups follow ``unseen``."""
+
+    __slots__ = ("by", "keys", "logs", "moments", "unseen")
+
+    def __init__(
+        self,
+        by: str,
+        moments: Mapping[str, GroupMoments],
+        logs: Mapping[str, GroupMoments],
+        unseen: Literal["global", "error"] = "global",
+    ) -> None:
+        first = next(iter(moments.values()))
+        self.by = by
+        self.keys = first.keys
+        self.moments = dict(moments)
+        self.logs = dict(logs)
+        self.unseen = unseen
+
+    def mapper(self, scalers: Mapping[str, FittedScaler]) -> GroupedScalers:
+        """Per-group parameters of every column, with the column's fitted method."""
+        params = {
+            name: group_params(scalers[name].spec, moments, self.logs.get(name))
+            for name, moments in self.moments.items()
+        }
+        return GroupedScalers(
+            self.by, self.keys, {name: scalers[name].spec for name in params}, params, self.unseen
+        )
+
+
+class Stats:
+    """Global statistics of a dataset and the transform fitted on them.
+
+    Build one with :func:`normpipe.fit` or :meth:`Stats.load`; apply it to pandas
+    frames with :meth:`transform` and :meth:`inverse_transform`, or to Parquet with
+    :func:`normpipe.transform`.
+    """
+
+    def __init__(
+        self,
+        columns: Mapping[str, ColumnStats],
+        rows: int,
+        k: int,
+        dataset: Fingerprint | Mapping[str, Any],
+        created: str | None = None,
+        normpipe_version: str | None = None,
+        file_sha256: str | None = None,
+        exact: bool = False,
+        groups: GroupStats | None = None,
+    ) -> None:
+        from normpipe import __version__
+
+        self.columns: dict[str, ColumnStats] = dict(columns)
+        #: Whether the recorded quantiles are exact (``--quantiles exact``).
+        self.exact = exact
+        #: Per-group statistics (``--group-by``), else ``None``.
+        self.groups = groups
+        self.rows = rows
+        self.k = k
+        #: The files these statistics were computed from (a mapping is read as the
+        #: artifact's ``dataset`` entry).
+        self.dataset = dataset if isinstance(dataset, Fingerprint) else Fingerprint.from_json(dataset)
+        self.created = created or datetime.now(UTC).isoformat(timespec="seconds")
+        self.normpipe_version = normpipe_version or __version__
+        self._file_sha256 = file_sha256
+
+    # ---------------------------------------------------------------- construction
+    @classmethod
+    def from_state(
+        cls,
+        state: TableState,
+        specs: Mapping[str, Request],
+        dtypes: Mapping[str, str],
+        k: int,
+        dataset: Fingerprint | Mapping[str, Any],
+        exact: Mapping[str, Mapping[float, float]] | None = None,
+        group_by: str | None = None,
+        unseen: Literal["global", "error"] = "global",
+    ) -> Stats:
+        """Finalize a merged :class:`TableState` and fit each column's scaler
+        (with ``exact``, quantiles by column and probability replace the sketch's;
+        with ``group_by``, the state's per-group moments fit each group's parameters)."""
+        columns = {}
+        for name, spec in specs.items():
+            column_state = state.columns[name]
+            moments = column_state.moments
+            if moments.count and not (math.isfinite(moments.mean) and math.isfinite(moments.m2)):
+                raise InputError(
+                    f"column '{name}': values too large for float64 statistics (the "
+                    f"{'mean' if not math.isfinite(moments.mean) else 'variance'} overflows; "
+                    f"largest magnitude {max(abs(moments.min), abs(moments.max)):.3g}); rescale or exclude it"
+                )
+            exact_quantiles = None if exact is None else exact.get(name, {})
+            columns[name] = ColumnStats.fitted(name, dtypes[name], column_state, spec, exact_quantiles)
+        groups = None
+        if group_by is not None and state.groups:
+            groups = GroupStats(group_by, state.groups, state.group_logs, unseen)
+        stats = cls(columns, state.rows, k, dataset, exact=exact is not None, groups=groups)
+        stats.fitted  # noqa: B018  # fits each group now: a method without per-group rules fails here
+        return stats
+
+    def refit(self, method: Any = None, overrides: Mapping[str, Any] | None = None) -> Stats:
+        """The same statistics with other scalers; no pass over the data.
+
+        The artifact keeps each column's full state (moments and quantile sketch), so
+        any method can be fitted from it. ``method`` (a name or a spec) applies to every
+        column not in ``overrides``; left out, a column keeps what was asked for
+        (an ``auto`` column stays ``auto`` and chooses again).
+
+        Examples
+        --------
+        >>> import pyarrow as pa
+        >>> from normpipe.core.column import TableState
+        >>> import pandas as pd
+        >>> frame = pd.DataFrame({"x": np.arange(5.0)})
+        >>> state = TableState.from_block(pa.table(frame), ["x"], 200)
+        >>> files = Fingerprint.of("memory", "", [])
+        >>> stats = Stats.from_state(state, {"x": parse_scaler("zscore")}, {"x": "double"}, 200, files)
+        >>> stats.refit("minmax").transform(frame)["x"].tolist()
+        [0.0, 0.25, 0.5, 0.75, 1.0]
+        """
+        overrides = dict(overrides or {})
+        columns = {}
+        for name, column in self.columns.items():
+            chosen = overrides.get(name, method)
+            spec = column.request if chosen is None else parse_scaler(chosen)
+            columns[name] = ColumnStats.fitted(name, column.dtype, column.state, spec, column.exact)
+        refitted = Stats(columns, self.rows, self.k, self.dataset, exact=self.exact, groups=self.groups)
+        refitted.fitted  # noqa: B018  # as in from_state
+        return refitted
+
+    # ---------------------------------------------------------------- merging
+    def counted_files(self) -> dict[tuple[str, int], str]:
+        """Every file whose rows are in these statistics (see :meth:`Fingerprint.counted`)."""
+        return self.dataset.counted()
+
+    def check_not_counted(self, files: Mapping[tuple[str, int], str], what: str) -> None:
+        """Refuse ``files`` (from :meth:`Fingerprint.counted`) that these statistics already count."""
+        repeated = sorted(set(self.counted_files()) & set(files))
+        if repeated:
+            location, size = repeated[0]
+            more = f" (and {len(repeated) - 1} more)" if len(repeated) > 1 else ""
+            raise InputError(
+                f"{location} ({size:,} bytes){more} is already counted in {what}; leave it out, "
+                "or pass --allow-repeat to count it again"
+            )
+
+    def absorb(
+        self,
+        state: TableState,
+        dataset: Fingerprint,
+        allow_repeat: bool = False,
+        what: str = "the stats",
+    ) -> Stats:
+        """These statistics merged with ``state`` of more rows (``dataset`` lists their files).
+
+        Moments, counts, min/max merge exactly (equal to a full fit up to float64
+        rounding); sketches merge within their bound. Each column keeps its method
+        (``auto`` columns choose again on the merged profile). Exact quantiles cannot
+        be merged: the result holds the sketch's. Files already counted are refused
+        unless ``allow_repeat``.
+
+        Raises
+        ------
+        InputError
+            Columns differ, a file is counted twice, or a log method lost its log
+            moments (one side was fitted without them).
+        """
+        new_files = dataset.counted()
+        if not allow_repeat:
+            self.check_not_counted(new_files, what)
+        missing = [name for name in self.columns if name not in state.columns]
+        extra = [name for name in state.columns if name not in self.columns]
+        if missing or extra:
+            name = (missing or extra)[0]
+            side = "new data" if missing else what
+            raise InputError(
+                f"column '{name}' is not in the {side}; merge statistics of the same columns "
+                f"(have: {listing(list(self.columns))})"
+            )
+        columns = {}
+        for name, column in self.columns.items():
+            other = state.columns[name]
+            merged = ColumnState.merge_all([column.state, other])
+            if (column.state.log is None) != (other.log is None):
+                merged = replace(merged, log=None)  # kept on one side only: not the whole data
+            if (column.state.distinct is None) != (other.distinct is None):
+                merged = replace(merged, distinct=None)
+            columns[name] = ColumnStats.fitted(name, column.dtype, merged, column.request)
+        combined = dataset.after(self.dataset)
+        k = min([self.k, *(c.sketch.k for c in state.columns.values())])
+        groups = None
+        if self.groups is not None:
+            if set(state.groups) != set(self.groups.moments):
+                raise InputError(
+                    f"{what} is normalized per '{self.groups.by}' group and the new statistics are not "
+                    "(or not by the same columns); merge statistics fitted the same way"
+                )
+            moments = {n: self.groups.moments[n].merge(state.groups[n]) for n in self.groups.moments}
+            logs = {
+                n: m.merge(state.group_logs[n]) for n, m in self.groups.logs.items() if n in state.group_logs
+            }
+            groups = GroupStats(self.groups.by, moments, logs, self.groups.unseen)
+        elif state.groups:
+            raise InputError(
+                f"the new statistics are per group and {what} is not; merge statistics fitted the same way"
+            )
+        absorbed = Stats(columns, self.rows + state.rows, k, combined, groups=groups)
+        absorbed.fitted  # noqa: B018  # as in from_state
+        return absorbed
+
+    def merge(self, other: Stats, allow_repeat: bool = False, names: tuple[str, str] = ("A", "B")) -> Stats:
+        """The statistics of both artifacts' rows (see :meth:`absorb`)."""
+        if not allow_repeat:
+            self.check_not_counted(other.counted_files(), f"both {names[0]} and {names[1]}")
+        state = TableState(
+            other.rows,
+            {name: c.state for name, c in other.columns.items()},
+            other.groups.moments if other.groups is not None else {},
+            other.groups.logs if other.groups is not None else {},
+        )
+        if (self.groups is None) != (other.groups is None) or (
+            self.groups is not None and other.groups is not None and self.groups.by != other.groups.by
+        ):
+            raise InputError(
+                f"{names[0]} and {names[1]} are not grouped the same way; merge statistics fitted alike"
+            )
+        return self.absorb(state, other.dataset, allow_repeat=True, what=names[0])
+
+    # ---------------------------------------------------------------- persistence
+    def to_json(self) -> dict[str, Any]:
+        """The artifact as a JSON document (see :mod:`normpipe.artifact`)."""
+        from normpipe import artifact  # the format module imports this one
+
+        return artifact.to_json(self)
+
+    def to_bytes(self) -> bytes:
+        """The artifact file's bytes (see :mod:`normpipe.artifact`)."""
+        from normpipe import artifact
+
+        return artifact.to_bytes(self)
+
+    @property
+    def sha256(self) -> str:
+        """sha256 of the artifact file it was loaded from, else of :meth:`to_bytes`."""
+        return self._file_sha256 or hashlib.sha256(self.to_bytes()).hexdigest()
+
+    def save(self, path: str | os.PathLike[str], storage_options: dict[str, Any] | None = None) -> str:
+        """Write the artifact atomically (a temporary file then rename locally; one object
+        on an object store; ``path`` may be any fsspec URL); returns its sha256."""
+        data = self.to_bytes()
+        locate(path, storage_options).write_bytes(data)
+        return hashlib.sha256(data).hexdigest()
+
+    @classmethod
+    def from_bytes(cls, data: bytes, where: str = "stats artifact") -> Stats:
+        """Parse and validate an artifact; any problem is an :class:`ArtifactError`."""
+        from normpipe import artifact
+
+        return artifact.from_bytes(data, where)
+
+    @classmethod
+    def load(cls, path: str | os.PathLike[str], storage_options: dict[str, Any] | None = None) -> Stats:
+        """Read and validate a stats artifact written by :meth:`save` (a path or URL)."""
+        from normpipe import artifact
+
+        return artifact.load(path, storage_options)
+
+    # ---------------------------------------------------------------- access
+    @property
+    def scalers(self) -> dict[str, FittedScaler]:
+        return {name: c.scaler for name, c in self.columns.items()}
+
+    def summary(self, name: str) -> ColumnSummary:
+        return self._column(name).summary
+
+    def _column(self, name: str) -> ColumnStats:
+        try:
+            return self.columns[name]
+        except KeyError:
+            raise ArtifactError(
+                f"column '{name}' is not in the stats artifact; columns: {listing(list(self.columns))}"
+            ) from None
+
+    # ---------------------------------------------------------------- in-memory transform
+    @cached_property
+    def fitted(self) -> FittedTransform:
+        """The fitted transform (per-group parameters computed here, once)."""
+        groups = self.groups.mapper(self.scalers) if self.groups is not None else None
+        return FittedTransform(self.scalers, groups)
+
+    def mapper(self) -> GroupedScalers | None:
+        """The per-group parameters (``None`` without ``--group-by``)."""
+        return self.fitted.groups
+
+    def transform_column(
+        self, name: str, values: npt.ArrayLike, groups: npt.ArrayLike | None = None
+    ) -> npt.NDArray[np.float64]:
+        """See :meth:`FittedTransform.transform_column`."""
+        return self.fitted.transform_column(name, values, groups)
+
+    def inverse_column(
+        self, name: str, values: npt.ArrayLike, groups: npt.ArrayLike | None = None
+    ) -> npt.NDArray[np.float64]:
+        """See :meth:`FittedTransform.inverse_column`."""
+        return self.fitted.inverse_column(name, values, groups)
+
+    def transform(self, data: Frame, columns: Sequence[str] | None = None) -> Frame:
+        """Normalize a pandas or Polars frame or an Arrow table (see
+        :meth:`FittedTransform.transform`)."""
+        mapped: Frame = self.fitted.transform(data, columns)
+        return mapped
+
+    def inverse_transform(self, data: Frame, columns: Sequence[str] | None = None) -> Frame:
+        """Map normalized values back to original units (see
+        :meth:`FittedTransform.inverse_transform`)."""
+        mapped: Frame = self.fitted.inverse_transform(data, columns)
+        return mapped
+
+    def __repr__(self) -> str:
+        methods = ", ".join(f"{n}={c.scaler.method}" for n, c in self.columns.items())
+        return f"Stats(rows={self.rows}, k={self.k}, columns: {methods})"
