@@ -1,0 +1,5 @@
+"""``python -m normpipe.cli``."""
+
+from normpipe.cli import entrypoint
+
+entrypoint()

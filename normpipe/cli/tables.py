@@ -1,0 +1,104 @@
+"""The statistics as a table on the console (a screenful at most, past 30 columns)."""
+
+from __future__ import annotations
+
+import math
+from collections import Counter
+from typing import Any
+
+from rich.table import Table
+
+from normpipe.cli.app import console
+
+
+def fmt(value: float | None) -> str:
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return "-"
+    return f"{value:.5g}"
+
+
+def stats_table(stats: Any, names: list[str]) -> Table:
+    """The statistics and fitted parameters of the columns ``names``, a row each."""
+    from normpipe.core.sketch import rank_error_bound
+
+    table = Table(
+        title=f"{stats.rows:,} rows · quantiles: KLL k={stats.k}, "
+        f"rank error ≤ {rank_error_bound(stats.k):.1e}"
+    )
+    headers = (
+        "column",
+        "method",
+        "count",
+        "null/NaN",
+        "±inf",
+        "mean",
+        "std",
+        "min",
+        "q25",
+        "median",
+        "q75",
+        "max",
+        "params",
+    )
+    for header in headers:
+        table.add_column(header, justify="left" if header in ("column", "method", "params") else "right")
+    for name in names:
+        column = stats.columns[name]
+        s = column.summary
+        q = s.quantiles
+        params = ", ".join(f"{k}={fmt(v)}" for k, v in column.scaler.params.items())
+        if column.scaler.table:
+            params = f"{len(column.scaler.table)} quantiles"
+        table.add_row(
+            name,
+            column.scaler.method,
+            f"{s.count:,}",
+            f"{s.nulls + s.nans:,}",
+            f"{s.posinf + s.neginf:,}",
+            fmt(s.mean),
+            fmt(s.std),
+            fmt(s.min),
+            fmt(q.get(0.25)),
+            fmt(q.get(0.5)),
+            fmt(q.get(0.75)),
+            fmt(s.max),
+            params,
+        )
+    return table
+
+
+#: Past this many columns the commands that compute statistics print the first ones
+#: and a summary; ``normpipe inspect`` prints every column.
+SCREENFUL = 30
+
+
+def print_stats(stats: Any, where: str | None = None) -> None:
+    """The stats table, then the reason for each method chosen by ``auto``.
+
+    With ``where`` (the artifact's path or URL) and more than :data:`SCREENFUL`
+    columns, only the first ones are shown, followed by a count of methods and the
+    ``inspect`` command that shows them all.
+    """
+    names = list(stats.columns)
+    shown = names if where is None or len(names) <= SCREENFUL else names[:SCREENFUL]
+    console.print(stats_table(stats, shown))
+    if len(shown) < len(names):
+        methods = Counter(column.scaler.method for column in stats.columns.values())
+        counts = ", ".join(f"{method} {count:,}" for method, count in methods.most_common())
+        console.print(
+            f"  … {len(names) - len(shown):,} more columns ({len(names):,} in all; methods: {counts}); "
+            f"every column: normpipe inspect {where}",
+            highlight=False,
+        )
+    if stats.groups is not None:
+        console.print(
+            f"  per group: {len(stats.groups.keys):,} values of '{stats.groups.by}' "
+            f"(unseen groups: {stats.groups.unseen}); the table shows the global statistics",
+            highlight=False,
+        )
+    if stats.exact:
+        console.print("  quantiles: exact (numpy's linear interpolation)", highlight=False)
+    for name in shown:
+        reason = stats.columns[name].scaler.reason
+        if reason:
+            console.print(f"  {name}: {reason}", highlight=False)
