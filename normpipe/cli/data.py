@@ -34,7 +34,8 @@ from normpipe.cli.options import (
     UnseenOpt,
     WorkersOpt,
     build_config,
-    parse_overrides,
+    config_from,
+    config_options,
     progress_bar,
     split_list,
 )
@@ -76,30 +77,14 @@ def fit(
 ) -> None:
     """Compute global statistics of SOURCE and save them (with the fitted scalers) to --stats,
     or with --update merge them into an existing artifact."""
+    options = config_options(locals())
     from normpipe import api
     from normpipe.storage import locate
 
-    options: dict[str, Any] = {
-        "method": method,
-        "overrides": parse_overrides(override),
-        "columns": split_list(columns),
-        "exclude": split_list(exclude),
-        "sketch_k": sketch_k,
-        "quantiles": quantiles,
-        "distinct": distinct,
-        "group_by": group_by,
-        "unseen": unseen,
-    }
-    cluster = {
-        "scheduler": scheduler,
-        "workers": workers,
-        "threads_per_worker": threads_per_worker,
-        "memory_limit": memory_limit,
-    }
     if update is not None:
         from normpipe.config import STATISTICS_OPTIONS
 
-        cfg = build_config(config, source=source, stats=stats or update, **options, **cluster)
+        cfg = build_config(config, **{**options, "stats": stats or update})
         fixed = [name for name in STATISTICS_OPTIONS if name in cfg.model_fields_set]
         if fixed:
             name = fixed[0]
@@ -119,7 +104,7 @@ def fit(
         )
         return
 
-    cfg = build_config(config, source=source, stats=stats, **options, **cluster)
+    cfg = build_config(config, **options)
     if not cfg.stats:
         raise ConfigError("missing --stats: where to save the stats artifact, e.g. --stats stats.json")
     started = time.perf_counter()
@@ -146,21 +131,9 @@ def transform(
     progress: ProgressOpt = None,
 ) -> None:
     """Write a normalized copy of SOURCE to --output with the scalers saved in --stats."""
+    cfg = config_from(locals())
     from normpipe import api
 
-    cfg = build_config(
-        config,
-        source=source,
-        stats=stats,
-        output=output,
-        dtype=dtype,
-        report=report,
-        overwrite=overwrite,
-        scheduler=scheduler,
-        workers=workers,
-        threads_per_worker=threads_per_worker,
-        memory_limit=memory_limit,
-    )
     started = time.perf_counter()
     with progress_bar(progress) as tick:
         manifest = api.transform(config=cfg, progress=tick)
@@ -197,28 +170,7 @@ def run(
     progress: ProgressOpt = None,
 ) -> None:
     """Fit, then transform: normalized SOURCE in --output, stats in OUTPUT/_stats.json (or --stats)."""
-    cfg = build_config(
-        config,
-        source=source,
-        output=output,
-        stats=stats,
-        method=method,
-        overrides=parse_overrides(override),
-        columns=split_list(columns),
-        exclude=split_list(exclude),
-        dtype=dtype,
-        sketch_k=sketch_k,
-        quantiles=quantiles,
-        distinct=distinct,
-        group_by=group_by,
-        unseen=unseen,
-        report=report,
-        overwrite=overwrite,
-        scheduler=scheduler,
-        workers=workers,
-        threads_per_worker=threads_per_worker,
-        memory_limit=memory_limit,
-    )
+    cfg = config_from(locals())
     run_and_report(cfg, progress)
 
 

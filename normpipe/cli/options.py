@@ -102,13 +102,37 @@ def parse_overrides(items: list[str] | None) -> dict[str, str] | None:
     return result
 
 
+#: The options of the local cluster (the config's ``cluster`` section).
+CLUSTER_OPTIONS = ("scheduler", "workers", "threads_per_worker", "memory_limit")
+#: Command parameters that are not run-config keys.
+NOT_CONFIG = ("config", "progress", "update", "allow_repeat")
+
+
 def build_config(config: Path | None, **options: Any) -> Any:
+    """The run config of the YAML file ``config`` and the options given (not None)."""
     from normpipe.config import load_config
 
-    cluster = {
-        key: options.pop(key) for key in ("scheduler", "workers", "threads_per_worker", "memory_limit")
-    }
+    cluster = {key: options.pop(key) for key in CLUSTER_OPTIONS if key in options}
     return load_config(config, cluster=cluster, **options)
+
+
+def config_options(parameters: dict[str, Any]) -> dict[str, Any]:
+    """A command's parameters as run-config keys: ``--override`` items parsed into
+    ``overrides``, comma-separated ``--columns``/``--exclude`` split; parameters that
+    are not config keys left out."""
+    options = {key: value for key, value in parameters.items() if key not in NOT_CONFIG}
+    if "override" in options:
+        options["overrides"] = parse_overrides(options.pop("override"))
+    for key in ("columns", "exclude"):
+        if key in options:
+            options[key] = split_list(options[key])
+    return options
+
+
+def config_from(parameters: dict[str, Any]) -> Any:
+    """The run config of a command's parameters (its ``locals()`` on entry): one rule
+    for every command, from one definition of each option."""
+    return build_config(parameters.get("config"), **config_options(parameters))
 
 
 @contextmanager
