@@ -96,7 +96,7 @@ def write_stats(stats: Stats, config: RunConfig) -> str:
 
 
 @task(retries=2, retry_delay_seconds=[1, 5], retry_condition_fn=_transient, cache_policy=NO_CACHE)
-def transform(config: RunConfig, stats: Stats, save_stats: bool) -> dict[str, Any]:
+def normalize_dataset(config: RunConfig, stats: Stats, save_stats: bool) -> dict[str, Any]:
     """Write the normalized dataset atomically; returns the ``_SUCCESS`` manifest."""
     return normpipe.transform(config=config, stats=stats, client=default_client(), save_stats=save_stats)
 
@@ -247,7 +247,7 @@ def normalize(config: RunConfig | str) -> dict[str, Any]:
     started = time.perf_counter()
     stats = Stats.load(cfg.stats, cfg.storage_options)  # one clear line if it is not a valid artifact
     with dask_client(cfg.cluster):
-        manifest = transform(cfg, stats, save_stats=False)
+        manifest = normalize_dataset(cfg, stats, save_stats=False)
     validate(manifest["output"], cfg)
     elapsed = time.perf_counter() - started
     _publish(stats, elapsed, manifest["output"], cfg.stats, manifest["report"])
@@ -318,7 +318,7 @@ def preprocess(config: RunConfig | str, refresh: bool = False, fail_on_drift: bo
         drifts = check_drift(previous, stats, fail_on_drift) if previous is not None else []
         if cfg.stats:
             write_stats(stats, cfg)
-        manifest = transform(cfg, stats, save_stats=not cfg.stats)
+        manifest = normalize_dataset(cfg, stats, save_stats=not cfg.stats)
     validate(manifest["output"], cfg)
     manifest["stats"] = cfg.stats or manifest["stats"]
     manifest["drift"] = drifts

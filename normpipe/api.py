@@ -164,7 +164,7 @@ def _fit(
     )
 
 
-def _transform(
+def _write_output(
     config: RunConfig,
     stats: Stats,
     dataset: Dataset,
@@ -180,7 +180,7 @@ def _transform(
             data = stats.to_bytes()
             tmp.child(STATS_IN_OUTPUT).write_bytes(data)
             sha = hashlib.sha256(data).hexdigest()
-        files = engine.transform(
+        files = engine.normalize_dataset(
             client, dataset, tmp, stats.scalers, config.dtype, sha, progress, groups=stats.mapper()
         )
         if config.report:
@@ -353,7 +353,7 @@ def transform(
     _check_artifact_columns(artifact, dataset)
     check_footers(dataset, artifact.columns)
     with _client(cfg, client) as c:
-        manifest = _transform(cfg, artifact, dataset, output_path, c, progress, stats_inside=save_stats)
+        manifest = _write_output(cfg, artifact, dataset, output_path, c, progress, stats_inside=save_stats)
     if save_stats:
         manifest["stats"] = output_path.child(STATS_IN_OUTPUT).url
     return manifest
@@ -385,7 +385,7 @@ def run(
         stats = _fit(cfg, dataset, columns, c, progress)
         if cfg.stats:
             stats.save(cfg.stats, cfg.storage_options)
-        manifest = _transform(cfg, stats, dataset, output_path, c, progress, stats_inside=not cfg.stats)
+        manifest = _write_output(cfg, stats, dataset, output_path, c, progress, stats_inside=not cfg.stats)
     manifest["stats"] = (
         locate(cfg.stats, cfg.storage_options).url if cfg.stats else output_path.child(STATS_IN_OUTPUT).url
     )

@@ -47,7 +47,7 @@ from normpipe.core.column import ColumnState, ColumnSummary
 from normpipe.core.groups import GroupMoments
 from normpipe.core.moments import Moments
 from normpipe.core.sketch import DistinctSketch, QuantileSketch, rank_error_bound
-from normpipe.errors import ArtifactError, InputError
+from normpipe.errors import ArtifactError, InputError, first_problem
 from normpipe.fingerprint import Fingerprint
 from normpipe.scalers import REPORTED_PROBABILITIES, Auto, FittedScaler, RequestSpec, ScalerSpec, fit_scaler
 from normpipe.stats import ColumnStats, GroupStats, Stats
@@ -404,10 +404,9 @@ def from_bytes(data: bytes, where: str = "stats artifact") -> Stats:
     try:
         model = _ArtifactModel.model_validate(doc)
     except ValidationError as err:
-        first = err.errors()[0]
-        loc = ".".join(str(p) for p in first["loc"])
+        loc, message, _ = first_problem(err)
         raise ArtifactError(
-            f"{where}: invalid stats artifact at '{loc}': {first['msg']}; recreate it with 'normpipe fit'"
+            f"{where}: invalid stats artifact at '{loc}': {message}; recreate it with 'normpipe fit'"
         ) from None
     k = model.quantile_sketch.k
     columns = {}

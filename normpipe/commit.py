@@ -35,7 +35,7 @@ from typing import TYPE_CHECKING, Any, Literal
 import fsspec
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from normpipe.errors import InputError, OutputError
+from normpipe.errors import InputError, OutputError, first_problem
 from normpipe.storage import Location, locate, storage_errors
 
 if TYPE_CHECKING:  # the dataset module calls this one's reader side
@@ -112,10 +112,9 @@ def parse_manifest(data: bytes, where: str) -> Manifest | None:
     try:
         return Manifest.model_validate(doc)
     except ValidationError as err:
-        first = err.errors()[0]
-        loc = ".".join(str(p) for p in first["loc"])
+        loc, message, _ = first_problem(err)
         raise InputError(
-            f"{where}: invalid manifest at '{loc}' ({first['msg']}); the output is damaged; "
+            f"{where}: invalid manifest at '{loc}' ({message}); the output is damaged; "
             "rerun the job that writes it"
         ) from None
 

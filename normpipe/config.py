@@ -16,7 +16,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_serializer, field_validator
 
 from normpipe.core.sketch import DEFAULT_K
-from normpipe.errors import ConfigError
+from normpipe.errors import ConfigError, first_problem
 from normpipe.scalers import Request, RequestSpec, ZScore
 
 __all__ = [
@@ -217,8 +217,8 @@ class CompareConfig(_ModelRun):
 
 def describe_validation_error(err: ValidationError, where: str) -> str:
     """One line naming the first offending key, what was wrong and what was received."""
-    first = err.errors()[0]
-    loc = ".".join(str(p) for p in first["loc"]) or "(top level)"
+    loc, _, first = first_problem(err)
+    loc = loc or "(top level)"
     if first["type"] == "extra_forbidden":
         return f"{where}: unknown key '{loc}'; remove it or check its spelling"
     received = first.get("input")

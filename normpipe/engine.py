@@ -26,9 +26,9 @@ from normpipe.errors import ClusterError, NormpipeError
 from normpipe.mappers import GroupedScalers, OutputDtype
 from normpipe.scalers import FittedScaler
 from normpipe.storage import Location
-from normpipe.writer import transform_file
+from normpipe.writer import write_file
 
-__all__ = ["EXACT_WIDTHS", "Progress", "analyze", "exact_quantiles", "transform", "tree_reduce"]
+__all__ = ["EXACT_WIDTHS", "Progress", "analyze", "exact_quantiles", "normalize_dataset", "tree_reduce"]
 
 #: ``progress(phase, done, total)`` is called as files complete.
 Progress = Callable[[str, int, int], None]
@@ -161,7 +161,7 @@ def exact_quantiles(
     return result
 
 
-def transform(
+def normalize_dataset(
     client: Client,
     dataset: Dataset,
     dest_root: Location,
@@ -176,9 +176,7 @@ def transform(
     Per-group parameters (which can be large) are sent to each worker once."""
     shared = client.scatter(groups, broadcast=True, hash=False) if groups is not None else None
     futures = [
-        client.submit(
-            transform_file, f, dataset.fs, dest_root, scalers, dtype, stats_sha256, shared, pure=False
-        )
+        client.submit(write_file, f, dataset.fs, dest_root, scalers, dtype, stats_sha256, shared, pure=False)
         for f in dataset.files
     ]
     try:

@@ -7,6 +7,8 @@ message argument so that they survive the trip from a Dask worker to the client.
 
 from __future__ import annotations
 
+from typing import Any
+
 __all__ = [
     "REPR_PREFIX",
     "ArtifactError",
@@ -58,3 +60,10 @@ class ClusterError(NormpipeError):
 
 class DriftError(NormpipeError):
     """The data drifted from the previous run's statistics past the set thresholds."""
+
+
+def first_problem(err: Any) -> tuple[str, str, dict[str, Any]]:
+    """The dotted location, the message and the whole entry of the first problem a
+    pydantic ``ValidationError`` reports: what one-line messages name."""
+    first: dict[str, Any] = err.errors()[0]
+    return ".".join(str(p) for p in first["loc"]), str(first["msg"]), first

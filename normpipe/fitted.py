@@ -1,7 +1,7 @@
 """The fitted transform: per column a fitted method, and per-group parameters.
 
 A pure function of the fitted parameters and a block of data: the same
-:func:`~normpipe.mappers.transform_table` maps Parquet row groups, Arrow tables and Polars
+:func:`~normpipe.mappers.apply_table` maps Parquet row groups, Arrow tables and Polars
 frames, so they give identical numbers; pandas frames and numpy arrays go through the
 same :class:`~normpipe.methods.FittedScaler` maps (missing values as NaN).
 """
@@ -18,7 +18,7 @@ import pyarrow as pa
 
 from normpipe.dataset import listing
 from normpipe.errors import ArtifactError
-from normpipe.mappers import GroupedScalers, transform_table
+from normpipe.mappers import GroupedScalers, apply_table
 from normpipe.methods import FittedScaler
 
 if TYPE_CHECKING:  # pandas and Polars are imported by callers that pass frames, not here
@@ -95,11 +95,11 @@ class FittedTransform:
             )
         scalers = {name: self.scalers[name] for name in names}
         if isinstance(data, pa.Table):  # the Parquet path's own function: the same numbers
-            return transform_table(data, scalers, "float64", grouped, "the table", inverse)
+            return apply_table(data, scalers, "float64", grouped, "the table", inverse)
         if type(data).__module__.split(".")[0] == "polars":
             import polars as pl
 
-            mapped = transform_table(data.to_arrow(), scalers, "float64", grouped, "the frame", inverse)
+            mapped = apply_table(data.to_arrow(), scalers, "float64", grouped, "the frame", inverse)
             return pl.from_arrow(mapped)
         return self._map_pandas(data, scalers, grouped, inverse)
 

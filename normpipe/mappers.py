@@ -24,10 +24,10 @@ __all__ = [
     "PANDAS_KEY",
     "GroupedScalers",
     "OutputDtype",
+    "apply_table",
     "arrow_dtype",
     "output_schema",
     "pandas_metadata",
-    "transform_table",
 ]
 
 OutputDtype = Literal["float64", "float32"]
@@ -158,7 +158,7 @@ def _validity(column: pa.ChunkedArray) -> pa.Buffer | None:
     return pa.py_buffer(np.packbits(valid, bitorder="little"))
 
 
-def transform_table(
+def apply_table(
     table: pa.Table,
     scalers: Mapping[str, FittedScaler],
     dtype: OutputDtype = "float64",

@@ -20,17 +20,17 @@ import pyarrow.parquet as pq
 from normpipe.commit import destination
 from normpipe.dataset import SourceFile, check_file_schema
 from normpipe.errors import InputError
-from normpipe.mappers import GroupedScalers, OutputDtype, output_schema, transform_table
+from normpipe.mappers import GroupedScalers, OutputDtype, apply_table, output_schema
 from normpipe.scalers import FittedScaler
 from normpipe.storage import Location, storage_errors
 
-__all__ = ["STATS_SHA256_KEY", "transform_file"]
+__all__ = ["STATS_SHA256_KEY", "write_file"]
 
 #: Footer key that names the sha256 of the stats artifact used for the transform.
 STATS_SHA256_KEY = b"normpipe.stats_sha256"
 
 
-def transform_file(
+def write_file(
     file: SourceFile,
     fs: fsspec.AbstractFileSystem | None,
     dest_root: Location,
@@ -63,7 +63,7 @@ def transform_file(
             stack.enter_context(storage_errors(dest_root.url, "write"))
             sink = stack.enter_context(dest_root.fs.open(dest.as_posix(), "wb"))
         blocks = (
-            transform_table(file.read(parquet, i), scalers, dtype, groups, file.path).replace_schema_metadata(
+            apply_table(file.read(parquet, i), scalers, dtype, groups, file.path).replace_schema_metadata(
                 metadata
             )
             for i in range(parquet.num_row_groups)
