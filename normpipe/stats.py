@@ -10,7 +10,6 @@ Its file format lives in :mod:`normpipe.artifact`.
 from __future__ import annotations
 
 import hashlib
-import math
 import os
 from collections.abc import Mapping, Sequence
 from dataclasses import replace
@@ -37,12 +36,13 @@ from normpipe.scalers import (
     group_params,
     parse_scaler,
 )
+from normpipe.statistics import ColumnStatistics, GroupStatistics, Statistics
 from normpipe.storage import locate
 
 if TYPE_CHECKING:
     from normpipe.fitted import Frame
 
-__all__ = ["ColumnStats", "GroupStats", "Stats"]
+__all__ = ["ColumnStats", "GroupStats", "Stats", "fit"]
 
 
 class ColumnStats:
@@ -181,24 +181,31 @@ class Stats:
         """Finalize a merged :class:`TableState` and fit each column's scaler
         (with ``exact``, quantiles by column and probability replace the sketch's;
         with ``group_by``, the state's per-group moments fit each group's parameters)."""
-        columns = {}
-        for name, spec in specs.items():
-            column_state = state.columns[name]
-            moments = column_state.moments
-            if moments.count and not (math.isfinite(moments.mean) and math.isfinite(moments.m2)):
-                raise InputError(
-                    f"column '{name}': values too large for float64 statistics (the "
-                    f"{'mean' if not math.isfinite(moments.mean) else 'variance'} overflows; "
-                    f"largest magnitude {max(abs(moments.min), abs(moments.max)):.3g}); rescale or exclude it"
-                )
-            exact_quantiles = None if exact is None else exact.get(name, {})
-            columns[name] = ColumnStats.fitted(name, dtypes[name], column_state, spec, exact_quantiles)
-        groups = None
-        if group_by is not None and state.groups:
-            groups = GroupStats(group_by, state.groups, state.group_logs, unseen)
-        stats = cls(columns, state.rows, k, dataset, exact=exact is not None, groups=groups)
-        stats.fitted  # noqa: B018  # fits each group now: a method without per-group rules fails here
-        return stats
+        files = dataset if isinstance(dataset, Fingerprint) else Fingerprint.from_json(dataset)
+        statistics = Statistics.from_state(state, {n: dtypes[n] for n in specs}, k, files, exact, group_by)
+        return fit(statistics, specs, unseen)
+
+    @cached_property
+    def statistics(self) -> Statistics:
+        """The statistics alone, without the fitted methods."""
+        groups = self.groups
+        return Statistics(
+            self.rows,
+            self.k,
+            self.dataset,
+            {name: ColumnStatistics(c.dtype, c.state, c.exact) for name, c in self.columns.items()},
+            GroupStatistics(groups.by, groups.moments, groups.logs) if groups is not None else None,
+            self.exact,
+        )
+
+    @property
+    def requests(self) -> dict[str, Method]:
+        """What was asked for, by column (``auto`` where it was)."""
+        return {name: c.request for name, c in self.columns.items()}
+
+    @property
+    def unseen(self) -> Literal["global", "error"]:
+        return self.groups.unseen if self.groups is not None else "global"
 
     def refit(self, method: Any = None, overrides: Mapping[str, Any] | None = None) -> Stats:
         """The same statistics with other scalers; no pass over the data.
@@ -221,14 +228,11 @@ class Stats:
         [0.0, 0.25, 0.5, 0.75, 1.0]
         """
         overrides = dict(overrides or {})
-        columns = {}
-        for name, column in self.columns.items():
-            chosen = overrides.get(name, method)
-            spec = column.request if chosen is None else parse_scaler(chosen)
-            columns[name] = ColumnStats.fitted(name, column.dtype, column.state, spec, column.exact)
-        refitted = Stats(columns, self.rows, self.k, self.dataset, exact=self.exact, groups=self.groups)
-        refitted.fitted  # noqa: B018  # as in from_state
-        return refitted
+        requests = {
+            name: request if (chosen := overrides.get(name, method)) is None else parse_scaler(chosen)
+            for name, request in self.requests.items()
+        }
+        return fit(self.statistics, requests, self.unseen)
 
     # ---------------------------------------------------------------- merging
     def counted_files(self) -> dict[tuple[str, int], str]:
@@ -237,14 +241,7 @@ class Stats:
 
     def check_not_counted(self, files: Mapping[tuple[str, int], str], what: str) -> None:
         """Refuse ``files`` (from :meth:`Fingerprint.counted`) that these statistics already count."""
-        repeated = sorted(set(self.counted_files()) & set(files))
-        if repeated:
-            location, size = repeated[0]
-            more = f" (and {len(repeated) - 1} more)" if len(repeated) > 1 else ""
-            raise InputError(
-                f"{location} ({size:,} bytes){more} is already counted in {what}; leave it out, "
-                "or pass --allow-repeat to count it again"
-            )
+        self.statistics.check_not_counted(files, what)
 
     def absorb(
         self,
@@ -253,13 +250,9 @@ class Stats:
         allow_repeat: bool = False,
         what: str = "the stats",
     ) -> Stats:
-        """These statistics merged with ``state`` of more rows (``dataset`` lists their files).
-
-        Moments, counts, min/max merge exactly (equal to a full fit up to float64
-        rounding); sketches merge within their bound. Each column keeps its method
-        (``auto`` columns choose again on the merged profile). Exact quantiles cannot
-        be merged: the result holds the sketch's. Files already counted are refused
-        unless ``allow_repeat``.
+        """These statistics merged with ``state`` of more rows (``dataset`` lists their
+        files; see :meth:`Statistics.absorb`), each column fitted with what was asked for
+        (``auto`` columns choose again on the merged profile).
 
         Raises
         ------
@@ -267,66 +260,12 @@ class Stats:
             Columns differ, a file is counted twice, or a log method lost its log
             moments (one side was fitted without them).
         """
-        new_files = dataset.counted()
-        if not allow_repeat:
-            self.check_not_counted(new_files, what)
-        missing = [name for name in self.columns if name not in state.columns]
-        extra = [name for name in state.columns if name not in self.columns]
-        if missing or extra:
-            name = (missing or extra)[0]
-            side = "new data" if missing else what
-            raise InputError(
-                f"column '{name}' is not in the {side}; merge statistics of the same columns "
-                f"(have: {listing(list(self.columns))})"
-            )
-        columns = {}
-        for name, column in self.columns.items():
-            other = state.columns[name]
-            merged = ColumnState.merge_all([column.state, other])
-            if (column.state.log is None) != (other.log is None):
-                merged = replace(merged, log=None)  # kept on one side only: not the whole data
-            if (column.state.distinct is None) != (other.distinct is None):
-                merged = replace(merged, distinct=None)
-            columns[name] = ColumnStats.fitted(name, column.dtype, merged, column.request)
-        combined = dataset.after(self.dataset)
-        k = min([self.k, *(c.sketch.k for c in state.columns.values())])
-        groups = None
-        if self.groups is not None:
-            if set(state.groups) != set(self.groups.moments):
-                raise InputError(
-                    f"{what} is normalized per '{self.groups.by}' group and the new statistics are not "
-                    "(or not by the same columns); merge statistics fitted the same way"
-                )
-            moments = {n: self.groups.moments[n].merge(state.groups[n]) for n in self.groups.moments}
-            logs = {
-                n: m.merge(state.group_logs[n]) for n, m in self.groups.logs.items() if n in state.group_logs
-            }
-            groups = GroupStats(self.groups.by, moments, logs, self.groups.unseen)
-        elif state.groups:
-            raise InputError(
-                f"the new statistics are per group and {what} is not; merge statistics fitted the same way"
-            )
-        absorbed = Stats(columns, self.rows + state.rows, k, combined, groups=groups)
-        absorbed.fitted  # noqa: B018  # as in from_state
-        return absorbed
+        return fit(self.statistics.absorb(state, dataset, allow_repeat, what), self.requests, self.unseen)
 
     def merge(self, other: Stats, allow_repeat: bool = False, names: tuple[str, str] = ("A", "B")) -> Stats:
-        """The statistics of both artifacts' rows (see :meth:`absorb`)."""
-        if not allow_repeat:
-            self.check_not_counted(other.counted_files(), f"both {names[0]} and {names[1]}")
-        state = TableState(
-            other.rows,
-            {name: c.state for name, c in other.columns.items()},
-            other.groups.moments if other.groups is not None else {},
-            other.groups.logs if other.groups is not None else {},
-        )
-        if (self.groups is None) != (other.groups is None) or (
-            self.groups is not None and other.groups is not None and self.groups.by != other.groups.by
-        ):
-            raise InputError(
-                f"{names[0]} and {names[1]} are not grouped the same way; merge statistics fitted alike"
-            )
-        return self.absorb(state, other.dataset, allow_repeat=True, what=names[0])
+        """The statistics of both artifacts' rows (see :meth:`Statistics.merge`)."""
+        merged = self.statistics.merge(other.statistics, allow_repeat, names)
+        return fit(merged, self.requests, self.unseen)
 
     # ---------------------------------------------------------------- persistence
     def to_json(self) -> dict[str, Any]:
@@ -421,3 +360,29 @@ class Stats:
     def __repr__(self) -> str:
         methods = ", ".join(f"{n}={c.scaler.method}" for n, c in self.columns.items())
         return f"Stats(rows={self.rows}, k={self.k}, columns: {methods})"
+
+
+def fit(
+    statistics: Statistics, requests: Mapping[str, Method], unseen: Literal["global", "error"] = "global"
+) -> Stats:
+    """Each column's requested method fitted on ``statistics``, with per-group parameters
+    where they were kept: a pure function, no pass over the data.
+
+    Raises
+    ------
+    InputError
+        A method cannot be fitted on these statistics (log1p on negative values, a log
+        method without log moments, a missing exact quantile, a method without
+        per-group rules on grouped statistics).
+    """
+    columns = {
+        name: ColumnStats.fitted(name, c.dtype, c.state, requests[name], c.exact)
+        for name, c in statistics.columns.items()
+    }
+    found = statistics.groups
+    groups = GroupStats(found.by, found.moments, found.logs, unseen) if found is not None else None
+    stats = Stats(
+        columns, statistics.rows, statistics.k, statistics.dataset, exact=statistics.exact, groups=groups
+    )
+    stats.fitted  # noqa: B018  # fits each group now: a method without per-group rules fails here
+    return stats
