@@ -234,7 +234,7 @@ def _column_json(column: ColumnStats) -> dict[str, Any]:
         "sketch": column.state.sketch.to_base64(),
         "scaler": column.scaler.spec.model_dump(mode="json"),
         "request": column.request.model_dump(mode="json"),
-        "params": column.scaler.params,
+        "params": dict(column.scaler.params),
         "reason": column.scaler.reason,
         "profile": {
             "skewness": _finite_or_none(s.skewness),
@@ -305,7 +305,8 @@ def _column_from_model(model: _ColumnModel, k: int, is_exact: bool = False) -> C
         distinct=state.distinct.estimate if state.distinct is not None else math.nan,
         log=state.log,
     )
-    scaler = FittedScaler(model.scaler, dict(model.params), model.reason, tuple(model.table or ()))
+    params = model.scaler.params_of(model.params)
+    scaler = FittedScaler(model.scaler, params, model.reason, tuple(model.table or ()))
     scaler.check()
     exact = {float(p): q for p, q in model.quantiles.items() if q is not None} if is_exact else None
     request = model.request

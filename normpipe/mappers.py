@@ -18,6 +18,7 @@ import pyarrow as pa
 from normpipe.core.column import to_float64
 from normpipe.core.groups import GroupIndex
 from normpipe.errors import InputError
+from normpipe.params import Params
 from normpipe.scalers import FittedScaler, Method
 
 __all__ = [
@@ -92,7 +93,7 @@ class GroupedScalers:
     by: str
     keys: npt.NDArray[Any]
     specs: Mapping[str, Method]
-    params: Mapping[str, Mapping[str, npt.NDArray[np.float64]]]
+    params: Mapping[str, Params]
     unseen: Literal["global", "error"] = "global"
 
     def lookup(
@@ -138,12 +139,10 @@ class GroupedScalers:
         """A scaler whose parameters are arrays, one entry per row."""
         own = self.params[name]
         if known.all():  # the common case: nothing to blend with the global parameters
-            params = {key: np.take(values, at) for key, values in own.items()}
+            params = own.map(lambda _, values: np.take(values, at))
         else:
-            params = {
-                key: np.where(known, np.take(values, at), fallback.params[key]) for key, values in own.items()
-            }
-        return FittedScaler(self.specs[name], params)  # type: ignore[arg-type]  # arrays broadcast
+            params = own.map(lambda key, values: np.where(known, np.take(values, at), fallback.params[key]))
+        return FittedScaler(self.specs[name], params)  # the arrays broadcast
 
 
 def _validity(column: pa.ChunkedArray) -> pa.Buffer | None:

@@ -41,6 +41,7 @@ functions: NaN stays NaN and +/-inf stay infinite (clipped by ``minmax`` with
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from dataclasses import dataclass
 from statistics import NormalDist
 from typing import Any, ClassVar, Literal
@@ -53,6 +54,7 @@ from normpipe.core.column import ColumnState, ColumnSummary, signed_log
 from normpipe.core.groups import GroupMoments
 from normpipe.core.moments import Moments
 from normpipe.errors import InputError
+from normpipe.params import Affine, Clipped, Linear, NoParams, Params
 
 __all__ = [
     "Clip",
@@ -61,7 +63,6 @@ __all__ = [
     "MaxAbs",
     "Method",
     "MinMax",
-    "Params",
     "Quantile",
     "Robust",
     "SignedLog",
@@ -71,9 +72,6 @@ __all__ = [
 _EPS = float(np.finfo(np.float64).eps)
 
 Array = npt.NDArray[np.float64]
-#: Fitted parameters by name: floats for a column, arrays (one entry per group or per
-#: row) for per-group normalization; every map below broadcasts over either.
-Params = dict[str, Any]
 
 
 def _nonzero(scale: float) -> float:
@@ -96,12 +94,25 @@ class Method(BaseModel):
 
     #: The method's name (each class narrows it to a literal: the registry's key).
     method: str
-    #: The names of the fitted parameters.
-    params_keys: ClassVar[tuple[str, ...]] = ()
+    #: The class of the fitted parameters.
+    params_type: ClassVar[type[Params]] = NoParams
 
     def probabilities(self) -> tuple[float, ...]:
         """Quantile probabilities this scaler needs from the sketch."""
         return ()
+
+    def params_of(self, values: Mapping[str, Any]) -> Params:
+        """This method's parameters from an artifact's ``"params"`` (exactly its keys).
+
+        Raises
+        ------
+        ValueError
+            A key is missing or unknown.
+        """
+        try:
+            return self.params_type.of(values)
+        except ValueError as err:
+            raise ValueError(f"{self.method} {err}") from None
 
     @property
     def needs_log(self) -> bool:
@@ -135,7 +146,7 @@ class Method(BaseModel):
 class _Affine(Method):
     """``y = (f(x) - center) / scale``: ``f`` is the identity unless a method changes it."""
 
-    params_keys: ClassVar[tuple[str, ...]] = ("center", "scale")
+    params_type: ClassVar[type[Params]] = Affine
 
     def _forward(self, x: Array, p: Params) -> Array:
         return x
@@ -145,7 +156,7 @@ class _Affine(Method):
 
     def _empty(self) -> Params:
         """The identity map, for a column with no finite value."""
-        return {"center": 0.0, "scale": 1.0}
+        return Affine(center=0.0, scale=1.0)
 
     def apply(self, x: Array, p: Params, table: tuple[float, ...] = ()) -> Array:
         y: Array = self._forward(x, p) - p["center"]
@@ -162,10 +173,10 @@ def _standardize_groups(
     """Per-group z-score parameters (a constant group gets scale 1, an empty one the identity)."""
     constant = empty | (moments.min == moments.max)
     std = np.where(constant, 1.0, _nonzero_each(moments.std))
-    return {
-        "center": np.where(empty | (not with_mean), 0.0, moments.mean),
-        "scale": std if with_std else np.ones(moments.count.size),
-    }
+    return Affine(
+        center=np.where(empty | (not with_mean), 0.0, moments.mean),
+        scale=std if with_std else np.ones(moments.count.size),
+    )
 
 
 class ZScore(_Affine):
@@ -182,7 +193,7 @@ class ZScore(_Affine):
         # 10 eps (scikit-learn's _handle_zeros_in_scale).
         std = 1.0 if s.min == s.max else _nonzero(s.std)
         return FittedScaler(
-            self, {"center": s.mean if self.with_mean else 0.0, "scale": std if self.with_std else 1.0}
+            self, Affine(center=s.mean if self.with_mean else 0.0, scale=std if self.with_std else 1.0)
         )
 
     def fit_groups(self, moments: GroupMoments, log: GroupMoments | None) -> Params:
@@ -195,7 +206,7 @@ class MinMax(Method):
     method: Literal["minmax"] = "minmax"
     feature_range: tuple[float, float] = (0.0, 1.0)
     clip: bool = False
-    params_keys: ClassVar[tuple[str, ...]] = ("scale", "min")
+    params_type: ClassVar[type[Params]] = Linear
 
     @model_validator(mode="after")
     def _check_range(self) -> MinMax:
@@ -210,17 +221,17 @@ class MinMax(Method):
 
     def fit(self, s: ColumnSummary, state: ColumnState | None = None, name: str = "?") -> FittedScaler:
         if s.count == 0:
-            return FittedScaler(self, {"scale": 1.0, "min": 0.0})
+            return FittedScaler(self, Linear(scale=1.0, min=0.0))
         low, high = self.feature_range
         scale = (high - low) / _nonzero(s.max - s.min)
-        return FittedScaler(self, {"scale": scale, "min": low - s.min * scale})
+        return FittedScaler(self, Linear(scale=scale, min=low - s.min * scale))
 
     def fit_groups(self, moments: GroupMoments, log: GroupMoments | None) -> Params:
         empty = moments.count == 0
         low, high = self.feature_range
         extent = _nonzero_each(np.where(empty, 1.0, moments.max - moments.min))
         scale = np.where(empty, 1.0, (high - low) / extent)
-        return {"scale": scale, "min": np.where(empty, 0.0, low - moments.min * scale)}
+        return Linear(scale=scale, min=np.where(empty, 0.0, low - moments.min * scale))
 
     def apply(self, x: Array, p: Params, table: tuple[float, ...] = ()) -> Array:
         y: Array = x * p["scale"] + p["min"]
@@ -266,7 +277,7 @@ class Robust(_Affine):
                 normal = NormalDist()
                 low, high = self.quantile_range
                 scale /= normal.inv_cdf(high / 100.0) - normal.inv_cdf(low / 100.0)
-        return FittedScaler(self, {"center": median if self.with_centering else 0.0, "scale": scale})
+        return FittedScaler(self, Affine(center=median if self.with_centering else 0.0, scale=scale))
 
 
 class MaxAbs(_Affine):
@@ -277,11 +288,11 @@ class MaxAbs(_Affine):
     def fit(self, s: ColumnSummary, state: ColumnState | None = None, name: str = "?") -> FittedScaler:
         if s.count == 0:
             return FittedScaler(self, self._empty())
-        return FittedScaler(self, {"center": 0.0, "scale": _nonzero(max(abs(s.min), abs(s.max)))})
+        return FittedScaler(self, Affine(center=0.0, scale=_nonzero(max(abs(s.min), abs(s.max)))))
 
     def fit_groups(self, moments: GroupMoments, log: GroupMoments | None) -> Params:
         extent = np.where(moments.count == 0, 1.0, np.maximum(np.abs(moments.min), np.abs(moments.max)))
-        return {"center": np.zeros(moments.count.size), "scale": _nonzero_each(extent)}
+        return Affine(center=np.zeros(moments.count.size), scale=_nonzero_each(extent))
 
 
 class _Log(_Affine):
@@ -306,7 +317,7 @@ class _Log(_Affine):
         std = math.sqrt(log.variance()) if log.count else 1.0
         constant = log.count == 0 or log.min == log.max
         center = log.mean if log.count else 0.0
-        return FittedScaler(self, {"center": center, "scale": 1.0 if constant else _nonzero(std)})
+        return FittedScaler(self, Affine(center=center, scale=1.0 if constant else _nonzero(std)))
 
     def fit_groups(self, moments: GroupMoments, log: GroupMoments | None) -> Params:
         if log is None:
@@ -368,10 +379,10 @@ class Quantile(Method):
         if state is None:
             raise InputError(f"column '{name}': the quantile transform needs the column's sketch")
         if s.count == 0:
-            return FittedScaler(self, {}, table=(0.0, 1.0))
+            return FittedScaler(self, NoParams(), table=(0.0, 1.0))
         probabilities = np.linspace(0.0, 1.0, self.n_quantiles)
         table = np.maximum.accumulate(np.asarray(state.sketch.quantiles(list(probabilities))))
-        return FittedScaler(self, {}, table=tuple(float(v) for v in table))
+        return FittedScaler(self, NoParams(), table=tuple(float(v) for v in table))
 
     def apply(self, x: Array, p: Params, table: tuple[float, ...] = ()) -> Array:
         quantiles, refs = np.asarray(table), np.linspace(0.0, 1.0, len(table))
@@ -398,7 +409,7 @@ class Clip(_Affine):
     method: Literal["clip"] = "clip"
     quantile_range: tuple[float, float] = (1.0, 99.0)
     then: Literal["none", "minmax", "robust"] = "none"
-    params_keys: ClassVar[tuple[str, ...]] = ("low", "high", "center", "scale")
+    params_type: ClassVar[type[Params]] = Clipped
 
     @model_validator(mode="after")
     def _check_range(self) -> Clip:
@@ -418,14 +429,14 @@ class Clip(_Affine):
     def fit(self, s: ColumnSummary, state: ColumnState | None = None, name: str = "?") -> FittedScaler:
         if s.count == 0:
             big = float(np.finfo(np.float64).max)
-            return FittedScaler(self, {"low": -big, "high": big, "center": 0.0, "scale": 1.0})
+            return FittedScaler(self, Clipped(low=-big, high=big, center=0.0, scale=1.0))
         q_low, q1, median, q3, q_high = (s.quantiles[p] for p in self.probabilities())
         center, scale = 0.0, 1.0
         if self.then == "minmax":
             center, scale = q_low, _nonzero(q_high - q_low)
         elif self.then == "robust":
             center, scale = median, _nonzero(q3 - q1)
-        return FittedScaler(self, {"low": q_low, "high": q_high, "center": center, "scale": scale})
+        return FittedScaler(self, Clipped(low=q_low, high=q_high, center=center, scale=scale))
 
     def _forward(self, x: Array, p: Params) -> Array:
         return np.clip(x, p["low"], p["high"])
@@ -445,7 +456,7 @@ class FittedScaler:
     """
 
     spec: Method  # one of :data:`normpipe.scalers.Fitted`
-    params: dict[str, float]
+    params: Params
     reason: str = ""
     table: tuple[float, ...] = ()
 
@@ -463,7 +474,7 @@ class FittedScaler:
         ValueError
             Naming the first parameter at fault.
         """
-        needed = self.spec.params_keys
+        needed = self.spec.params_type.names()
         if set(self.params) != set(needed):
             raise ValueError(f"{self.method} has the parameters {', '.join(needed) or 'none'}")
         for key, value in self.params.items():

@@ -21,12 +21,12 @@ from normpipe.methods import (
     MaxAbs,
     Method,
     MinMax,
-    Params,
     Quantile,
     Robust,
     SignedLog,
     ZScore,
 )
+from normpipe.params import Params
 
 __all__ = [
     "GROUP_METHODS",
