@@ -19,6 +19,7 @@ from normpipe.core.column import ColumnState, TableState, signed_log, to_float64
 from normpipe.core.groups import GroupIndex, GroupMoments
 from normpipe.dataset import SourceFile, check_file_schema
 from normpipe.errors import InputError
+from normpipe.scan import blocks
 
 __all__ = ["analyze_file", "collect_brackets", "merge_brackets", "merge_states"]
 
@@ -49,8 +50,8 @@ def analyze_file(
     states = {}
     for name in columns:
         state = ColumnState.empty(k)
-        for i in range(parquet.num_row_groups):
-            chunk = file.read(parquet, i, [name]).column(0)
+        for block in blocks(file, parquet, [name]):
+            chunk = block.table.column(0)
             state = state.merge(ColumnState.from_block(chunk, k, name in log, name in distinct))
         states[name] = state
     pa.default_memory_pool().release_unused()  # hand decode buffers back between tasks
@@ -107,8 +108,8 @@ def collect_brackets(
     state: exact.BracketState = {}
     for name, column_brackets in brackets.items():
         parts = []
-        for i in range(parquet.num_row_groups):
-            values = to_float64(file.read(parquet, i, [name]).column(0))
+        for block in blocks(file, parquet, [name]):
+            values = to_float64(block.table.column(0))
             parts.append({name: exact.collect(values[np.isfinite(values)], column_brackets)})
         state.update(exact.merge(parts) if parts else {name: [(0, np.empty(0)) for _ in column_brackets]})
     pa.default_memory_pool().release_unused()

@@ -22,6 +22,7 @@ from normpipe.dataset import SourceFile, check_file_schema
 from normpipe.errors import InputError
 from normpipe.mappers import GroupedScalers, OutputDtype, apply_table, output_schema
 from normpipe.scalers import FittedScaler
+from normpipe.scan import blocks
 from normpipe.storage import Location, storage_errors
 
 __all__ = ["STATS_SHA256_KEY", "write_file"]
@@ -62,21 +63,19 @@ def write_file(
         else:
             stack.enter_context(storage_errors(dest_root.url, "write"))
             sink = stack.enter_context(dest_root.fs.open(dest.as_posix(), "wb"))
-        blocks = (
-            apply_table(file.read(parquet, i), scalers, dtype, groups, file.path).replace_schema_metadata(
-                metadata
-            )
-            for i in range(parquet.num_row_groups)
+        mapped = (
+            apply_table(block.table, scalers, dtype, groups, file.path).replace_schema_metadata(metadata)
+            for block in blocks(file, parquet)
         )
-        first = next(blocks, None)  # the codecs are chosen on the first row group
+        first = next(mapped, None)  # the codecs are chosen on the first row group
         leaves = [parquet.schema.column(i).path for i in range(len(parquet.schema))]
         codecs = _codecs(first, leaves) if first is not None else SNAPPY
         with pq.ParquetWriter(
             sink, target_schema, compression=codecs, use_dictionary=dictionary_columns
         ) as out:
-            for block in itertools.chain([first] if first is not None else [], blocks):
-                out.write_table(block, row_group_size=max(block.num_rows, 1))
-                written += block.num_rows
+            for table in itertools.chain([first] if first is not None else [], mapped):
+                out.write_table(table, row_group_size=max(table.num_rows, 1))
+                written += table.num_rows
     pa.default_memory_pool().release_unused()
     if dest_root.is_local:
         written = pq.ParquetFile(dest).metadata.num_rows

@@ -30,6 +30,7 @@ from normpipe.commit import SUCCESS, committed_output, local_path
 from normpipe.core.column import TableState
 from normpipe.dataset import discover, select_columns
 from normpipe.scalers import ZScore
+from normpipe.scan import blocks
 from normpipe.stats import Stats
 from normpipe.train.data import split_mask
 from normpipe.train.loop import TrainConfig, TrainingDiverged, train
@@ -49,15 +50,13 @@ def fold_stats(
     select_columns(dataset.schema, list(columns), where=dataset.source)
     per_fold = [TableState() for _ in range(folds)]
     for file in dataset.files:
-        parquet = file.open(dataset.fs)
-        first = 0
-        for group in range(parquet.num_row_groups):
-            table = file.read(parquet, group, list(columns))
+        for block in blocks(file, file.open(dataset.fs), list(columns)):
+            table = block.table
             for j in range(folds):
-                mask = split_mask(seed, file.relpath, first, table.num_rows, (j / folds, (j + 1) / folds))
+                bounds = (j / folds, (j + 1) / folds)
+                mask = split_mask(seed, file.relpath, block.first_row, table.num_rows, bounds)
                 part = TableState.from_block(table.filter(mask), columns, k)
                 per_fold[j] = per_fold[j].merge(part)
-            first += table.num_rows
     dtypes = {name: str(dataset.schema.field(name).type) for name in columns}
     specs = {name: ZScore() for name in columns}
     return [

@@ -26,6 +26,7 @@ from normpipe.commit import check_output, committed_output, destination, local_p
 from normpipe.core.column import to_float64
 from normpipe.dataset import Dataset, discover, select_columns
 from normpipe.errors import InputError
+from normpipe.scan import blocks
 from normpipe.stats import Stats
 from normpipe.train.loop import device_for, load_model
 from normpipe.train.sequence import SequenceWindows
@@ -96,8 +97,8 @@ def _predict_file(
     schema = parquet.schema_arrow.append(pa.field(name, pa.float64()))
     written = 0
     with pq.ParquetWriter(dest, schema, compression="snappy") as writer:
-        for group in range(parquet.num_row_groups):
-            table = file.read(parquet, group)
+        for block in blocks(file, parquet):
+            table = block.table
             columns = []
             for column in features:
                 values = to_float64(table.column(column))
