@@ -35,7 +35,7 @@ from prefect.runtime import flow_run
 
 import normpipe
 from normpipe.cluster import dask_client
-from normpipe.commit import SUCCESS, parse_manifest
+from normpipe.commit import SUCCESS, Manifest, parse_manifest
 from normpipe.config import STATISTICS_OPTIONS, RunConfig, load_config
 from normpipe.dataset import discover
 from normpipe.drift import drift
@@ -102,11 +102,10 @@ def normalize_dataset(config: RunConfig, stats: Stats, save_stats: bool) -> dict
 
 
 @task(cache_policy=NO_CACHE)
-def validate(output: str, config: RunConfig) -> dict[str, Any]:
+def validate(output: str, config: RunConfig) -> Manifest:
     """Row counts in the Parquet footers must match ``_SUCCESS``."""
     root = locate(output, config.storage_options)
-    data = root.child(SUCCESS).read_bytes()
-    manifest = parse_manifest(data, f"{output}/{SUCCESS}")
+    manifest = parse_manifest(root.child(SUCCESS).read_bytes(), f"{output}/{SUCCESS}")
     if manifest is None:
         raise OutputError(f"{output}: {SUCCESS} is not normpipe's manifest; rerun the job that writes it")
     for entry in manifest.files:
@@ -115,17 +114,16 @@ def validate(output: str, config: RunConfig) -> dict[str, Any]:
             rows = pq.ParquetFile(handle).metadata.num_rows
         if rows != entry.rows_out or entry.rows_in != entry.rows_out:
             raise OutputError(f"{output}/{entry.path}: {rows} rows, the manifest says {entry.rows_out}")
-    validated: dict[str, Any] = json.loads(data)
-    return validated
+    return manifest
 
 
 @task(retries=2, retry_delay_seconds=[1, 5], retry_condition_fn=_transient, cache_policy=NO_CACHE)
-def report_beside(config: RunConfig) -> str:
-    """The HTML report beside the stats artifact (``STATS.report.html``); returns where."""
+def report_beside(config: RunConfig, stats: Stats) -> str:
+    """The HTML report of ``stats`` beside its artifact (``STATS.report.html``); returns where."""
     stats_path = config.stats or ""
     stem = stats_path[: -len(".json")] if stats_path.endswith(".json") else stats_path
     target = locate(stem + ".report.html", config.storage_options)
-    target.write_bytes(report_html(Stats.load(stats_path, config.storage_options)).encode())
+    target.write_bytes(report_html(stats).encode())
     return target.url
 
 
@@ -232,7 +230,7 @@ def compute_stats(config: RunConfig | str, refresh: bool = False, incremental: b
         text = update_stats(cfg) if previous else _fit(cfg, refresh)
     stats = Stats.from_bytes(text.encode(), "stats")  # parsed once; the tasks take the object
     write_stats(stats, cfg)
-    report = report_beside(cfg)
+    report = report_beside(cfg, stats)
     _publish(stats, time.perf_counter() - started, None, cfg.stats, report)
     get_run_logger().info("stats written to %s", cfg.stats)
     return cfg.stats

@@ -8,7 +8,7 @@ same :class:`~normpipe.methods.FittedScaler` maps (missing values as NaN).
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, TypeVar
 
@@ -27,7 +27,12 @@ if TYPE_CHECKING:  # pandas and Polars are imported by callers that pass frames,
 
     Frame = TypeVar("Frame", pd.DataFrame, pl.DataFrame, pa.Table)
 
-__all__ = ["FittedTransform"]
+__all__ = ["FittedTransform", "unknown_column"]
+
+
+def unknown_column(name: str, columns: Iterable[str]) -> ArtifactError:
+    """The error for a column the artifact does not hold, listing those it does."""
+    return ArtifactError(f"column '{name}' is not in the stats artifact; columns: {listing(list(columns))}")
 
 
 @dataclass(frozen=True)
@@ -42,12 +47,9 @@ class FittedTransform:
     groups: GroupedScalers | None = None
 
     def _scaler(self, name: str) -> FittedScaler:
-        try:
-            return self.scalers[name]
-        except KeyError:
-            raise ArtifactError(
-                f"column '{name}' is not in the stats artifact; columns: {listing(list(self.scalers))}"
-            ) from None
+        if name not in self.scalers:
+            raise unknown_column(name, self.scalers)
+        return self.scalers[name]
 
     def _scaler_for(self, name: str, keys: npt.ArrayLike | None) -> FittedScaler:
         """The scaler of ``name``; per row for a grouped artifact (``keys``: each row's group)."""

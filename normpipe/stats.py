@@ -22,10 +22,9 @@ import numpy.typing as npt
 
 from normpipe.core.column import ColumnState, ColumnSummary, TableState
 from normpipe.core.groups import GroupMoments
-from normpipe.dataset import listing
-from normpipe.errors import ArtifactError, InputError
+from normpipe.errors import InputError
 from normpipe.fingerprint import Fingerprint
-from normpipe.fitted import FittedTransform
+from normpipe.fitted import FittedTransform, unknown_column
 from normpipe.mappers import GroupedScalers
 from normpipe.scalers import (
     REPORTED_PROBABILITIES,
@@ -315,12 +314,9 @@ class Stats:
         return self._column(name).summary
 
     def _column(self, name: str) -> ColumnStats:
-        try:
-            return self.columns[name]
-        except KeyError:
-            raise ArtifactError(
-                f"column '{name}' is not in the stats artifact; columns: {listing(list(self.columns))}"
-            ) from None
+        if name not in self.columns:
+            raise unknown_column(name, self.columns)
+        return self.columns[name]
 
     # ---------------------------------------------------------------- in-memory transform
     @cached_property
