@@ -181,7 +181,7 @@ def _write_output(
             tmp.child(STATS_IN_OUTPUT).write_bytes(data)
             sha = hashlib.sha256(data).hexdigest()
         files = engine.normalize_dataset(
-            client, dataset, tmp, stats.scalers, config.dtype, sha, progress, groups=stats.mapper()
+            client, dataset, tmp, stats.scalers, config.dtype, sha, progress, groups=stats.fitted.groups
         )
         if config.report:
             from normpipe.report import report_html
@@ -281,14 +281,14 @@ def update(
     where = "the artifact" if isinstance(base, Stats) else str(base)
     dataset = _dataset(cfg)
     if only_new:
-        counted = artifact.counted_files()
+        counted = artifact.dataset.counted()
         root = dataset.root.rstrip("/")
         fresh = tuple(f for f in dataset.files if (f"{root}/{f.relpath}", f.size) not in counted)
         if not fresh:
             return artifact, 0
         dataset = replace(dataset, files=fresh)
     elif not allow_repeat:
-        artifact.check_not_counted(dataset.fingerprint().counted(), where)
+        artifact.statistics.check_not_counted(dataset.fingerprint().counted(), where)
     _check_artifact_columns(artifact, dataset)
     columns = list(artifact.columns)
     check_footers(dataset, columns)

@@ -34,7 +34,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import math
 import os
 from collections.abc import Mapping
 from pathlib import Path
@@ -43,14 +42,15 @@ from typing import Any, Literal
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from normpipe.core.column import ColumnState, ColumnSummary
+from normpipe.core.column import ColumnState
 from normpipe.core.groups import GroupMoments
 from normpipe.core.moments import Moments
 from normpipe.core.sketch import DistinctSketch, QuantileSketch, rank_error_bound
 from normpipe.errors import ArtifactError, InputError, first_problem
 from normpipe.fingerprint import Fingerprint
-from normpipe.scalers import REPORTED_PROBABILITIES, Auto, FittedScaler, RequestSpec, ScalerSpec, fit_scaler
-from normpipe.stats import ColumnStats, GroupStats, Stats
+from normpipe.scalers import Auto, FittedScaler, Method, RequestSpec, ScalerSpec
+from normpipe.statistics import ColumnStatistics, GroupStatistics, Statistics
+from normpipe.stats import ColumnStats, GroupStats, Stats, fit
 from normpipe.storage import is_remote, locate
 
 __all__ = [
@@ -254,7 +254,7 @@ def _column_json(column: ColumnStats) -> dict[str, Any]:
     }
 
 
-def _column_from_model(model: _ColumnModel, k: int, is_exact: bool = False) -> ColumnStats:
+def _column_from_model(model: _ColumnModel, k: int, is_exact: bool = False) -> ColumnStatistics:
     count = model.count
     moments = (
         Moments(
@@ -277,49 +277,31 @@ def _column_from_model(model: _ColumnModel, k: int, is_exact: bool = False) -> C
         model.nans,
         model.posinf,
         model.neginf,
-        model.zeros or 0,
-        model.at_min or 0,
-        model.at_max or 0,
+        model.zeros,
+        model.at_min,
+        model.at_max,
         model.log.moments() if model.log is not None else None,
         DistinctSketch.from_base64(model.distinct) if model.distinct is not None else None,
     )
-    summary = ColumnSummary(
-        count=count,
-        nulls=model.nulls,
-        nans=model.nans,
-        posinf=model.posinf,
-        neginf=model.neginf,
-        mean=_none_to_nan(model.mean),
-        var=_none_to_nan(model.var),
-        std=_none_to_nan(model.std),
-        min=_none_to_nan(model.min),
-        max=_none_to_nan(model.max),
-        quantiles={float(p): _none_to_nan(q) for p, q in model.quantiles.items()},
-        rank_error=rank_error_bound(k),
-        skewness=moments.skewness,
-        kurtosis=moments.kurtosis,
-        outside_fences=state.outside_fences(),
-        zero_share=model.zeros / count if count and model.zeros is not None else math.nan,
-        min_share=model.at_min / count if count and model.at_min is not None else math.nan,
-        max_share=model.at_max / count if count and model.at_max is not None else math.nan,
-        distinct=state.distinct.estimate if state.distinct is not None else math.nan,
-        log=state.log,
-    )
-    params = model.scaler.params_of(model.params)
-    scaler = FittedScaler(model.scaler, params, model.reason, tuple(model.table or ()))
-    scaler.check()
     exact = {float(p): q for p, q in model.quantiles.items() if q is not None} if is_exact else None
-    request = model.request
-    if request is None:  # written before the request was stored: auto left its reason
-        request = Auto() if model.reason else model.scaler
-    # The parameters are a function of the request and the statistics: fitting again
-    # must give them back, else the file was edited or damaged (one without a checksum).
-    missing = [p for p in (*REPORTED_PROBABILITIES, *request.probabilities()) if p not in summary.quantiles]
-    if missing:
-        raise ValueError(f"the quantile {missing[0]!r} is missing")
-    if not scaler.agrees_with(fit_scaler(request, summary, state)):
-        raise ValueError(f"its {scaler.method} parameters do not follow from its statistics")
-    return ColumnStats(model.dtype, state, summary, scaler, exact, request)
+    return ColumnStatistics(model.dtype, state, exact)
+
+
+def _request(model: _ColumnModel) -> Method:
+    if model.request is not None:
+        return model.request
+    return Auto() if model.reason else model.scaler  # written before the request was stored
+
+
+def _check_fitted(model: _ColumnModel, fitted: FittedScaler) -> None:
+    """The stored parameters must be those that fitting the stored request on the
+    stored statistics gives, else the file was edited or damaged (one without a checksum)."""
+    stored = FittedScaler(
+        model.scaler, model.scaler.params_of(model.params), model.reason, tuple(model.table or ())
+    )
+    stored.check()
+    if not stored.agrees_with(fitted):
+        raise ValueError(f"its {stored.method} parameters do not follow from its statistics")
 
 
 def _groups_json(groups: GroupStats) -> dict[str, Any]:
@@ -334,7 +316,7 @@ def _groups_json(groups: GroupStats) -> dict[str, Any]:
     }
 
 
-def _groups_from_model(model: _GroupsModel) -> GroupStats:
+def _groups_from_model(model: _GroupsModel) -> GroupStatistics:
     keys = np.array(model.keys, dtype=object if model.keys and isinstance(model.keys[0], str) else None)
     moments, logs = {}, {}
     for name, column in model.columns.items():
@@ -344,7 +326,7 @@ def _groups_from_model(model: _GroupsModel) -> GroupStats:
             logs[name] = GroupMoments.from_json(keys, column.log)
     if not moments:
         raise ValueError("per-group statistics without columns")
-    return GroupStats(model.by, moments, logs, model.unseen)
+    return GroupStatistics(model.by, moments, logs)
 
 
 def to_json(stats: Stats) -> dict[str, Any]:
@@ -414,7 +396,7 @@ def from_bytes(data: bytes, where: str = "stats artifact") -> Stats:
     for name, column in model.columns.items():
         try:
             columns[name] = _column_from_model(column, k, model.exact)
-        except (ValueError, RuntimeError) as err:  # damaged parameters, base64 or sketch bytes
+        except (ValueError, RuntimeError) as err:  # damaged base64 or sketch bytes
             raise ArtifactError(
                 f"{where}: column '{name}' is damaged ({err}); recreate it with 'normpipe fit'"
             ) from None
@@ -424,17 +406,21 @@ def from_bytes(data: bytes, where: str = "stats artifact") -> Stats:
         raise ArtifactError(
             f"{where}: damaged group arrays ({err}); recreate it with 'normpipe fit'"
         ) from None
-    return Stats(
-        columns,
-        model.rows,
-        k,
-        Fingerprint.from_json(model.dataset.model_dump(mode="json")),
-        created=model.created,
-        normpipe_version=model.normpipe_version,
-        file_sha256=hashlib.sha256(data).hexdigest(),
-        exact=model.exact,
-        groups=groups,
-    )
+    fingerprint = Fingerprint.from_json(model.dataset.model_dump(mode="json"))
+    statistics = Statistics(model.rows, k, fingerprint, columns, groups, model.exact)
+    requests = {name: _request(column) for name, column in model.columns.items()}
+    try:  # the summaries come from the states, as after a pass (ColumnState.finalize)
+        stats = fit(statistics, requests, model.groups.unseen if model.groups is not None else "global")
+    except (InputError, ValueError) as err:
+        raise ArtifactError(f"{where}: {err}; recreate it with 'normpipe fit'") from None
+    for name, column in model.columns.items():
+        try:
+            _check_fitted(column, stats.columns[name].scaler)
+        except ValueError as err:
+            raise ArtifactError(
+                f"{where}: column '{name}' is damaged ({err}); recreate it with 'normpipe fit'"
+            ) from None
+    return stats.loaded(model.created, model.normpipe_version, hashlib.sha256(data).hexdigest())
 
 
 def load(path: str | os.PathLike[str], storage_options: dict[str, Any] | None = None) -> Stats:

@@ -142,9 +142,6 @@ class Stats:
         rows: int,
         k: int,
         dataset: Fingerprint | Mapping[str, Any],
-        created: str | None = None,
-        normpipe_version: str | None = None,
-        file_sha256: str | None = None,
         exact: bool = False,
         groups: GroupStats | None = None,
     ) -> None:
@@ -160,9 +157,9 @@ class Stats:
         #: The files these statistics were computed from (a mapping is read as the
         #: artifact's ``dataset`` entry).
         self.dataset = dataset if isinstance(dataset, Fingerprint) else Fingerprint.from_json(dataset)
-        self.created = created or datetime.now(UTC).isoformat(timespec="seconds")
-        self.normpipe_version = normpipe_version or __version__
-        self._file_sha256 = file_sha256
+        self.created = datetime.now(UTC).isoformat(timespec="seconds")
+        self.normpipe_version: str = __version__
+        self._file_sha256: str | None = None
 
     # ---------------------------------------------------------------- construction
     @classmethod
@@ -212,19 +209,7 @@ class Stats:
         The artifact keeps each column's full state (moments and quantile sketch), so
         any method can be fitted from it. ``method`` (a name or a spec) applies to every
         column not in ``overrides``; left out, a column keeps what was asked for
-        (an ``auto`` column stays ``auto`` and chooses again).
-
-        Examples
-        --------
-        >>> import pyarrow as pa
-        >>> from normpipe.core.column import TableState
-        >>> import pandas as pd
-        >>> frame = pd.DataFrame({"x": np.arange(5.0)})
-        >>> state = TableState.from_block(pa.table(frame), ["x"], 200)
-        >>> files = Fingerprint.of("memory", "", [])
-        >>> stats = Stats.from_state(state, {"x": parse_scaler("zscore")}, {"x": "double"}, 200, files)
-        >>> stats.refit("minmax").transform(frame)["x"].tolist()
-        [0.0, 0.25, 0.5, 0.75, 1.0]
+        (an ``auto`` column stays ``auto`` and chooses again), e.g. ``stats.refit("minmax")``.
         """
         overrides = dict(overrides or {})
         requests = {
@@ -234,14 +219,6 @@ class Stats:
         return fit(self.statistics, requests, self.unseen)
 
     # ---------------------------------------------------------------- merging
-    def counted_files(self) -> dict[tuple[str, int], str]:
-        """Every file whose rows are in these statistics (see :meth:`Fingerprint.counted`)."""
-        return self.dataset.counted()
-
-    def check_not_counted(self, files: Mapping[tuple[str, int], str], what: str) -> None:
-        """Refuse ``files`` (from :meth:`Fingerprint.counted`) that these statistics already count."""
-        self.statistics.check_not_counted(files, what)
-
     def absorb(
         self,
         state: TableState,
@@ -278,6 +255,11 @@ class Stats:
         from normpipe import artifact
 
         return artifact.to_bytes(self)
+
+    def loaded(self, created: str, normpipe_version: str, file_sha256: str) -> Stats:
+        """These statistics with the provenance of the artifact file they were read from."""
+        self.created, self.normpipe_version, self._file_sha256 = created, normpipe_version, file_sha256
+        return self
 
     @property
     def sha256(self) -> str:
@@ -324,10 +306,6 @@ class Stats:
         """The fitted transform (per-group parameters computed here, once)."""
         groups = self.groups.mapper(self.scalers) if self.groups is not None else None
         return FittedTransform(self.scalers, groups)
-
-    def mapper(self) -> GroupedScalers | None:
-        """The per-group parameters (``None`` without ``--group-by``)."""
-        return self.fitted.groups
 
     def transform_column(
         self, name: str, values: npt.ArrayLike, groups: npt.ArrayLike | None = None
@@ -377,8 +355,6 @@ def fit(
     }
     found = statistics.groups
     groups = GroupStats(found.by, found.moments, found.logs, unseen) if found is not None else None
-    stats = Stats(
-        columns, statistics.rows, statistics.k, statistics.dataset, exact=statistics.exact, groups=groups
-    )
+    stats = Stats(columns, statistics.rows, statistics.k, statistics.dataset, statistics.exact, groups)
     stats.fitted  # noqa: B018  # fits each group now: a method without per-group rules fails here
     return stats

@@ -215,3 +215,31 @@ def test_the_request_and_the_fitted_method_are_stored_apart(tmp_path: Path, diab
     (tmp_path / "old.json").write_text(json.dumps(doc))
     old = Stats.load(tmp_path / "old.json")
     assert {n: c.request.method for n, c in old.columns.items()} == {"bmi": "auto", "s4": "auto"}
+
+
+def test_loading_recomputes_summaries_from_the_states(tmp_path: Path, diabetes: pd.DataFrame) -> None:
+    """A loaded artifact's summaries are those of its states (``ColumnState.finalize``), equal
+    to the fitted ones; an artifact written before the zero/min/max counts were kept loads
+    with those shares unknown (NaN), and merging it keeps them unknown rather than wrong."""
+    stats = stats_of(diabetes[["bmi", "sex"]], "auto")
+    stats.save(tmp_path / "s.json")
+    loaded = Stats.load(tmp_path / "s.json")
+    for name, column in stats.columns.items():
+        assert loaded.summary(name) == column.summary
+    doc = json.loads((tmp_path / "s.json").read_text())
+    for column in doc["columns"].values():
+        del column["zeros"], column["at_min"], column["at_max"]
+        column["std"] = 123.0  # a stored summary is not read back: the state's is used
+        column["reason"] = ""  # auto's reason from the shares it no longer has: fit as named
+        del column["request"]
+    del doc["checksum"]
+    (tmp_path / "old.json").write_text(json.dumps(doc))
+    old = Stats.load(tmp_path / "old.json")
+    for name, column in stats.columns.items():
+        summary = old.summary(name)
+        assert np.isnan(summary.zero_share) and np.isnan(summary.min_share) and np.isnan(summary.max_share)
+        assert summary.std == column.summary.std
+        assert summary.quantiles == column.summary.quantiles
+    merged = old.merge(stats, allow_repeat=True)
+    assert np.isnan(merged.summary("sex").min_share)
+    assert merged.summary("sex").count == 2 * len(diabetes)

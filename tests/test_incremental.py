@@ -71,7 +71,7 @@ def test_appends_in_random_order_equal_the_full_fit(
         )
         assert files == 1
     loaded = Stats.load(tmp_path / "s.json")
-    assert len(loaded.counted_files()) == PARTS
+    assert len(loaded.dataset.counted()) == PARTS
     assert len(loaded.dataset.history) == PARTS - 1
     assert_same_as_full(loaded, full, frame)
     # a repeated append is refused, by name; --allow-repeat counts it again

@@ -92,6 +92,15 @@ class ColumnSummary:
     log: Moments | None = None
 
 
+def _total(counts: Sequence[int | None]) -> int | None:
+    """The sum of counts, ``None`` when one was not counted."""
+    return None if any(c is None for c in counts) else sum(c for c in counts if c is not None)
+
+
+def _share(count: int | None, of: int) -> float:
+    return count / of if count is not None and of else math.nan
+
+
 @dataclass(frozen=True, slots=True)
 class ColumnState:
     """Mergeable statistics of one numeric column.
@@ -104,10 +113,13 @@ class ColumnState:
         KLL sketch of the finite values.
     nulls, nans, posinf, neginf : int
         Values left out of the moments and the sketch, by kind.
-    zeros : int
+    zeros : int or None
         Finite values equal to zero (their share is part of the profile).
-    at_min, at_max : int
+    at_min, at_max : int or None
         Finite values equal to the minimum and to the maximum.
+        These three are ``None`` when not counted (statistics of artifacts written
+        before they were kept); a share of ``None`` is NaN, and ``None`` merges as
+        "not counted".
     log : Moments or None
         Moments of ``signed_log`` of the finite values (fits ``log1p`` and
         ``signed_log``); ``None`` when not asked for. ``None`` merges as "not kept".
@@ -121,9 +133,9 @@ class ColumnState:
     nans: int = 0
     posinf: int = 0
     neginf: int = 0
-    zeros: int = 0
-    at_min: int = 0
-    at_max: int = 0
+    zeros: int | None = 0
+    at_min: int | None = 0
+    at_max: int | None = 0
     log: Moments | None = None
     distinct: DistinctSketch | None = None
 
@@ -205,9 +217,9 @@ class ColumnState:
             sum(s.nans for s in states),
             sum(s.posinf for s in states),
             sum(s.neginf for s in states),
-            sum(s.zeros for s in states),
-            sum(s.at_min for s in states if s.moments.count and s.moments.min == moments.min),
-            sum(s.at_max for s in states if s.moments.count and s.moments.max == moments.max),
+            _total([s.zeros for s in states]),
+            _total([s.at_min for s in states if s.moments.count and s.moments.min == moments.min]),
+            _total([s.at_max for s in states if s.moments.count and s.moments.max == moments.max]),
             log,
             distinct,
         )
@@ -232,9 +244,9 @@ class ColumnState:
             skewness=m.skewness,
             kurtosis=m.kurtosis,
             outside_fences=self.outside_fences(),
-            zero_share=self.zeros / m.count if finite else math.nan,
-            min_share=self.at_min / m.count if finite else math.nan,
-            max_share=self.at_max / m.count if finite else math.nan,
+            zero_share=_share(self.zeros, m.count),
+            min_share=_share(self.at_min, m.count),
+            max_share=_share(self.at_max, m.count),
             distinct=self.distinct.estimate if self.distinct is not None else math.nan,
             log=self.log,
         )
