@@ -1,8 +1,11 @@
-"""The analyze phase: one full pass over a file producing mergeable state.
+"""The analyze phase: one full pass over a work unit producing mergeable state.
 
-Only the analyzed columns are read, one column chunk (one column of one row group)
-at a time, so a task's memory is bounded by the largest column chunk, not by the
-file or the row group.
+Only the analyzed columns are read: a small row group (up to :data:`WHOLE_GROUP_BYTES`)
+in one read, a larger one a column chunk at a time, so a task's memory is bounded by
+the largest column chunk, not by the row group or the file. Chunks smaller than
+:data:`BLOCK_VALUES` (many small files batched into one unit) are gathered per column
+before they are summarized, within :data:`BUFFER_BYTES` per task, so tiny files cost
+what large ones do per value.
 """
 
 from __future__ import annotations
@@ -11,21 +14,37 @@ from collections.abc import Collection, Mapping, Sequence
 
 import fsspec
 import numpy as np
+import numpy.typing as npt
 import pyarrow as pa
 import pyarrow.parquet as pq
 
 from normpipe.core import exact
 from normpipe.core.column import ColumnState, TableState, signed_log, to_float64
 from normpipe.core.groups import GroupIndex, GroupMoments
-from normpipe.dataset import SourceFile, check_file_schema
+from normpipe.dataset import check_file_schema
 from normpipe.errors import InputError
 from normpipe.scan import blocks
+from normpipe.units import Piece, Unit
 
-__all__ = ["analyze_file", "collect_brackets", "merge_brackets", "merge_states"]
+__all__ = [
+    "BLOCK_VALUES",
+    "BUFFER_BYTES",
+    "analyze_unit",
+    "collect_brackets",
+    "merge_brackets",
+    "merge_states",
+]
+
+#: Values of one column summarized at once (smaller chunks are gathered first).
+BLOCK_VALUES = 1 << 18
+#: Gathered values a task holds at most, all columns together.
+BUFFER_BYTES = 32 * 2**20
+#: Row groups up to this size are read whole; larger ones a column at a time.
+WHOLE_GROUP_BYTES = 8 * 2**20
 
 
-def analyze_file(
-    file: SourceFile,
+def analyze_unit(
+    unit: Unit,
     fs: fsspec.AbstractFileSystem | None,
     columns: Sequence[str],
     k: int,
@@ -34,32 +53,93 @@ def analyze_file(
     distinct: Collection[str] = (),
     group_by: str | None = None,
 ) -> TableState:
-    """The :class:`TableState` of ``columns`` over every row of one Parquet file
-    (with the signed-log moments of ``log``, the distinct sketch of ``distinct``, and
-    with ``group_by`` the per-group moments of every column).
+    """The :class:`TableState` of ``columns`` over every row of ``unit`` (with the
+    signed-log moments of ``log``, the distinct sketch of ``distinct``, and with
+    ``group_by`` the per-group moments of every column).
 
     Raises
     ------
     InputError
-        The file is unreadable, or a column is missing or not numeric in it.
+        A file is unreadable, or a column is missing or not numeric in it.
     """
-    parquet = file.open(fs)
-    check_file_schema(file.path, parquet.schema_arrow, columns)
     if group_by is not None:
-        return _analyze_groups(file, parquet, columns, k, log, distinct, group_by)
-    states = {}
-    for name in columns:
-        state = ColumnState.empty(k)
-        for block in blocks(file, parquet, [name]):
-            chunk = block.table.column(0)
-            state = state.merge(ColumnState.from_block(chunk, k, name in log, name in distinct))
-        states[name] = state
+        parts = [
+            _analyze_groups(piece, _open(piece, fs, columns), columns, k, log, distinct, group_by)
+            for piece in unit.pieces
+        ]
+        return TableState.merge_all(parts) if parts else TableState(0, _empty(columns, k))
+    gathered = _Gathered(columns, k, log, distinct)
+    for piece in unit.pieces:
+        parquet = _open(piece, fs, columns)
+        groups = range(piece.start, piece.stop)
+        meta = parquet.metadata
+        if all(meta.row_group(g).total_byte_size <= WHOLE_GROUP_BYTES for g in groups):
+            for block in blocks(piece.file, parquet, columns, groups):  # one read per small row group
+                for name in columns:
+                    gathered.add(name, block.table.column(name))
+            continue
+        for name in columns:
+            for block in blocks(piece.file, parquet, [name], groups):
+                gathered.add(name, block.table.column(0))
     pa.default_memory_pool().release_unused()  # hand decode buffers back between tasks
-    return TableState(parquet.metadata.num_rows, states)
+    return TableState(unit.rows, gathered.states())
+
+
+def _open(piece: Piece, fs: fsspec.AbstractFileSystem | None, columns: Sequence[str]) -> pq.ParquetFile:
+    parquet = piece.file.open(fs)
+    check_file_schema(piece.file.path, parquet.schema_arrow, columns)
+    return parquet
+
+
+def _empty(columns: Sequence[str], k: int) -> dict[str, ColumnState]:
+    return {name: ColumnState.empty(k) for name in columns}
+
+
+class _Gathered:
+    """Per-column states, with small chunks gathered until :data:`BLOCK_VALUES`."""
+
+    def __init__(self, columns: Sequence[str], k: int, log: Collection[str], distinct: Collection[str]):
+        self.k, self.log, self.distinct = k, log, distinct
+        self.done: dict[str, list[ColumnState]] = {name: [] for name in columns}
+        self.waiting: dict[str, list[tuple[npt.NDArray[np.float64], int]]] = {name: [] for name in columns}
+        self.sizes = dict.fromkeys(columns, 0)
+        self.held = 0
+
+    def add(self, name: str, chunk: pa.ChunkedArray) -> None:
+        values = to_float64(chunk)
+        if values.size >= BLOCK_VALUES:
+            self.done[name].append(self._state(name, [(values, chunk.null_count)]))
+            return
+        self.waiting[name].append((values, chunk.null_count))
+        self.sizes[name] += values.size
+        self.held += values.nbytes
+        if self.sizes[name] >= BLOCK_VALUES:
+            self._flush(name)
+        elif self.held >= BUFFER_BYTES:
+            for other in self.waiting:
+                self._flush(other)
+
+    def _flush(self, name: str) -> None:
+        if self.waiting[name]:
+            self.done[name].append(self._state(name, self.waiting[name]))
+            self.held -= 8 * self.sizes[name]
+            self.waiting[name], self.sizes[name] = [], 0
+
+    def _state(self, name: str, parts: list[tuple[npt.NDArray[np.float64], int]]) -> ColumnState:
+        values = parts[0][0] if len(parts) == 1 else np.concatenate([v for v, _ in parts])
+        nulls = sum(n for _, n in parts)
+        return ColumnState.from_values(values, nulls, self.k, name in self.log, name in self.distinct)
+
+    def states(self) -> dict[str, ColumnState]:
+        states = {}
+        for name, done in self.done.items():
+            self._flush(name)
+            states[name] = ColumnState.merge_all(done) if done else ColumnState.empty(self.k)
+        return states
 
 
 def _analyze_groups(
-    file: SourceFile,
+    piece: Piece,
     parquet: pq.ParquetFile,
     columns: Sequence[str],
     k: int,
@@ -69,12 +149,13 @@ def _analyze_groups(
 ) -> TableState:
     """Row group by row group: the group of each row once, then every column's global
     and per-group states."""
+    file = piece.file
     if parquet.schema_arrow.get_field_index(group_by) < 0:
         raise InputError(f"{file.path}: no column '{group_by}' to group by; check --group-by")
-    states = {name: ColumnState.empty(k) for name in columns}
+    states = _empty(columns, k)
     groups: dict[str, list[GroupMoments]] = {name: [] for name in columns}
     logs: dict[str, list[GroupMoments]] = {name: [] for name in columns if name in log}
-    for i in range(parquet.num_row_groups):
+    for i in range(piece.start, piece.stop):
         index = GroupIndex.from_arrow(file.read(parquet, i, [group_by]).column(0))
         for name in columns:
             chunk = file.read(parquet, i, [name]).column(0)
@@ -86,7 +167,7 @@ def _analyze_groups(
                     logs[name].append(GroupMoments.from_block(index, signed_log(values)))
     pa.default_memory_pool().release_unused()
     return TableState(
-        parquet.metadata.num_rows,
+        piece.rows,
         states,
         {name: GroupMoments.merge_all(parts) for name, parts in groups.items() if parts},
         {name: GroupMoments.merge_all(parts) for name, parts in logs.items() if parts},
@@ -99,21 +180,19 @@ def merge_states(*states: TableState) -> TableState:
 
 
 def collect_brackets(
-    file: SourceFile, fs: fsspec.AbstractFileSystem | None, brackets: Mapping[str, Sequence[exact.Bracket]]
+    unit: Unit, fs: fsspec.AbstractFileSystem | None, brackets: Mapping[str, Sequence[exact.Bracket]]
 ) -> exact.BracketState:
-    """The exact-quantile pass over one file: per column and bracket, the count of
+    """The exact-quantile pass over one unit: per column and bracket, the count of
     finite values below it and the values inside it."""
-    parquet = file.open(fs)
-    check_file_schema(file.path, parquet.schema_arrow, list(brackets))
-    state: exact.BracketState = {}
-    for name, column_brackets in brackets.items():
-        parts = []
-        for block in blocks(file, parquet, [name]):
-            values = to_float64(block.table.column(0))
-            parts.append({name: exact.collect(values[np.isfinite(values)], column_brackets)})
-        state.update(exact.merge(parts) if parts else {name: [(0, np.empty(0)) for _ in column_brackets]})
+    parts: list[exact.BracketState] = [{name: [(0, np.empty(0)) for _ in b]} for name, b in brackets.items()]
+    for piece in unit.pieces:
+        parquet = _open(piece, fs, list(brackets))
+        for name, column_brackets in brackets.items():
+            for block in blocks(piece.file, parquet, [name], range(piece.start, piece.stop)):
+                values = to_float64(block.table.column(0))
+                parts.append({name: exact.collect(values[np.isfinite(values)], column_brackets)})
     pa.default_memory_pool().release_unused()
-    return state
+    return exact.merge(parts)
 
 
 def merge_brackets(*states: exact.BracketState) -> exact.BracketState:

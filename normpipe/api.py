@@ -141,6 +141,7 @@ def _fit(
         log=config.log_columns(columns),
         distinct=columns if config.distinct else (),
         group_by=config.group_by,
+        unit_bytes=config.unit_size,
     )
     if state.rows == 0:
         raise InputError(f"{dataset.source}: the dataset has no rows; nothing to fit")
@@ -151,7 +152,9 @@ def _fit(
         wanted = {
             name: sorted({*REPORTED_PROBABILITIES, *spec.probabilities()}) for name, spec in specs.items()
         }
-        exact = engine.exact_quantiles(client, dataset, state, wanted, config.split_every, progress)
+        exact = engine.exact_quantiles(
+            client, dataset, state, wanted, config.split_every, progress, config.unit_size
+        )
     return Stats.from_state(
         state,
         specs,
@@ -181,7 +184,15 @@ def _write_output(
             tmp.child(STATS_IN_OUTPUT).write_bytes(data)
             sha = hashlib.sha256(data).hexdigest()
         files = engine.normalize_dataset(
-            client, dataset, tmp, stats.scalers, config.dtype, sha, progress, groups=stats.fitted.groups
+            client,
+            dataset,
+            tmp,
+            stats.scalers,
+            config.dtype,
+            sha,
+            progress,
+            groups=stats.fitted.groups,
+            unit_bytes=config.unit_size,
         )
         if config.report:
             from normpipe.report import report_html
@@ -306,6 +317,7 @@ def update(
             log=log,
             distinct=distinct,
             group_by=by,
+            unit_bytes=cfg.unit_size,
         )
     merged = artifact.absorb(state, dataset.fingerprint(), allow_repeat=True, what=where)
     if cfg.stats:

@@ -18,6 +18,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_serial
 from normpipe.core.sketch import DEFAULT_K
 from normpipe.errors import ConfigError, first_problem
 from normpipe.scalers import Request, RequestSpec, ZScore
+from normpipe.units import DEFAULT_UNIT_BYTES
 
 __all__ = [
     "STATISTICS_OPTIONS",
@@ -105,6 +106,12 @@ class RunConfig(_Model):
         default=False, description="estimate distinct counts (HLL; about 0.2 s per million values)"
     )
     split_every: int = Field(default=8, ge=2)
+    unit_size: int = Field(
+        default=DEFAULT_UNIT_BYTES,
+        ge=1,
+        description="uncompressed bytes one task reads at most, e.g. '128MB': small files are "
+        "batched and large ones split into row-group ranges up to this size",
+    )
     report: bool = Field(default=False, description="also write OUTPUT/_report.html (normpipe report)")
     overwrite: bool = False
     storage_options: dict[str, Any] = Field(default_factory=dict)
@@ -121,6 +128,18 @@ class RunConfig(_Model):
     @classmethod
     def _paths(cls, value: Any) -> Any:
         return os.fspath(value) if isinstance(value, os.PathLike) else value
+
+    @field_validator("unit_size", mode="before")
+    @classmethod
+    def _bytes(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            from dask.utils import parse_bytes
+
+            try:
+                return parse_bytes(value)
+            except ValueError:
+                raise ValueError(f"not a size: {value!r}; write e.g. '128MB'") from None
+        return value
 
     @field_validator("method", mode="before")
     @classmethod

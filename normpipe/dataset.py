@@ -14,7 +14,7 @@ import posixpath
 from collections import Counter
 from collections.abc import Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import cached_property
 from typing import Any
 
@@ -30,6 +30,7 @@ from normpipe.storage import storage_errors
 
 __all__ = [
     "Dataset",
+    "Footer",
     "SourceFile",
     "check_file_schema",
     "check_footers",
@@ -41,6 +42,8 @@ __all__ = [
 ]
 
 _GLOB_CHARS = frozenset("*?[")
+#: Footers read at a time by :attr:`Dataset.footers`.
+FOOTER_THREADS = 16
 
 
 @dataclass(frozen=True, slots=True)
@@ -94,6 +97,28 @@ class SourceFile:
             ) from None
 
 
+@dataclass(frozen=True, slots=True)
+class Footer:
+    """What a file's footer says about its layout: rows and uncompressed bytes of each
+    row group, and the Arrow schema (one shared object for files whose schemas agree)."""
+
+    rows: tuple[int, ...]
+    nbytes: tuple[int, ...]
+    schema: pa.Schema
+
+    @classmethod
+    def of(cls, parquet: pq.ParquetFile) -> Footer:
+        meta = parquet.metadata
+        groups = [meta.row_group(i) for i in range(meta.num_row_groups)]
+        return cls(
+            tuple(g.num_rows for g in groups), tuple(g.total_byte_size for g in groups), parquet.schema_arrow
+        )
+
+    @property
+    def num_rows(self) -> int:
+        return sum(self.rows)
+
+
 @dataclass(frozen=True)
 class Dataset:
     """The files of one source, in a stable (sorted) order."""
@@ -123,6 +148,29 @@ class Dataset:
     def schema(self) -> pa.Schema:
         """The Arrow schema of the first file (its footer is read once)."""
         return self.files[0].open(self.fs).schema_arrow
+
+    @cached_property
+    def footers(self) -> tuple[Footer, ...]:
+        """Every file's :class:`Footer`, in file order, read once: local files one after
+        the other (about 0.06 ms a file; threads only contend for the GIL), remote ones
+        ``FOOTER_THREADS`` at a time (their reads wait on the network).
+
+        Raises
+        ------
+        InputError
+            A file is not Parquet (a gzip file named ``.parquet``, a truncated footer):
+            the first such file in order.
+        """
+        first = self.schema
+
+        def read(file: SourceFile) -> Footer:
+            footer = Footer.of(file.open(self.fs))
+            return replace(footer, schema=first) if footer.schema.equals(first) else footer
+
+        if self.is_local:
+            return tuple(read(file) for file in self.files)
+        with ThreadPoolExecutor(max(1, min(FOOTER_THREADS, len(self.files)))) as pool:
+            return tuple(pool.map(read, self.files))  # in order: the first bad file is reported
 
 
 def _hidden(relpath: str) -> bool:
@@ -309,21 +357,17 @@ def check_file_schema(path: str, schema: pa.Schema, columns: Iterable[str]) -> N
             )
 
 
-def check_footers(dataset: Dataset, columns: Iterable[str], threads: int = 16) -> None:
-    """Open every file's footer and check its schema (:func:`check_file_schema`) here,
-    before any task runs on the cluster.
+def check_footers(dataset: Dataset, columns: Iterable[str]) -> None:
+    """Check every file's schema (:func:`check_file_schema`) from its footer here, before
+    any task runs on the cluster (:attr:`Dataset.footers`, read once per dataset).
 
-    A file that is not Parquet (a gzip file named ``.parquet``, a truncated footer) or
-    whose columns disagree with the others is reported as one :class:`InputError` line
-    naming the first such file in the dataset's order. Footers are read ``threads`` at
-    a time (the reads wait on I/O, which releases the GIL); this costs one footer read
-    per file, a small share of the pass (about 0.2 ms a local file).
+    A file that is not Parquet or whose columns disagree with the others is reported as
+    one :class:`InputError` line naming the first such file in the dataset's order.
     """
     names = list(columns)
-
-    def check(file: SourceFile) -> None:
-        check_file_schema(file.path, file.open(dataset.fs).schema_arrow, names)
-
-    with ThreadPoolExecutor(max(1, min(threads, len(dataset.files)))) as pool:
-        for _ in pool.map(check, dataset.files):  # in order: the first bad file is reported
-            pass
+    checked: set[int] = set()
+    for file, footer in zip(dataset.files, dataset.footers, strict=True):
+        if id(footer.schema) not in checked:  # files sharing the first schema: checked once
+            check_file_schema(file.path, footer.schema, names)
+            if footer.schema is dataset.schema:
+                checked.add(id(footer.schema))

@@ -1,10 +1,13 @@
 """The Dask engine: the analyze pass as a tree reduction, the exact-quantile passes and
-the transform pass, over the files of a dataset.
+the transform pass, over the work units of a dataset.
 
-Each Parquet file is one task; the per-file states are combined by a tree reduction
-whose fan-in is ``split_every``, so no single task ever holds more than
-``split_every`` states. The cluster itself is started in :mod:`normpipe.cluster`; these
-two are the only modules that import Dask.
+Each pass is planned from the footers into units of about ``unit_bytes``
+(:func:`normpipe.units.plan`): small files batched, large files split into row-group
+ranges where the pass only reads. One task per unit; the per-unit states are combined
+by a tree reduction whose fan-in is ``split_every``, so no single task ever holds more
+than ``split_every`` states, and each leaf is released once merged. The fitted
+parameters reach each worker once (broadcast), not with every task. The cluster itself
+is started in :mod:`normpipe.cluster`; these two are the only modules that import Dask.
 """
 
 from __future__ import annotations
@@ -18,7 +21,7 @@ from typing import Any, TypeVar
 from distributed import Client, Future, as_completed
 from distributed.scheduler import KilledWorker
 
-from normpipe.analyzers import analyze_file, collect_brackets, merge_brackets, merge_states
+from normpipe.analyzers import analyze_unit, collect_brackets, merge_brackets, merge_states
 from normpipe.core import exact
 from normpipe.core.column import TableState
 from normpipe.dataset import Dataset
@@ -26,11 +29,12 @@ from normpipe.errors import ClusterError, NormpipeError
 from normpipe.mappers import GroupedScalers, OutputDtype
 from normpipe.scalers import FittedScaler
 from normpipe.storage import Location
-from normpipe.writer import write_file
+from normpipe.units import DEFAULT_UNIT_BYTES, Unit, plan
+from normpipe.writer import write_unit
 
 __all__ = ["EXACT_WIDTHS", "Progress", "analyze", "exact_quantiles", "normalize_dataset", "tree_reduce"]
 
-#: ``progress(phase, done, total)`` is called as files complete.
+#: ``progress(phase, done, total)`` is called as work units complete.
 Progress = Callable[[str, int, int], None]
 
 T = TypeVar("T")
@@ -51,6 +55,12 @@ def tree_reduce(
             for i in range(0, len(level), split_every)
         ]
     return level[0]
+
+
+def units(client: Client, dataset: Dataset, unit_bytes: int, split: bool = True) -> list[Unit]:
+    """The work units of a pass over ``dataset`` on the cluster behind ``client``."""
+    threads = sum(client.nthreads().values()) or 1
+    return plan(dataset.files, dataset.footers, unit_bytes, threads, split)
 
 
 def _wait(futures: list[Future[Any]], phase: str, progress: Progress | None, keep: bool = True) -> None:
@@ -102,14 +112,15 @@ def analyze(
     log: Sequence[str] = (),
     distinct: Sequence[str] = (),
     group_by: str | None = None,
+    unit_bytes: int = DEFAULT_UNIT_BYTES,
 ) -> TableState:
-    """One pass over every file of ``dataset``: the merged state of ``columns``
+    """One pass over every row of ``dataset``: the merged state of ``columns``
     (plus the signed-log moments of ``log``, the distinct sketches of ``distinct``, and
     the per-group moments with ``group_by``)."""
     options = {"log": frozenset(log), "distinct": frozenset(distinct), "group_by": group_by}
     leaves = [
-        client.submit(analyze_file, f, dataset.fs, list(columns), k, **options, pure=False)
-        for f in dataset.files
+        client.submit(analyze_unit, u, dataset.fs, list(columns), k, **options, pure=False)
+        for u in units(client, dataset, unit_bytes)
     ]
     root = tree_reduce(client, leaves, merge_states, split_every)
     try:
@@ -129,6 +140,7 @@ def exact_quantiles(
     wanted: Mapping[str, Sequence[float]],
     split_every: int = 8,
     progress: Progress | None = None,
+    unit_bytes: int = DEFAULT_UNIT_BYTES,
 ) -> dict[str, dict[float, float]]:
     """Exact quantiles (numpy's linear interpolation) of the columns in ``wanted``.
 
@@ -139,6 +151,7 @@ def exact_quantiles(
     counts = {name: state.columns[name].moments.count for name in wanted}
     pending = {name: list(ps) for name, ps in wanted.items() if counts[name] > 0}
     result: dict[str, dict[float, float]] = {}
+    work = units(client, dataset, unit_bytes)
     for widen in EXACT_WIDTHS:
         if not pending:
             break
@@ -146,7 +159,7 @@ def exact_quantiles(
             name: exact.brackets_for(state.columns[name].sketch, counts[name], ps, widen)
             for name, ps in pending.items()
         }
-        leaves = [client.submit(collect_brackets, f, dataset.fs, brackets, pure=False) for f in dataset.files]
+        leaves = [client.submit(collect_brackets, u, dataset.fs, brackets, pure=False) for u in work]
         root = tree_reduce(client, leaves, merge_brackets, split_every)
         try:
             with _cluster_failures("exact quantiles"):
@@ -170,19 +183,22 @@ def normalize_dataset(
     stats_sha256: str,
     progress: Progress | None = None,
     groups: GroupedScalers | None = None,
+    unit_bytes: int = DEFAULT_UNIT_BYTES,
 ) -> list[dict[str, Any]]:
-    """Write every file of ``dataset``, normalized, below ``dest_root``; the manifest entries.
+    """Write every file of ``dataset``, normalized, below ``dest_root``; the manifest
+    entries in file order.
 
-    Per-group parameters (which can be large) are sent to each worker once."""
-    shared = client.scatter(groups, broadcast=True, hash=False) if groups is not None else None
+    Units hold whole files (each output file is written by one task, in row order); the
+    parameters (per-group ones can be large) are sent to each worker once."""
+    shared = client.scatter([(scalers, groups)], broadcast=True, hash=False)[0]
     futures = [
-        client.submit(write_file, f, dataset.fs, dest_root, scalers, dtype, stats_sha256, shared, pure=False)
-        for f in dataset.files
+        client.submit(write_unit, u, dataset.fs, dest_root, shared, dtype, stats_sha256, pure=False)
+        for u in units(client, dataset, unit_bytes, split=False)
     ]
     try:
         with _cluster_failures("transform"):
             _wait(futures, "transform", progress)
-            return [f.result() for f in futures]
+            return [entry for f in futures for entry in f.result()]
     finally:
         with contextlib.suppress(Exception):
-            client.cancel(futures)
+            client.cancel([*futures, shared])

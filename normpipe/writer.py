@@ -22,13 +22,28 @@ from normpipe.dataset import SourceFile, check_file_schema
 from normpipe.errors import InputError
 from normpipe.mappers import GroupedScalers, OutputDtype, apply_table, output_schema
 from normpipe.scalers import FittedScaler
-from normpipe.scan import blocks
+from normpipe.scan import blocks, read_ahead
 from normpipe.storage import Location, storage_errors
+from normpipe.units import Unit
 
-__all__ = ["STATS_SHA256_KEY", "write_file"]
+__all__ = ["STATS_SHA256_KEY", "write_file", "write_unit"]
 
 #: Footer key that names the sha256 of the stats artifact used for the transform.
 STATS_SHA256_KEY = b"normpipe.stats_sha256"
+
+
+def write_unit(
+    unit: Unit,
+    fs: fsspec.AbstractFileSystem | None,
+    dest_root: Location,
+    params: tuple[Mapping[str, FittedScaler], GroupedScalers | None],
+    dtype: OutputDtype,
+    stats_sha256: str,
+) -> list[dict[str, Any]]:
+    """:func:`write_file` for each file of ``unit`` (whole files, see :func:`normpipe.units.plan`)
+    with ``params`` (the scalers and the per-group parameters); the manifest entries."""
+    scalers, groups = params
+    return [write_file(p.file, fs, dest_root, scalers, dtype, stats_sha256, groups) for p in unit.pieces]
 
 
 def write_file(
@@ -63,9 +78,10 @@ def write_file(
         else:
             stack.enter_context(storage_errors(dest_root.url, "write"))
             sink = stack.enter_context(dest_root.fs.open(dest.as_posix(), "wb"))
+        source = blocks(file, parquet)
         mapped = (
             apply_table(block.table, scalers, dtype, groups, file.path).replace_schema_metadata(metadata)
-            for block in blocks(file, parquet)
+            for block in (read_ahead(source) if parquet.num_row_groups > 1 else source)
         )
         first = next(mapped, None)  # the codecs are chosen on the first row group
         leaves = [parquet.schema.column(i).path for i in range(len(parquet.schema))]

@@ -237,7 +237,7 @@ def test_loading_recomputes_summaries_from_the_states(tmp_path: Path, diabetes: 
     old = Stats.load(tmp_path / "old.json")
     for name, column in stats.columns.items():
         summary = old.summary(name)
-        assert np.isnan(summary.zero_share) and np.isnan(summary.min_share) and np.isnan(summary.max_share)
+        assert np.isnan([summary.zero_share, summary.min_share, summary.max_share]).all()
         assert summary.std == column.summary.std
         assert summary.quantiles == column.summary.quantiles
     merged = old.merge(stats, allow_repeat=True)

@@ -161,7 +161,18 @@ class ColumnState:
         (2, 2.0, 1, 1)
         """
         nulls = block.null_count if isinstance(block, pa.Array | pa.ChunkedArray) else 0
-        values = to_float64(block)
+        return cls.from_values(to_float64(block), nulls, k, log, distinct)
+
+    @classmethod
+    def from_values(
+        cls,
+        values: npt.NDArray[np.float64],
+        nulls: int = 0,
+        k: int = DEFAULT_K,
+        log: bool = False,
+        distinct: bool = False,
+    ) -> ColumnState:
+        """:meth:`from_block` of float64 ``values`` in which ``nulls`` of the NaNs were nulls."""
         nans = posinf = neginf = 0
         finite = np.isfinite(values)
         if not finite.all():

@@ -82,18 +82,23 @@ def collect(
 
 
 def merge(states: Sequence[BracketState]) -> BracketState:
-    """Combine bracket states of disjoint blocks (sums and concatenations)."""
-    merged: BracketState = {}
+    """Combine bracket states of disjoint blocks (sums and concatenations, each value
+    copied once however many states there are)."""
+    below: dict[str, list[int]] = {}
+    inside: dict[str, list[list[npt.NDArray[np.float64]]]] = {}
     for state in states:
         for name, parts in state.items():
-            if name not in merged:
-                merged[name] = list(parts)
-                continue
-            merged[name] = [
-                (a_below + b_below, np.concatenate([a_in, b_in]))
-                for (a_below, a_in), (b_below, b_in) in zip(merged[name], parts, strict=True)
-            ]
-    return merged
+            if name not in below:
+                below[name], inside[name] = [0] * len(parts), [[] for _ in parts]
+            if len(parts) != len(below[name]):
+                raise ValueError(f"column '{name}': states of different brackets")
+            for i, (count, values) in enumerate(parts):
+                below[name][i] += count
+                inside[name][i].append(values)
+    return {
+        name: [(count, np.concatenate(inside[name][i])) for i, count in enumerate(counts)]
+        for name, counts in below.items()
+    }
 
 
 def numpy_linear(lower: float, upper: float, n: int, p: float) -> float:

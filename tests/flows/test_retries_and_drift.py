@@ -10,7 +10,7 @@ import pytest
 
 import normpipe.engine
 from flows.preprocess import preprocess
-from normpipe.analyzers import analyze_file
+from normpipe.analyzers import analyze_unit
 from tests.flows.test_preprocess import data as data
 from tests.flows.test_preprocess import make_config, task_states
 
@@ -18,7 +18,7 @@ pytestmark = pytest.mark.filterwarnings("ignore::UserWarning")
 
 
 def flaky(failures: int, log: Path) -> Any:
-    """analyze_file that raises OSError on its first ``failures`` calls. Calls are
+    """analyze_unit that raises OSError on its first ``failures`` calls. Calls are
     counted in a file: Dask ships the function to its workers by value."""
 
     def analyze(*args: Any, **kwargs: Any) -> Any:
@@ -26,7 +26,7 @@ def flaky(failures: int, log: Path) -> Any:
             handle.write("call\n")
         if len(log.read_text().splitlines()) <= failures:
             raise OSError("injected: connection reset while reading")
-        return analyze_file(*args, **kwargs)
+        return analyze_unit(*args, **kwargs)
 
     return analyze
 
@@ -37,7 +37,7 @@ def test_transient_read_error_is_retried(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     log = tmp_path / "calls.log"
-    monkeypatch.setattr(normpipe.engine, "analyze_file", flaky(1, log))
+    monkeypatch.setattr(normpipe.engine, "analyze_unit", flaky(1, log))
     state = preprocess(make_config(tmp_path), refresh=True, return_state=True)
     assert state.is_completed()
     assert state.result()["rows_out"] == 6_000
@@ -51,7 +51,7 @@ def test_permanent_read_error_fails_after_the_retries(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     log = tmp_path / "calls.log"
-    monkeypatch.setattr(normpipe.engine, "analyze_file", flaky(10**6, log))
+    monkeypatch.setattr(normpipe.engine, "analyze_unit", flaky(10**6, log))
     state = preprocess(make_config(tmp_path), refresh=True, return_state=True)
     assert state.is_failed()
     assert "injected: connection reset" in state.message
