@@ -60,10 +60,11 @@ def plan(
     threads: int = 1,
     split: bool = True,
 ) -> list[Unit]:
-    """Cut ``files`` (with their ``footers``) into units of at most about ``target``
-    bytes, and at most ``1 / (UNITS_PER_THREAD * threads)`` of the whole: consecutive
-    files are batched; with ``split``, a file larger than that is cut into ranges of
-    whole row groups. Every row group is in exactly one unit, in dataset order.
+    """Cut ``files`` (with their ``footers``) into units of at most ``target`` bytes, and
+    at most ``1 / (UNITS_PER_THREAD * threads)`` of the whole: consecutive files are
+    batched up to that limit; with ``split``, a larger file is cut into ranges of whole
+    row groups up to it. A unit is larger only when one file (without ``split``) or one
+    row group is. Every row group is in exactly one unit, in dataset order.
 
     Examples
     --------
@@ -88,11 +89,11 @@ def plan(
                 batch, size = [], 0
             units.extend(Unit((piece,), b) for piece, b in _ranges(file, footer, limit))
             continue
-        batch.append(Piece(file, 0, len(footer.rows), 0, footer.num_rows))
-        size += nbytes
-        if size >= limit:
+        if batch and size + nbytes > limit:
             units.append(Unit(tuple(batch), size))
             batch, size = [], 0
+        batch.append(Piece(file, 0, len(footer.rows), 0, footer.num_rows))
+        size += nbytes
     if batch:
         units.append(Unit(tuple(batch), size))
     return units
