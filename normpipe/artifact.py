@@ -18,13 +18,16 @@ Layout (``format`` ``"normpipe.stats"``, ``version`` 1)::
           "dtype": "double", "count": 19800000, "nulls": 0, "nans": 200000,
           "posinf": 0, "neginf": 0, "mean": 1.5, "m2": 3.0e7, "var": 1.5, "std": 1.22,
           "min": -4.1, "max": 7.9, "quantiles": {"0.25": 0.68, "0.5": 1.5, "0.75": 2.3},
-          "sketch": "<base64 KLL sketch>",
+          "sketch": "<base64 KLL sketch>", "compaction": 65536, "rank_error": 0.00077,
           "scaler": {"method": "zscore", "with_mean": true, "with_std": true},
           "params": {"center": 1.5, "scale": 1.22}
         }
       }
     }
 
+``quantile_sketch.rank_error`` is the KLL bound for ``k``; a column's ``rank_error`` adds
+the bound of the compactions before the sketch (``compaction``, see
+:mod:`normpipe.core.sketch`): quantiles are within it with 99% confidence.
 ``count`` is the number of finite values; ``var`` and ``std`` use ddof=0; ``mean``,
 ``var``, ``std``, ``min``, ``max`` are ``null`` for a column with no finite value.
 The artifact loads as data (``json``), never as code.
@@ -152,6 +155,8 @@ class _ColumnModel(_Model):
     max: float | None
     quantiles: dict[str, float | None]
     sketch: str
+    compaction: int = Field(default=0, ge=0)  # sum of squared pre-sketch strides; absent before them
+    rank_error: float | None = None  # the stated bound of this column's quantiles (not read back)
     scaler: ScalerSpec
     request: RequestSpec | None = None  # what was asked for (auto, or the method); absent in older files
     params: dict[str, float]
@@ -232,6 +237,8 @@ def _column_json(column: ColumnStats) -> dict[str, Any]:
         "max": _finite_or_none(s.max),
         "quantiles": {repr(p): _finite_or_none(q) for p, q in s.quantiles.items()},
         "sketch": column.state.sketch.to_base64(),
+        "compaction": column.state.sketch.compaction,
+        "rank_error": s.rank_error,
         "scaler": column.scaler.spec.model_dump(mode="json"),
         "request": column.request.model_dump(mode="json"),
         "params": dict(column.scaler.params),
@@ -272,7 +279,7 @@ def _column_from_model(model: _ColumnModel, k: int, is_exact: bool = False) -> C
     )
     state = ColumnState(
         moments,
-        QuantileSketch.from_base64(model.sketch, k),
+        QuantileSketch.from_base64(model.sketch, k, model.compaction),
         model.nulls,
         model.nans,
         model.posinf,

@@ -88,9 +88,13 @@ class SourceFile:
             raise
         except (pa.ArrowException, OSError, ValueError) as err:
             reason = str(err).splitlines()[0] if str(err) else type(err).__name__
+            names = list(columns) if columns is not None else parquet.schema_arrow.names
+            if len(names) > 1:  # which column: read them one by one (only on this error path)
+                for name in names:
+                    self.read(parquet, group, [name])
             where = "" if group is None else f", row group {group}"
-            if columns is not None and len(columns) == 1:
-                where += f", column '{columns[0]}'"
+            if len(names) == 1:
+                where += f", column '{names[0]}'"
             raise InputError(
                 f"{self.path}{where}: the data cannot be read ({reason}); the file is damaged: "
                 "replace or remove it, or point the source at the good files"

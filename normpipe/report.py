@@ -253,7 +253,7 @@ def render_html(stats: Stats, reports: Sequence[ColumnReport], title: str) -> st
         f'<p class="meta">{stats.rows:,} rows, {len(dataset.files)} files from '
         f"<code>{e(dataset.source)}</code>; created {e(stats.created)}; quantiles "
         f"from a KLL sketch (k={stats.k}), histogram shares within twice its rank error "
-        f"{stats.columns[reports[0].name].summary.rank_error if reports else float('nan'):.1e}.</p>",
+        f"{max((stats.columns[r.name].summary.rank_error for r in reports), default=math.nan):.1e}.</p>",
         "<nav>" + "".join(f'<a href="#{_anchor(r.name, i)}">{e(r.name)}</a>' for i, r in enumerate(reports)),
         "</nav>",
     ]

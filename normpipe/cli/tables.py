@@ -21,10 +21,8 @@ def stats_table(stats: Any, names: list[str]) -> Table:
     """The statistics and fitted parameters of the columns ``names``, a row each."""
     from normpipe.core.sketch import rank_error_bound
 
-    table = Table(
-        title=f"{stats.rows:,} rows · quantiles: KLL k={stats.k}, "
-        f"rank error ≤ {rank_error_bound(stats.k):.1e}"
-    )
+    bound = max((c.summary.rank_error for c in stats.columns.values()), default=rank_error_bound(stats.k))
+    table = Table(title=f"{stats.rows:,} rows · quantiles: KLL k={stats.k}, rank error ≤ {bound:.1e}")
     headers = (
         "column",
         "method",

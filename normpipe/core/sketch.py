@@ -3,11 +3,27 @@
 Wraps Apache DataSketches' KLL sketch (Karnin, Lang and Liberty, 2016). The state
 holds the sketch in its compact serialized form, so it is immutable, cheap to ship
 between Dask workers and can be stored in a JSON artifact (base64) and merged later.
+
+A large block is compacted before it reaches the sketch (:meth:`QuantileSketch.from_sorted`):
+sorted, every ``s``-th value from a random offset is kept with weight ``s`` (``s`` a
+power of two), which is what ``log2 s`` of KLL's own compactions of a sorted buffer do,
+done at once with numpy instead of one value at a time in the sketch (27 ns a value on
+CPUs without AVX-512, 10 ns with it; the compaction is under 0.3 ns). DataSketches
+merges and queries the result as any KLL sketch. The compaction adds its own rank error:
+for a query with ``c = q * s + r`` values of the block below it, the kept values count
+``s * (q + 1)`` with probability ``r / s`` and ``s * q`` otherwise, an error in a range
+of width ``s`` with mean zero, independent across blocks; by Hoeffding's inequality the
+sum is at most ``sqrt(ln(2 / 0.01) * sum(s**2) / 2)`` ranks (99% confidence). The
+state keeps ``sum(s**2)`` (:attr:`QuantileSketch.compaction`, mergeable by addition) and
+the stated bound is the KLL bound plus this term divided by ``n``: 2.6e-5 for 16 M
+values in 64 blocks, 2.1e-4 for one block of 250 k (KLL's own at k=4000: 7.2e-4).
 """
 
 from __future__ import annotations
 
 import base64
+import math
+import struct
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
@@ -26,6 +42,10 @@ __all__ = [
 
 #: Default KLL ``k``: a stated single-quantile rank error of about 7.2e-4 (99% confidence).
 DEFAULT_K = 4000
+#: Blocks of at least ``COMPACT_FROM * k`` values are compacted before the sketch (smaller
+#: ones are sketched value by value: their cost is small and their bound stays KLL's).
+COMPACT_FROM = 16
+_LOG_TWO_OVER_ALPHA = math.log(2 / 0.01)  # Hoeffding's term at 99% confidence
 #: HyperLogLog ``lg_k`` of the distinct-count estimate: 4096 registers, relative
 #: standard error about 1.6%.
 DISTINCT_LG_K = 12
@@ -38,6 +58,16 @@ def rank_error_bound(k: int) -> float:
     0.0133
     """
     return float(kll_doubles_sketch.get_normalized_rank_error(k, False))
+
+
+def compaction_bound(compaction: int, n: int) -> float:
+    """The rank error (normalized, 99% confidence) that compacting blocks with squared
+    strides summing to ``compaction`` adds over ``n`` values (Hoeffding's inequality).
+
+    >>> round(compaction_bound(64 * 32**2, 16_000_000), 6)
+    2.6e-05
+    """
+    return math.sqrt(_LOG_TWO_OVER_ALPHA * compaction / 2) / n if compaction and n else 0.0
 
 
 def ascending(values: npt.NDArray[np.floating]) -> npt.NDArray[np.float64]:
@@ -67,6 +97,9 @@ class QuantileSketch:
 
     k: int
     data: bytes = b""
+    #: The sum of the squared strides of the blocks compacted before the sketch (0:
+    #: none was); its share of :attr:`rank_error` is :func:`compaction_bound`.
+    compaction: int = 0
 
     @classmethod
     def from_block(cls, values: npt.NDArray[np.floating], k: int) -> QuantileSketch:
@@ -77,18 +110,20 @@ class QuantileSketch:
     def from_sorted(cls, ordered: npt.NDArray[np.float64], k: int) -> QuantileSketch:
         """Sketch a 1-D array of finite values in ascending order (writable float64).
 
-        The KLL's cost is sorting: each compaction sorts its lowest level, and fed in
-        ascending order those sorts run over presorted buffers, so an update takes
-        about a sixth of the time (312,500 values: 2.9 against 16.3 ms). With numpy's
-        SIMD sort (about 8 ns a value here) sort plus update cost a third of an update
-        in stream order. The bound holds for any order, so the stated rank error is
-        the same.
+        Fewer than ``COMPACT_FROM * k`` values go into a KLL sketch one by one (in
+        ascending order each of its compactions sorts a presorted buffer: a sixth of the
+        time). More are compacted first (see the module's notes): the sketch is written
+        directly with every ``s``-th value at level ``log2 s``, the smallest stride whose
+        values fit the sketch's capacity, and the values past the last full stride at
+        level 0 with weight 1, so the weights sum to the block's size.
         """
         if ordered.size == 0:
             return cls(k)
-        sketch = kll_doubles_sketch(k)
-        sketch.update(ordered)
-        return cls(k, sketch.serialize())
+        if ordered.size < COMPACT_FROM * k:
+            sketch = kll_doubles_sketch(k)
+            sketch.update(ordered)
+            return cls(k, sketch.serialize())
+        return _compacted(ordered, k)
 
     @property
     def is_empty(self) -> bool:
@@ -99,13 +134,7 @@ class QuantileSketch:
 
     def merge(self, other: QuantileSketch) -> QuantileSketch:
         """Combine two sketches; the result's bound is that of the smaller ``k``."""
-        if other.is_empty:
-            return self
-        if self.is_empty:
-            return other
-        merged = self._load()
-        merged.merge(other._load())
-        return QuantileSketch(min(self.k, other.k), merged.serialize())
+        return self.merge_many([other])
 
     def merge_many(self, others: Sequence[QuantileSketch]) -> QuantileSketch:
         """Merge several sketches with one deserialize/serialize of the accumulator."""
@@ -115,12 +144,21 @@ class QuantileSketch:
         merged = parts[0]._load()
         for part in parts[1:]:
             merged.merge(part._load())
-        return QuantileSketch(min(p.k for p in parts), merged.serialize())
+        compaction = sum(p.compaction for p in parts)
+        return QuantileSketch(min(p.k for p in parts), merged.serialize(), compaction)
+
+    @property
+    def n(self) -> int:
+        """The number of values sketched (read from the serialized header)."""
+        if not self.data:
+            return 0
+        return 1 if self.data[0] == _PREAMBLE_SHORT else int(struct.unpack_from("<Q", self.data, 8)[0])
 
     @property
     def rank_error(self) -> float:
-        """Normalized rank-error bound for one quantile (99% confidence)."""
-        return rank_error_bound(self.k)
+        """Normalized rank-error bound for one quantile (99% confidence): KLL's for
+        ``k`` plus that of the compactions before the sketch (:func:`compaction_bound`)."""
+        return rank_error_bound(self.k) + compaction_bound(self.compaction, self.n)
 
     def quantiles(self, probabilities: Sequence[float]) -> list[float]:
         """Approximate quantiles at the given probabilities (NaN when empty)."""
@@ -139,15 +177,56 @@ class QuantileSketch:
         return base64.b64encode(self.data).decode("ascii")
 
     @classmethod
-    def from_base64(cls, text: str, k: int) -> QuantileSketch:
-        """Decode a sketch stored by :meth:`to_base64`.
+    def from_base64(cls, text: str, k: int, compaction: int = 0) -> QuantileSketch:
+        """Decode a sketch stored by :meth:`to_base64` (with its :attr:`compaction`).
 
         Raises
         ------
         ValueError
             The text is not base64 or the bytes are not a KLL sketch.
         """
-        return cls(k, _decode(text, kll_doubles_sketch.deserialize, "KLL"))
+        return cls(k, _decode(text, kll_doubles_sketch.deserialize, "KLL"), compaction)
+
+
+# The KLL serialization of DataSketches (serial version 1, shared by its C++, Java and
+# Python libraries): preamble ints, serial version, family, flags, k (uint16), m, unused,
+# then for more than one item n (uint64), min k (uint16), number of levels, unused, the
+# start offset of each level in an array of the sketch's capacity (uint32 each; the last
+# level ends at the capacity), the minimum and maximum, and the items from level 0 up.
+_PREAMBLE_SHORT, _PREAMBLE_FULL, _SERIAL_VERSION, _FAMILY_KLL, _M = 2, 5, 1, 15, 8
+
+
+def _level_capacity(k: int, depth: int) -> int:
+    """About ``k * (2/3)**depth``, rounded as the library does (``int_cap_aux``)."""
+    if depth > 30:
+        return _level_capacity(_level_capacity(k, depth // 2), depth - depth // 2)
+    return int((((2 * k) << depth) // 3**depth + 1) >> 1)
+
+
+def _capacity(k: int, levels: int) -> int:
+    """KLL's total capacity with ``levels`` levels (``kll_helper::compute_total_capacity``)."""
+    return sum(max(_M, _level_capacity(k, levels - height - 1)) for height in range(levels))
+
+
+def _compacted(ordered: npt.NDArray[np.float64], k: int) -> QuantileSketch:
+    """The KLL sketch of a sorted block compacted at once (see :meth:`QuantileSketch.from_sorted`)."""
+    n = ordered.size
+    height = 1
+    while (n >> height) + (n & ((1 << height) - 1)) > _capacity(k, height + 1):
+        height += 1
+    stride = 1 << height
+    full = n - n % stride
+    sample = ordered[int(np.random.default_rng().integers(stride)) : full : stride]
+    rest = ordered[full:]  # the largest values, fewer than a stride: weight 1
+    capacity = _capacity(k, height + 1)
+    top = capacity - sample.size
+    levels = [top - rest.size, *([top] * height)]
+    header = struct.pack(
+        "<BBBBHBBQHBB", _PREAMBLE_FULL, _SERIAL_VERSION, _FAMILY_KLL, 0, k, _M, 0, n, k, height + 1, 0
+    )
+    body = struct.pack(f"<{height + 1}I", *levels) + struct.pack("<dd", ordered[0], ordered[-1])
+    items = np.concatenate([rest, sample]).astype("<f8", copy=False).tobytes()
+    return QuantileSketch(k, header + body + items, stride * stride)
 
 
 @dataclass(frozen=True, slots=True)
