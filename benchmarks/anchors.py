@@ -20,23 +20,20 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import resource
 import shutil
 import statistics
-import subprocess
 import sys
-import time
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-import psutil
 import pyarrow.dataset as pads
 import pyarrow.parquet as pq
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from benchmarks.harness import cpu_model, measure_command  # noqa: E402
 from benchmarks.tools import FEATURES, TOOLS, Q  # noqa: E402
 from normpipe.datagen import BENCHMARK_FEATURES, generate  # noqa: E402
 
@@ -81,33 +78,9 @@ def rank_error(sorted_values: np.ndarray, value: float, q: float) -> float:
 
 def measure(tool: str, data: Path, output: Path) -> dict[str, Any]:
     shutil.rmtree(output, ignore_errors=True)
-    os.sync()  # the previous run's output is on disk, not written back during this one
-    before = resource.getrusage(resource.RUSAGE_CHILDREN)
-    started = time.perf_counter()
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "benchmarks.tools", tool, str(data), str(output)],
-        cwd=ROOT,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-    parent = psutil.Process(proc.pid)
-    peak = 0
-    while proc.poll() is None:
-        try:
-            tree = [parent, *parent.children(recursive=True)]
-            peak = max(peak, sum(p.memory_info().rss for p in tree if p.is_running()))
-        except psutil.Error:
-            pass
-        time.sleep(0.05)
-    stdout, stderr = proc.communicate()
-    wall = time.perf_counter() - started
-    after = resource.getrusage(resource.RUSAGE_CHILDREN)
-    if proc.returncode != 0:
-        raise RuntimeError(f"{tool} failed:\n{stderr[-3000:]}")
-    result = json.loads(stdout.strip().splitlines()[-1])
-    cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
-    return {"wall": wall, "cpu": cpu, "peak": peak, "result": result}
+    run = measure_command([sys.executable, "-m", "benchmarks.tools", tool, str(data), str(output)], tool)
+    result = json.loads(run.stdout.strip().splitlines()[-1])
+    return {"wall": run.wall, "cpu": run.cpu, "peak": run.peak, "result": result}
 
 
 def verify(data: Path, output: Path, result: dict[str, Any], rows: int, exact: dict[str, Any]) -> str:
@@ -189,7 +162,7 @@ def main() -> None:
     size = sum(p.stat().st_size for p in data.rglob("*.parquet"))
     print(
         f"{rows:,} rows x {len(FEATURES)} float64 features + id + key, {args.files} files, "
-        f"{size / 2**30:.2f} GiB; {os.cpu_count()} cores; median of {args.repeat}\n"
+        f"{size / 2**30:.2f} GiB; {cpu_model()}; median of {args.repeat}\n"
     )
     floor = sum(measured[t]["wall_median"] for t in measured if "(floor)" in t) or float("nan")
     ours = measured.get("normpipe run", {}).get("wall_median", float("nan"))

@@ -67,6 +67,28 @@ def normpipe_run(source: str, output: str, **options: Any) -> Result:
     return result
 
 
+def normpipe_fit_robust(source: str, output: str) -> Result:
+    """The statistics pass alone, for ``--method robust`` (quantiles from the sketch)."""
+    import normpipe
+
+    stats = normpipe.fit(source, method="robust", exclude=["id"])
+    return {
+        "rows_out": stats.rows,
+        "quantiles": {c: [stats.summary(c).quantiles[q] for q in Q] for c in FEATURES},
+    }
+
+
+def normpipe_run_robust(source: str, output: str) -> Result:
+    """``normpipe run --method robust``: the pass, then a robust-scaled copy."""
+    import normpipe
+
+    stats, manifest = normpipe.run(source, output, method="robust", exclude=["id"], overwrite=True)
+    return {
+        "rows_out": manifest["rows_out"],
+        "quantiles": {c: [stats.summary(c).quantiles[q] for q in Q] for c in FEATURES},
+    }
+
+
 def normpipe_exact(source: str, output: str) -> Result:
     """normpipe with ``--quantiles exact``: a second pass for numpy-equal quantiles."""
     return normpipe_run(source, output, quantiles="exact")
@@ -181,6 +203,8 @@ TOOLS: dict[str, Callable[[str, str], Result]] = {
     "pyarrow read (floor)": floor_read,
     "pyarrow read+write (floor)": floor_read_write,
     "normpipe run": normpipe_run,
+    "normpipe fit, robust": normpipe_fit_robust,
+    "normpipe run, robust": normpipe_run_robust,
     "normpipe, exact quantiles": normpipe_exact,
     "normpipe, per key group": normpipe_groups,
     "DuckDB approx quantiles": duckdb_approx,

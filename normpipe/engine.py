@@ -32,12 +32,25 @@ from normpipe.storage import Location
 from normpipe.units import DEFAULT_UNIT_BYTES, Unit, plan
 from normpipe.writer import write_unit
 
-__all__ = ["EXACT_WIDTHS", "Progress", "analyze", "exact_quantiles", "normalize_dataset", "tree_reduce"]
+__all__ = [
+    "EXACT_WIDTHS",
+    "STATE_BUDGET",
+    "Progress",
+    "analyze",
+    "column_batches",
+    "exact_quantiles",
+    "normalize_dataset",
+    "tree_reduce",
+    "units",
+]
 
 #: ``progress(phase, done, total)`` is called as work units complete.
 Progress = Callable[[str, int, int], None]
 
 T = TypeVar("T")
+
+#: Memory of one merge task's states: wide tables are analyzed in column batches within it.
+STATE_BUDGET = 256 * 2**20
 
 #: Bracket half-widths of the exact-quantile passes, in sketch rank errors: most
 #: brackets hold at the first width (99% confidence each); the last reads everything.
@@ -102,6 +115,17 @@ def _cluster_failures(phase: str) -> Iterator[None]:
         ) from None
 
 
+def column_batches(
+    columns: Sequence[str], k: int, split_every: int, budget: int = STATE_BUDGET
+) -> list[list[str]]:
+    """``columns`` cut so that a merge task's ``split_every`` states of one batch stay
+    within ``budget`` bytes (a column's state is at most about one full KLL sketch,
+    ``24 k + 64`` bytes, and its moments): wide tables are reduced batch by batch."""
+    per_column = 24 * k + 1024
+    size = max(1, budget // (split_every * per_column))
+    return [list(columns[i : i + size]) for i in range(0, len(columns), size)]
+
+
 def analyze(
     client: Client,
     dataset: Dataset,
@@ -116,21 +140,27 @@ def analyze(
 ) -> TableState:
     """One pass over every row of ``dataset``: the merged state of ``columns``
     (plus the signed-log moments of ``log``, the distinct sketches of ``distinct``, and
-    the per-group moments with ``group_by``)."""
+    the per-group moments with ``group_by``).
+
+    A task reads one unit's rows of one batch of columns (:func:`column_batches`); each
+    batch has its own tree reduction, and the client joins the batches' roots."""
     options = {"log": frozenset(log), "distinct": frozenset(distinct), "group_by": group_by}
-    leaves = [
-        client.submit(analyze_unit, u, dataset.fs, list(columns), k, **options, pure=False)
-        for u in units(client, dataset, unit_bytes)
-    ]
-    root = tree_reduce(client, leaves, merge_states, split_every)
+    work = units(client, dataset, unit_bytes)
+    leaves: list[Future[Any]] = []
+    roots = []
+    for batch in column_batches(columns, k, split_every):
+        batch_leaves = [
+            client.submit(analyze_unit, u, dataset.fs, batch, k, **options, pure=False) for u in work
+        ]
+        leaves.extend(batch_leaves)
+        roots.append(tree_reduce(client, batch_leaves, merge_states, split_every))
     try:
         with _cluster_failures("fit"):
             _wait(leaves, "fit", progress, keep=False)
-            result: TableState = root.result()
-        return result
+            return TableState.join([root.result() for root in roots])
     finally:
         with contextlib.suppress(Exception):
-            client.cancel([root])
+            client.cancel(roots)
 
 
 def exact_quantiles(

@@ -141,3 +141,49 @@ def test_results_do_not_depend_on_the_plan(tmp_path: Path, client: Client, unit_
         )
         assert [f["path"] for f in manifest["files"]] == [f.relpath for f in discover(source).files]
         pd.testing.assert_frame_equal(written, stats.transform(frame), check_dtype=False)
+
+
+def test_column_batches_bound_a_merge_task() -> None:
+    from normpipe.engine import STATE_BUDGET, column_batches
+
+    names = [f"c{i}" for i in range(10_000)]
+    batches = column_batches(names, 4000, 8)
+    assert [n for b in batches for n in b] == names
+    assert all(8 * len(b) * (24 * 4000 + 1024) <= STATE_BUDGET for b in batches)
+    assert column_batches(names[:16], 4000, 8) == [names[:16]]  # narrow tables: one batch
+
+
+def test_ten_thousand_columns_in_small_workers(tmp_path: Path) -> None:
+    """10,000 columns through two 1 GB worker processes: the statistics equal numpy's and
+    no worker is restarted (their addresses stay the same)."""
+    import logging
+
+    from distributed import LocalCluster
+
+    rng = np.random.default_rng(3)
+    data = tmp_path / "wide"
+    data.mkdir()
+    frames = []
+    for i in range(3):
+        block = rng.normal(size=(400, 10_000))
+        frames.append(block)
+        pq.write_table(pa.table({f"c{j}": block[:, j] for j in range(10_000)}), data / f"p{i}.parquet")
+    values = np.concatenate(frames)
+    with (
+        LocalCluster(
+            n_workers=2,
+            threads_per_worker=1,
+            memory_limit="1GB",
+            dashboard_address=":0",
+            silence_logs=logging.ERROR,
+        ) as cluster,
+        Client(cluster) as client,
+    ):
+        before = set(client.scheduler_info()["workers"])
+        stats = normpipe.fit(data, method="robust", client=client)
+        assert set(client.scheduler_info()["workers"]) == before
+    assert len(stats.columns) == 10_000
+    for j in (0, 4_321, 9_999):
+        summary = stats.summary(f"c{j}")
+        np.testing.assert_allclose(summary.mean, values[:, j].mean(), rtol=1e-12)
+        assert_rank_close(values[:, j], summary.quantiles[0.5], 0.5, summary.rank_error)

@@ -318,6 +318,16 @@ class TableState:
         return TableState.merge_all([self, other])
 
     @classmethod
+    def join(cls, parts: Sequence[TableState]) -> TableState:
+        """The states of disjoint sets of columns over the same rows, side by side."""
+        return cls(
+            parts[0].rows if parts else 0,
+            {name: c for part in parts for name, c in part.columns.items()},
+            {name: g for part in parts for name, g in part.groups.items()},
+            {name: g for part in parts for name, g in part.group_logs.items()},
+        )
+
+    @classmethod
     def merge_all(cls, states: Sequence[TableState]) -> TableState:
         """Merge many table states; a column missing from a state counts as empty."""
         names: dict[str, None] = {}
