@@ -31,6 +31,7 @@ from normpipe.cli.options import (
     Source,
     StatsOpt,
     ThreadsOpt,
+    UnitSizeOpt,
     UnseenOpt,
     WorkersOpt,
     build_config,
@@ -73,6 +74,7 @@ def fit(
     workers: WorkersOpt = None,
     threads_per_worker: ThreadsOpt = None,
     memory_limit: MemoryOpt = None,
+    unit_size: UnitSizeOpt = None,
     progress: ProgressOpt = None,
 ) -> None:
     """Compute global statistics of SOURCE and save them (with the fitted scalers) to --stats,
@@ -128,6 +130,7 @@ def transform(
     workers: WorkersOpt = None,
     threads_per_worker: ThreadsOpt = None,
     memory_limit: MemoryOpt = None,
+    unit_size: UnitSizeOpt = None,
     progress: ProgressOpt = None,
 ) -> None:
     """Write a normalized copy of SOURCE to --output with the scalers saved in --stats."""
@@ -167,6 +170,7 @@ def run(
     workers: WorkersOpt = None,
     threads_per_worker: ThreadsOpt = None,
     memory_limit: MemoryOpt = None,
+    unit_size: UnitSizeOpt = None,
     progress: ProgressOpt = None,
 ) -> None:
     """Fit, then transform: normalized SOURCE in --output, stats in OUTPUT/_stats.json (or --stats)."""

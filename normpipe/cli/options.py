@@ -39,6 +39,14 @@ ExcludeOpt = Annotated[
 DtypeOpt = Annotated[
     str | None, typer.Option("--dtype", help="Output dtype of normalized columns: float64 or float32.")
 ]
+UnitSizeOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--unit-size",
+        help="Uncompressed bytes one task reads at most, e.g. 64MB (default 128MB): small files "
+        "are batched, large ones split into row-group ranges.",
+    ),
+]
 KOpt = Annotated[int | None, typer.Option("--sketch-k", help="KLL sketch k (accuracy; default 4000).")]
 GroupByOpt = Annotated[
     str | None,
@@ -144,7 +152,7 @@ def progress_bar(enabled: bool | None) -> Iterator[Callable[[str, int, int], Non
         TextColumn("{task.description:>9}"),
         BarColumn(),
         MofNCompleteColumn(),
-        TextColumn("files"),
+        TextColumn("units"),
         TimeElapsedColumn(),
         console=Console(stderr=True),
         transient=True,

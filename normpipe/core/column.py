@@ -181,9 +181,9 @@ class ColumnState:
             posinf = int(np.count_nonzero(values == np.inf))
             neginf = int(np.count_nonzero(values == -np.inf))
             values = values[finite]
-        moments = Moments.from_block(values)
-        # ascending: the sketch's input (see QuantileSketch.from_sorted) and the counts
+        # ascending: the sketch's input (see QuantileSketch.from_sorted), the extremes and the counts
         ordered = ascending(values)
+        moments = Moments.from_block(ordered, ordered=True)
         return cls(
             moments,
             QuantileSketch.from_sorted(ordered, k),
