@@ -9,6 +9,7 @@ pyarrow. Hive partition keys stay in the directory names and are not normalized.
 
 from __future__ import annotations
 
+import itertools
 import os
 import posixpath
 from collections import Counter
@@ -121,6 +122,11 @@ class Footer:
     @property
     def num_rows(self) -> int:
         return sum(self.rows)
+
+    @property
+    def first_rows(self) -> tuple[int, ...]:
+        """The number in the file of each row group's first row."""
+        return tuple(itertools.accumulate(self.rows[:-1], initial=0)) if self.rows else ()
 
 
 @dataclass(frozen=True)

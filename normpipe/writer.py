@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import itertools
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -22,11 +22,15 @@ from normpipe.dataset import SourceFile, check_file_schema
 from normpipe.errors import InputError
 from normpipe.mappers import GroupedScalers, OutputDtype, apply_table, output_schema
 from normpipe.scalers import FittedScaler
-from normpipe.scan import blocks, read_ahead
+from normpipe.scan import read_ahead
 from normpipe.storage import Location, storage_errors
 from normpipe.units import Unit
 
 __all__ = ["STATS_SHA256_KEY", "write_file", "write_unit"]
+
+#: Row groups up to this size are read whole (and the next one read ahead while one is
+#: written); larger ones are read and mapped a batch of columns at a time.
+READ_BYTES = 64 * 2**20
 
 #: Footer key that names the sha256 of the stats artifact used for the transform.
 STATS_SHA256_KEY = b"normpipe.stats_sha256"
@@ -78,11 +82,9 @@ def write_file(
         else:
             stack.enter_context(storage_errors(dest_root.url, "write"))
             sink = stack.enter_context(dest_root.fs.open(dest.as_posix(), "wb"))
-        source = blocks(file, parquet)
-        mapped = (
-            apply_table(block.table, scalers, dtype, groups, file.path).replace_schema_metadata(metadata)
-            for block in (read_ahead(source) if parquet.num_row_groups > 1 else source)
-        )
+        source = _mapped(file, parquet, scalers, dtype, groups, target_schema)
+        large = any(_group_bytes(parquet, g) > READ_BYTES for g in range(parquet.num_row_groups))
+        mapped = read_ahead(source) if parquet.num_row_groups > 1 and not large else source
         first = next(mapped, None)  # the codecs are chosen on the first row group
         leaves = [parquet.schema.column(i).path for i in range(len(parquet.schema))]
         codecs = _codecs(first, leaves) if first is not None else SNAPPY
@@ -100,6 +102,56 @@ def write_file(
         with storage_errors(dest_root.url, "write"):
             size = int(dest_root.fs.size(dest.as_posix()))
     return {"path": file.relpath, "rows_in": parquet.metadata.num_rows, "rows_out": written, "bytes": size}
+
+
+def _group_bytes(parquet: pq.ParquetFile, group: int) -> int:
+    return int(parquet.metadata.row_group(group).total_byte_size)
+
+
+def _mapped(
+    file: SourceFile,
+    parquet: pq.ParquetFile,
+    scalers: Mapping[str, FittedScaler],
+    dtype: OutputDtype,
+    groups: GroupedScalers | None,
+    schema: pa.Schema,
+) -> Iterator[pa.Table]:
+    """Each row group of ``file`` mapped, in ``schema``. A row group larger than
+    :data:`READ_BYTES` (a wide table) is read and mapped in batches of its columns, so
+    a task holds the mapped row group and one batch of input, not the input whole too."""
+    for group in range(parquet.num_row_groups):
+        if _group_bytes(parquet, group) <= READ_BYTES or not _flat(parquet):
+            table = apply_table(file.read(parquet, group), scalers, dtype, groups, file.path)
+            yield table.replace_schema_metadata(schema.metadata)
+            continue
+        arrays: dict[str, pa.ChunkedArray] = {}
+        for batch in _column_batches(parquet, group, READ_BYTES):
+            extra = [groups.by] if groups is not None and groups.by not in batch else []
+            part = file.read(parquet, group, [*batch, *extra])
+            mapped = apply_table(part, scalers, dtype, groups, file.path)
+            arrays.update((name, mapped.column(name)) for name in batch)
+        yield pa.Table.from_arrays([arrays[name] for name in schema.names], schema=schema)
+
+
+def _flat(parquet: pq.ParquetFile) -> bool:
+    """Every top-level column is one Parquet leaf column (no nested types)."""
+    return len(parquet.schema) == len(parquet.schema_arrow)
+
+
+def _column_batches(parquet: pq.ParquetFile, group: int, limit: int) -> list[list[str]]:
+    """The columns of a flat file in schema order, in batches of about ``limit``
+    uncompressed bytes of row group ``group``."""
+    meta = parquet.metadata.row_group(group)
+    batches: list[list[str]] = [[]]
+    size = 0
+    for i, name in enumerate(parquet.schema_arrow.names):
+        nbytes = meta.column(i).total_uncompressed_size
+        if batches[-1] and size + nbytes > limit:
+            batches.append([])
+            size = 0
+        batches[-1].append(name)
+        size += nbytes
+    return batches
 
 
 def _codecs(block: pa.Table, leaves: list[str]) -> dict[str, str]:

@@ -187,3 +187,36 @@ def test_ten_thousand_columns_in_small_workers(tmp_path: Path) -> None:
         summary = stats.summary(f"c{j}")
         np.testing.assert_allclose(summary.mean, values[:, j].mean(), rtol=1e-12)
         assert_rank_close(values[:, j], summary.quantiles[0.5], 0.5, summary.rank_error)
+
+
+@pytest.mark.parametrize("group_by", [None, "store"])
+def test_large_row_groups_are_written_a_batch_of_columns_at_a_time(
+    tmp_path: Path, client: Client, monkeypatch: pytest.MonkeyPatch, group_by: str | None
+) -> None:
+    """Row groups past ``READ_BYTES`` are read and mapped in column batches: the output is
+    the same file, row groups and values as when they are read whole."""
+    import normpipe.writer
+
+    rng = np.random.default_rng(5)
+    n = 5_000
+    table = pa.table(
+        {
+            "a": rng.normal(size=n),
+            "label": pa.array([f"r{i % 7}" for i in range(n)]),
+            "store": rng.integers(0, 5, n),
+            **{f"f{j}": rng.lognormal(size=n) for j in range(12)},
+            "count": pa.array(rng.integers(0, 9, n), mask=rng.random(n) < 0.1),
+        }
+    )
+    source = tmp_path / "data"
+    source.mkdir()
+    pq.write_table(table, source / "p.parquet", row_group_size=2_000)
+    options = {"method": "zscore", "group_by": group_by, "client": client, "overwrite": True}
+    _, whole = normpipe.run(source, tmp_path / "whole", **options)
+    monkeypatch.setattr(normpipe.writer, "READ_BYTES", 20_000)  # about 3 columns a batch
+    _, batched = normpipe.run(source, tmp_path / "batched", **options)
+    assert whole["rows_out"] == batched["rows_out"] == n
+    one, other = (pq.ParquetFile(tmp_path / d / "p.parquet") for d in ("whole", "batched"))
+    assert [one.metadata.row_group(i).num_rows for i in range(3)] == [2_000, 2_000, 1_000]
+    assert one.schema_arrow == other.schema_arrow
+    assert one.read().equals(other.read())

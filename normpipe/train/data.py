@@ -24,6 +24,7 @@ from torch.utils.data import IterableDataset, get_worker_info
 
 from normpipe.core.column import to_float64
 from normpipe.dataset import Dataset, discover, select_columns
+from normpipe.scan import blocks
 from normpipe.stats import Stats
 
 __all__ = ["ParquetBatches", "row_uniform", "split_mask"]
@@ -129,22 +130,22 @@ class ParquetBatches(IterableDataset[tuple[torch.Tensor, torch.Tensor]]):
         self.seed = seed
         self.epoch = 0
         # (file index, row group, number of the group's first row in its file)
-        self.units: list[tuple[int, int, int]] = []
-        for i, f in enumerate(self.dataset.files):
-            meta = f.open(self.dataset.fs).metadata
-            first = 0
-            for g in range(meta.num_row_groups):
-                self.units.append((i, g, first))
-                first += meta.row_group(g).num_rows
+        self.units: list[tuple[int, int, int]] = [
+            (i, group, first)
+            for i, footer in enumerate(self.dataset.footers)
+            for group, first in enumerate(footer.first_rows)
+        ]
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch
 
     def _rows(self, units: Sequence[tuple[int, int, int]]) -> Iterator[tuple[np.ndarray, np.ndarray]]:
         """(features, target) blocks of the selected split, one unit at a time."""
-        for file_index, group, first in units:
+        for file_index, group, _ in units:
             file = self.dataset.files[file_index]
-            table = file.read(file.open(self.dataset.fs), group, [*self.features, self.target])
+            parquet = file.open(self.dataset.fs)
+            (block,) = blocks(file, parquet, [*self.features, self.target], range(group, group + 1))
+            table, first = block.table, block.first_row
             x = np.column_stack([self._column(table, c) for c in self.features]).astype(np.float32)
             y = self._column(table, self.target).astype(np.float32)
             keep = np.isfinite(x).all(axis=1) & np.isfinite(y)
