@@ -42,9 +42,11 @@ __all__ = [
 
 #: Default KLL ``k``: a stated single-quantile rank error of about 7.2e-4 (99% confidence).
 DEFAULT_K = 4000
-#: Blocks of at least ``COMPACT_FROM * k`` values are compacted before the sketch (smaller
-#: ones are sketched value by value: their cost is small and their bound stays KLL's).
-COMPACT_FROM = 16
+#: A block is compacted before the sketch when its compaction's own bound is at most this
+#: share of KLL's for ``k`` (smaller blocks are sketched value by value). Merged blocks
+#: only lower the compaction's normalized bound, so a stated bound never passes
+#: ``1.38 * rank_error_bound(k)``: 9.9e-4 at the default k.
+COMPACTION_SHARE = 0.38
 _LOG_TWO_OVER_ALPHA = math.log(2 / 0.01)  # Hoeffding's term at 99% confidence
 #: HyperLogLog ``lg_k`` of the distinct-count estimate: 4096 registers, relative
 #: standard error about 1.6%.
@@ -110,20 +112,23 @@ class QuantileSketch:
     def from_sorted(cls, ordered: npt.NDArray[np.float64], k: int) -> QuantileSketch:
         """Sketch a 1-D array of finite values in ascending order (writable float64).
 
-        Fewer than ``COMPACT_FROM * k`` values go into a KLL sketch one by one (in
-        ascending order each of its compactions sorts a presorted buffer: a sixth of the
-        time). More are compacted first (see the module's notes): the sketch is written
-        directly with every ``s``-th value at level ``log2 s``, the smallest stride whose
-        values fit the sketch's capacity, and the values past the last full stride at
-        level 0 with weight 1, so the weights sum to the block's size.
+        A large block is compacted first (see the module's notes): the sketch is written
+        directly with every ``s``-th value at level ``log2 s``, ``s`` the smallest stride
+        whose values fit the sketch's capacity, and the values past the last full stride
+        at level 0 with weight 1, so the weights sum to the block's size. A block too
+        small for that to stay within ``COMPACTION_SHARE`` of KLL's bound (at k=4000,
+        fewer than about 24,000 values) goes into the sketch value by value (in
+        ascending order each of KLL's compactions sorts a presorted buffer: a sixth of
+        the time).
         """
         if ordered.size == 0:
             return cls(k)
-        if ordered.size < COMPACT_FROM * k:
+        stride = _stride(ordered.size, k)
+        if compaction_bound(stride * stride, ordered.size) > COMPACTION_SHARE * rank_error_bound(k):
             sketch = kll_doubles_sketch(k)
             sketch.update(ordered)
             return cls(k, sketch.serialize())
-        return _compacted(ordered, k)
+        return _compacted(ordered, k, stride)
 
     @property
     def is_empty(self) -> bool:
@@ -208,13 +213,20 @@ def _capacity(k: int, levels: int) -> int:
     return sum(max(_M, _level_capacity(k, levels - height - 1)) for height in range(levels))
 
 
-def _compacted(ordered: npt.NDArray[np.float64], k: int) -> QuantileSketch:
-    """The KLL sketch of a sorted block compacted at once (see :meth:`QuantileSketch.from_sorted`)."""
-    n = ordered.size
+def _stride(n: int, k: int) -> int:
+    """The smallest power of two ``s`` > 1 whose ``n // s`` kept values and ``n % s`` left
+    over fit a KLL sketch of ``k`` with ``log2 s + 1`` levels."""
     height = 1
     while (n >> height) + (n & ((1 << height) - 1)) > _capacity(k, height + 1):
         height += 1
-    stride = 1 << height
+    return 1 << height
+
+
+def _compacted(ordered: npt.NDArray[np.float64], k: int, stride: int) -> QuantileSketch:
+    """The KLL sketch of a sorted block compacted at once with ``stride`` (see
+    :meth:`QuantileSketch.from_sorted`)."""
+    n = ordered.size
+    height = stride.bit_length() - 1
     full = n - n % stride
     sample = ordered[int(np.random.default_rng().integers(stride)) : full : stride]
     rest = ordered[full:]  # the largest values, fewer than a stride: weight 1

@@ -6,7 +6,13 @@ import numpy as np
 import pytest
 from datasketches import kll_doubles_sketch
 
-from normpipe.core.sketch import COMPACT_FROM, QuantileSketch, _capacity, compaction_bound, rank_error_bound
+from normpipe.core.sketch import (
+    COMPACTION_SHARE,
+    QuantileSketch,
+    _capacity,
+    compaction_bound,
+    rank_error_bound,
+)
 
 PROBS = [0.01, 0.25, 0.5, 0.75, 0.99]
 
@@ -31,6 +37,7 @@ def test_quantiles_within_stated_bound(rng: np.random.Generator, k: int) -> None
     error = rank_error(values, sketch.quantiles(PROBS), PROBS)
     assert (sketch.compaction > 0) == (k == 200)  # blocks of 8,100 values: compacted at k=200
     assert sketch.rank_error == rank_error_bound(k) + compaction_bound(sketch.compaction, values.size)
+    assert sketch.rank_error <= (1 + COMPACTION_SHARE) * rank_error_bound(k)
     assert error <= sketch.rank_error
 
 
@@ -82,12 +89,14 @@ def test_capacity_is_the_librarys(rng: np.random.Generator, k: int) -> None:
 
 @pytest.mark.parametrize("k", [200, 1000])
 def test_compacted_blocks_are_kll_sketches_within_the_stated_bound(rng: np.random.Generator, k: int) -> None:
-    """Blocks past ``COMPACT_FROM * k`` values become KLL sketches that DataSketches reads,
+    """Blocks large enough become compacted KLL sketches that DataSketches reads,
     merges (with sketches fed value by value) and queries: every value counted, the
     extremes exact, quantiles within the KLL bound plus the compaction's."""
-    blocks = [np.sort(rng.lognormal(0.0, 2.0, size)) for size in (COMPACT_FROM * k, 250_001, 99_999, 500)]
+    blocks = [np.sort(rng.lognormal(0.0, 2.0, size)) for size in (16 * k, 250_001, 99_999, 500)]
     sketches = [QuantileSketch.from_sorted(b.copy(), k) for b in blocks]
-    assert [s.compaction > 0 for s in sketches] == [True, True, True, False]
+    assert sketches[0].compaction > 0  # compacted
+    assert sketches[-1].compaction == 0  # 500 values: into the sketch one by one
+    assert all(s.rank_error <= (1 + COMPACTION_SHARE) * rank_error_bound(k) for s in sketches)
     for block, sketch in zip(blocks, sketches, strict=True):
         loaded = kll_doubles_sketch.deserialize(sketch.data)
         assert (loaded.n, sketch.n) == (block.size, block.size)
