@@ -43,6 +43,8 @@ def test_anchor_harness_quick(tmp_path: Path) -> None:
         "pyarrow read (floor)",
         "pyarrow read+write (floor)",
         "normpipe run",
+        "normpipe fit, robust",
+        "normpipe run, robust",
         "normpipe, exact quantiles",
         "normpipe, per key group",
         "DuckDB approx quantiles",
@@ -59,3 +61,36 @@ def test_anchor_harness_quick(tmp_path: Path) -> None:
     assert table.count("\n| ") == 1 + len(tools)  # header + one row per tool
     assert "| normpipe run |" in table
     assert "1.00x" in table
+
+
+def test_shapes_harness_quick(tmp_path: Path) -> None:
+    """The shapes benchmark runs every tool on one file of many row groups and on the same
+    rows in many files, and names the CPU its figures hold for."""
+    out = subprocess.run(
+        [
+            sys.executable,
+            "benchmarks/shapes.py",
+            "--shapes",
+            "big",
+            "split",
+            "--scale",
+            "0.002",
+            "--dir",
+            str(tmp_path),
+            "--json",
+            str(tmp_path / "m.json"),
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert out.returncode == 0, out.stderr[-3000:]
+    measured = json.loads((tmp_path / "m.json").read_text())
+    assert measured["cpu"] in out.stdout
+    assert "cores" in measured["cpu"]
+    assert set(measured["shapes"]) == {"big", "split"}
+    for shape in measured["shapes"].values():
+        assert set(shape) == {"pyarrow read", "pyarrow read+write", "normpipe fit", "normpipe run", "DuckDB"}
+        assert all(m["wall"] > 0 and m["peak"] > 0 for m in shape.values())
+    assert out.stdout.count("| normpipe run |") == 2
