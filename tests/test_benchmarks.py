@@ -11,20 +11,18 @@ import json
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def test_anchor_harness_quick(tmp_path: Path) -> None:
+def harness(script: str, tmp_path: Path, *options: str) -> tuple[str, dict[str, Any]]:
+    """Run ``benchmarks/<script>`` on small data in ``tmp_path``: its table and its JSON."""
     out = subprocess.run(
         [
             sys.executable,
-            "benchmarks/anchors.py",
-            "--quick",
-            "--rows",
-            "40000",
-            "--files",
-            "4",
+            f"benchmarks/{script}",
+            *options,
             "--dir",
             str(tmp_path),
             "--json",
@@ -36,7 +34,11 @@ def test_anchor_harness_quick(tmp_path: Path) -> None:
         timeout=600,
     )
     assert out.returncode == 0, out.stderr[-3000:]
-    measured = json.loads((tmp_path / "m.json").read_text())
+    return out.stdout, json.loads((tmp_path / "m.json").read_text())
+
+
+def test_anchor_harness_quick(tmp_path: Path) -> None:
+    table, measured = harness("anchors.py", tmp_path, "--quick", "--rows", "40000", "--files", "4")
     assert measured["rows"] == 40_000
     tools = measured["tools"]
     assert set(tools) == {
@@ -57,7 +59,6 @@ def test_anchor_harness_quick(tmp_path: Path) -> None:
     assert tools["normpipe run"]["rank_error"] <= 7.2e-4
     assert tools["Polars exact quantiles"]["rank_error"] < 1e-4
     assert tools["normpipe, exact quantiles"]["rank_error"] < 1e-4  # numpy's, interpolated
-    table = out.stdout
     assert table.count("\n| ") == 1 + len(tools)  # header + one row per tool
     assert "| normpipe run |" in table
     assert "1.00x" in table
@@ -66,31 +67,11 @@ def test_anchor_harness_quick(tmp_path: Path) -> None:
 def test_shapes_harness_quick(tmp_path: Path) -> None:
     """The shapes benchmark runs every tool on one file of many row groups and on the same
     rows in many files, and names the CPU its figures hold for."""
-    out = subprocess.run(
-        [
-            sys.executable,
-            "benchmarks/shapes.py",
-            "--shapes",
-            "big",
-            "split",
-            "--scale",
-            "0.002",
-            "--dir",
-            str(tmp_path),
-            "--json",
-            str(tmp_path / "m.json"),
-        ],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
-    assert out.returncode == 0, out.stderr[-3000:]
-    measured = json.loads((tmp_path / "m.json").read_text())
-    assert measured["cpu"] in out.stdout
+    table, measured = harness("shapes.py", tmp_path, "--shapes", "big", "split", "--scale", "0.002")
+    assert measured["cpu"] in table
     assert "cores" in measured["cpu"]
     assert set(measured["shapes"]) == {"big", "split"}
     for shape in measured["shapes"].values():
         assert set(shape) == {"pyarrow read", "pyarrow read+write", "normpipe fit", "normpipe run", "DuckDB"}
         assert all(m["wall"] > 0 and m["peak"] > 0 for m in shape.values())
-    assert out.stdout.count("| normpipe run |") == 2
+    assert table.count("| normpipe run |") == 2
