@@ -120,7 +120,7 @@ def column_batches(
 ) -> list[list[str]]:
     """``columns`` cut so that a merge task's ``split_every`` states of one batch stay
     within ``budget`` bytes (a column's state is at most about one full KLL sketch,
-    ``24 k + 64`` bytes, and its moments): wide tables are reduced batch by batch."""
+    ``24 k`` bytes, and its moments, 1 KiB): wide tables are reduced batch by batch."""
     per_column = 24 * k + 1024
     size = max(1, budget // (split_every * per_column))
     return [list(columns[i : i + size]) for i in range(0, len(columns), size)]
