@@ -138,7 +138,7 @@ class RunConfig(_Model):
             try:
                 return parse_bytes(value)
             except ValueError:
-                raise ValueError(f"not a size: {value!r}; write e.g. '128MB'") from None
+                raise ValueError("not a size; write e.g. '128MB'") from None
         return value
 
     @field_validator("method", mode="before")
