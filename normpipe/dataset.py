@@ -81,10 +81,11 @@ class SourceFile:
             The data cannot be read or decoded (damaged pages, a truncated column
             chunk): bad input, named by file, row group and column, never retried.
         """
+        threads = columns is None or len(columns) > 1  # one column chunk: a thread pool only costs
         try:
             if group is None:
-                return parquet.read(columns=columns)
-            return parquet.read_row_group(group, columns=columns)
+                return parquet.read(columns=columns, use_threads=threads)
+            return parquet.read_row_group(group, columns=columns, use_threads=threads)
         except MemoryError:
             raise
         except (pa.ArrowException, OSError, ValueError) as err:
