@@ -74,12 +74,12 @@ def analyze_unit(
         groups = range(piece.start, piece.stop)
         meta = parquet.metadata
         if all(meta.row_group(g).total_byte_size <= WHOLE_GROUP_BYTES for g in groups):
-            for block in blocks(piece.file, parquet, columns, groups):  # one read per small row group
+            for block in blocks(piece.file, parquet, columns, groups, piece.first_row):  # one read a group
                 for name in columns:
                     gathered.add(name, block.table.column(name))
             continue
         for name in columns:
-            for block in blocks(piece.file, parquet, [name], groups):
+            for block in blocks(piece.file, parquet, [name], groups, piece.first_row):
                 gathered.add(name, block.table.column(0))
     pa.default_memory_pool().release_unused()  # hand decode buffers back between tasks
     return TableState(unit.rows, gathered.states())
@@ -188,7 +188,7 @@ def collect_brackets(
     for piece in unit.pieces:
         parquet = _open(piece, fs, list(brackets))
         for name, column_brackets in brackets.items():
-            for block in blocks(piece.file, parquet, [name], range(piece.start, piece.stop)):
+            for block in blocks(piece.file, parquet, [name], range(piece.start, piece.stop), piece.first_row):
                 values = to_float64(block.table.column(0))
                 parts.append({name: exact.collect(values[np.isfinite(values)], column_brackets)})
     pa.default_memory_pool().release_unused()

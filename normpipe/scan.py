@@ -40,12 +40,15 @@ def blocks(
     parquet: pq.ParquetFile,
     columns: Sequence[str] | None = None,
     groups: range | None = None,
+    first_row: int | None = None,
 ) -> Iterator[Block]:
     """The row groups ``groups`` (``None``: all) of ``file`` (opened as ``parquet``), in
-    order, of ``columns`` (``None``: every column); one row group in memory at a time."""
+    order, of ``columns`` (``None``: every column); one row group in memory at a time.
+    ``first_row`` is the number of the first row of ``groups`` when the caller knows it
+    (a :class:`~normpipe.units.Piece`, the footers), else it is summed from the footer."""
     meta = parquet.metadata
     groups = range(meta.num_row_groups) if groups is None else groups
-    first = sum(meta.row_group(i).num_rows for i in range(groups.start))
+    first = sum(meta.row_group(i).num_rows for i in range(groups.start)) if first_row is None else first_row
     for group in groups:
         table = file.read(parquet, group, columns)
         yield Block(file, group, first, table)

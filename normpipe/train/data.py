@@ -141,11 +141,12 @@ class ParquetBatches(IterableDataset[tuple[torch.Tensor, torch.Tensor]]):
 
     def _rows(self, units: Sequence[tuple[int, int, int]]) -> Iterator[tuple[np.ndarray, np.ndarray]]:
         """(features, target) blocks of the selected split, one unit at a time."""
-        for file_index, group, _ in units:
+        for file_index, group, first in units:
             file = self.dataset.files[file_index]
             parquet = file.open(self.dataset.fs)
-            (block,) = blocks(file, parquet, [*self.features, self.target], range(group, group + 1))
-            table, first = block.table, block.first_row
+            columns = [*self.features, self.target]
+            (block,) = blocks(file, parquet, columns, range(group, group + 1), first)
+            table = block.table
             x = np.column_stack([self._column(table, c) for c in self.features]).astype(np.float32)
             y = self._column(table, self.target).astype(np.float32)
             keep = np.isfinite(x).all(axis=1) & np.isfinite(y)
