@@ -16,7 +16,8 @@ column), ``pyarrow read+write`` (read and write back, PLAIN doubles),
 ``normpipe fit`` and ``normpipe run`` (``--method robust`` through the CLI, on a
 local cluster of one single-threaded worker per core), and ``DuckDB`` (mean, std and
 ``approx_quantile`` q25/q50/q75 of every column, then a robust-scaled copy). Wall time,
-CPU time and the peak RSS of the process tree; ratios against the read floor. A
+CPU time and the peak RSS of the process tree, each tool from a warm page cache;
+ratios against the read floor. A
 measurement, never an assertion. Prints one markdown table per shape, with the CPU.
 """
 
@@ -70,6 +71,15 @@ def generate(directory: Path, files: int, rows: int, columns: int, groups: int, 
             compression="snappy",
             use_dictionary=False,
         )
+
+
+def warm(directory: Path) -> None:
+    """Read every file's bytes once, so that each tool starts from a warm page cache (the
+    first tool would otherwise pay the cold reads, and DuckDB's memory evicts the cache)."""
+    for path in sorted(directory.rglob("*.parquet")):
+        with path.open("rb") as handle:
+            while handle.read(1 << 24):
+                pass
 
 
 def tool_command(tool: str, source: Path, output: Path) -> list[str]:
@@ -150,6 +160,7 @@ def main() -> None:
             generate(data, files, rows, columns, groups)
         measured = {}
         for tool in args.tools:
+            warm(data)
             runs = []
             for _ in range(args.repeat):
                 shutil.rmtree(args.dir / "out", ignore_errors=True)
