@@ -59,6 +59,7 @@ from normpipe.params import Affine, Clipped, Linear, NoParams, Params
 __all__ = [
     "Clip",
     "FittedScaler",
+    "Form",
     "Log1p",
     "MaxAbs",
     "Method",
@@ -82,6 +83,32 @@ def _nonzero(scale: float) -> float:
 def _nonzero_each(scale: Array) -> Array:
     """:func:`_nonzero`, elementwise."""
     return np.where(scale < 10 * _EPS, 1.0, scale)
+
+
+@dataclass(frozen=True)
+class Form:
+    """A fitted map written in primitives every runtime has (PyTorch, ONNX), for export.
+
+    ``y = clip((pre(clip(x, low, high)) - center) / scale * mul + add, out_low, out_high)``
+    with ``pre`` the identity, ``log1p`` (-1 and below: NaN) or ``signed_log``; or, when
+    ``table`` is set, the quantile map through it (onto the standard normal with
+    ``normal``). Each method gives its own (:meth:`Method.form`), with the very
+    operations and order of its numpy map, so an exported map agrees with it to the
+    last bit in float64 wherever the runtime's primitives do. Fields are floats, or
+    arrays with one entry per group.
+    """
+
+    pre: Literal["identity", "log1p", "signed_log"] = "identity"
+    low: Any = -math.inf
+    high: Any = math.inf
+    center: Any = 0.0
+    scale: Any = 1.0
+    mul: Any = 1.0
+    add: Any = 0.0
+    out_low: float = -math.inf
+    out_high: float = math.inf
+    table: tuple[float, ...] = ()
+    normal: bool = False
 
 
 class Method(BaseModel):
@@ -142,11 +169,20 @@ class Method(BaseModel):
         """Inverse map."""
         raise NotImplementedError
 
+    def form(self, p: Params, table: tuple[float, ...] = ()) -> Form:
+        """The forward map as a :class:`Form` (its inverse follows from the same fields)."""
+        raise NotImplementedError
+
 
 class _Affine(Method):
     """``y = (f(x) - center) / scale``: ``f`` is the identity unless a method changes it."""
 
     params_type: ClassVar[type[Params]] = Affine
+    #: ``f`` in the form's terms.
+    pre: ClassVar[Literal["identity", "log1p", "signed_log"]] = "identity"
+
+    def form(self, p: Params, table: tuple[float, ...] = ()) -> Form:
+        return Form(pre=self.pre, center=p["center"], scale=p["scale"])
 
     def _forward(self, x: Array, p: Params) -> Array:
         return x
@@ -243,6 +279,10 @@ class MinMax(Method):
         x: Array = (y - p["min"]) / p["scale"]
         return x
 
+    def form(self, p: Params, table: tuple[float, ...] = ()) -> Form:
+        low, high = self.feature_range if self.clip else (-math.inf, math.inf)
+        return Form(mul=p["scale"], add=p["min"], out_low=low, out_high=high)
+
 
 class Robust(_Affine):
     """Center on the median and scale by the interquantile range."""
@@ -329,6 +369,7 @@ class Log1p(_Log):
     """Z-score of ``log1p(x)``, for non-negative right-skewed data."""
 
     method: Literal["log1p"] = "log1p"
+    pre: ClassVar[Literal["identity", "log1p", "signed_log"]] = "log1p"
 
     def _check(self, s: ColumnSummary, name: str) -> Moments:
         log = super()._check(s, name)
@@ -354,6 +395,7 @@ class SignedLog(_Log):
     """Z-score of ``sign(x) log1p(|x|)``, for heavy tails of both signs."""
 
     method: Literal["signed_log"] = "signed_log"
+    pre: ClassVar[Literal["identity", "log1p", "signed_log"]] = "signed_log"
 
     def _forward(self, x: Array, p: Params) -> Array:
         return signed_log(x)
@@ -402,6 +444,9 @@ class Quantile(Method):
         x[np.isnan(y)] = np.nan
         return x
 
+    def form(self, p: Params, table: tuple[float, ...] = ()) -> Form:
+        return Form(table=table, normal=self.output == "normal")
+
 
 class Clip(_Affine):
     """Winsorize at the fitted ``quantile_range`` (percent), then optionally scale."""
@@ -440,6 +485,9 @@ class Clip(_Affine):
 
     def _forward(self, x: Array, p: Params) -> Array:
         return np.clip(x, p["low"], p["high"])
+
+    def form(self, p: Params, table: tuple[float, ...] = ()) -> Form:
+        return Form(low=p["low"], high=p["high"], center=p["center"], scale=p["scale"])
 
 
 @dataclass(frozen=True, slots=True)
@@ -505,6 +553,10 @@ class FittedScaler:
     def invert(self, y: Array) -> Array:
         """Inverse map (clipped values cannot be recovered)."""
         return self.spec.invert(y, self.params, self.table)
+
+    def form(self) -> Form:
+        """The map in primitives, for export (see :class:`Form`)."""
+        return self.spec.form(self.params, self.table)
 
 
 def _ndtri(u: Array) -> Array:

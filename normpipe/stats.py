@@ -39,6 +39,7 @@ from normpipe.statistics import ColumnStatistics, GroupStatistics, Statistics
 from normpipe.storage import locate
 
 if TYPE_CHECKING:
+    from normpipe.export import ColumnMaps
     from normpipe.fitted import Frame
 
 __all__ = ["ColumnStats", "GroupStats", "Stats", "fit"]
@@ -330,6 +331,14 @@ class Stats:
         :meth:`FittedTransform.inverse_transform`)."""
         mapped: Frame = self.fitted.inverse_transform(data, columns)
         return mapped
+
+    def to_torch(self, columns: Sequence[str] | None = None, inverse: bool = False) -> ColumnMaps:
+        """The fitted maps of ``columns`` (default: all, in the artifact's order) as a
+        PyTorch module on float64 ``(rows, columns)`` tensors, forward or ``inverse``:
+        scriptable and exportable to ONNX (see :mod:`normpipe.export`)."""
+        from normpipe.export import maps_of  # torch is imported on first use
+
+        return maps_of(self, columns, inverse)
 
     def __repr__(self) -> str:
         methods = ", ".join(f"{n}={c.scaler.method}" for n, c in self.columns.items())

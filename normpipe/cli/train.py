@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import time
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 import typer
 
@@ -80,6 +80,25 @@ def predict(
 
     manifest = run_predict(model, source, output, overwrite=overwrite, device=device)
     console.print(f"wrote {manifest['rows_out']:,} rows with predictions to {manifest['output']}")
+
+
+@app.command()
+@clean_errors
+def export(
+    model: Annotated[str, typer.Argument(help="Model directory written by 'normpipe train'.")],
+    output: Annotated[str, typer.Option("--output", "-o", help="The file to write.")],
+    format: Annotated[
+        Literal["onnx", "torchscript"], typer.Option("--format", help="onnx or torchscript.")
+    ] = "onnx",
+) -> None:
+    """Write the model with its normalization: raw features in, predictions in original units out."""
+    _needs_torch()
+    from normpipe.export import export_model
+
+    started = time.perf_counter()
+    dest = export_model(model, output, format)
+    size = dest.stat().st_size
+    console.print(f"{format}: {dest}  ({size / 1e3:,.0f} kB, {time.perf_counter() - started:.1f} s)")
 
 
 @app.command()
