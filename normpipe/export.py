@@ -116,7 +116,7 @@ def ndtr(z: torch.Tensor) -> torch.Tensor:
     if not _is_scripting():  # noqa: SIM102  # TorchScript skips this block whole
         if torch.compiler.is_exporting():
             return torch.erf(z.float() * 0.7071067811865476).add(1.0).mul(0.5).to(z.dtype)
-    return torch.special.erfc(-z * 0.7071067811865476).mul(0.5)  # accurate in the lower tail too
+    return torch.erfc(-z * 0.7071067811865476).mul(0.5)  # accurate in the lower tail too
 
 
 def _interp(x: torch.Tensor, xp: torch.Tensor, fp: torch.Tensor) -> torch.Tensor:
