@@ -50,19 +50,12 @@ _PRE = {"identity": 0, "log1p": 1, "signed_log": 2}
 _is_scripting = torch.jit.is_scripting  # type: ignore[attr-defined]  # not re-exported in the stubs
 
 
-def _polynomial(r: torch.Tensor, coefficients: list[float]) -> torch.Tensor:
-    """Horner's rule, highest coefficient first."""
-    value = torch.full_like(r, coefficients[0])
-    for c in coefficients[1:]:
-        value = value * r + c
-    return value
-
-
-def ndtri(p: torch.Tensor) -> torch.Tensor:
-    """The standard normal quantile of ``p`` in ``[1e-7, 1 - 1e-7]`` (Wichura's AS241, as
-    in Python's ``statistics.NormalDist.inv_cdf``; about 1e-16 relative), in elementary
-    operations, since ONNX has no inverse error function."""
-    a = [
+#: Wichura's AS241 in float64 (numerators a, c and denominators b, d, highest power
+#: first; then 0.180625, 1.6 and 0.425). They reach the maps as a buffer: the ONNX
+#: exporter stores Python floats in float32, and TorchScript's ``torch.tensor`` of a
+#: list passes through float32, either of which costs a float64 map its last 8 digits.
+AS241 = torch.tensor(
+    [
         2.5090809287301226727e3,
         3.3430575583588128105e4,
         6.7265770927008700853e4,
@@ -71,8 +64,6 @@ def ndtri(p: torch.Tensor) -> torch.Tensor:
         1.9715909503065514427e3,
         1.3314166789178437745e2,
         3.3871328727963666080,
-    ]
-    b = [
         5.2264952788528545610e3,
         2.8729085735721942674e4,
         3.9307895800092710610e4,
@@ -81,8 +72,6 @@ def ndtri(p: torch.Tensor) -> torch.Tensor:
         6.8718700749205790830e2,
         4.2313330701600911252e1,
         1.0,
-    ]
-    c = [
         7.74545014278341407640e-4,
         2.27238449892691845833e-2,
         2.41780725177450611770e-1,
@@ -91,8 +80,6 @@ def ndtri(p: torch.Tensor) -> torch.Tensor:
         5.76949722146069140550,
         4.63033784615654529590,
         1.42343711074968357734,
-    ]
-    d = [
         1.05075007164441684324e-9,
         5.47593808499534494600e-4,
         1.51986665636164571966e-2,
@@ -101,13 +88,32 @@ def ndtri(p: torch.Tensor) -> torch.Tensor:
         1.67638483018380384940,
         2.05319162663775882187,
         1.0,
-    ]
+        0.180625,
+        1.6,
+        0.425,
+    ],
+    dtype=torch.float64,
+)
+
+
+def _polynomial(r: torch.Tensor, k: torch.Tensor) -> torch.Tensor:
+    """Horner's rule, highest coefficient first."""
+    value = torch.zeros_like(r) + k[0]
+    for i in range(1, k.shape[0]):
+        value = value * r + k[i]
+    return value
+
+
+def ndtri(p: torch.Tensor, k: torch.Tensor = AS241) -> torch.Tensor:
+    """The standard normal quantile of ``p`` in ``[1e-7, 1 - 1e-7]`` (Wichura's AS241 with
+    the coefficients ``k``, as in Python's ``statistics.NormalDist.inv_cdf``; about
+    1e-16 relative), in elementary operations, since ONNX has no inverse error function."""
     q = p - 0.5
-    r = 0.180625 - q * q
-    central = q * _polynomial(r, a) / _polynomial(r, b)
-    s = torch.sqrt(-torch.log(torch.where(q <= 0.0, p, 1.0 - p))) - 1.6
-    tail = _polynomial(s, c) / _polynomial(s, d)
-    return torch.where(torch.abs(q) <= 0.425, central, torch.where(q < 0.0, -tail, tail))
+    r = k[32] - q * q
+    central = q * _polynomial(r, k[0:8]) / _polynomial(r, k[8:16])
+    s = torch.sqrt(-torch.log(torch.where(q <= 0.0, p, 1.0 - p))) - k[33]
+    tail = _polynomial(s, k[16:24]) / _polynomial(s, k[24:32])
+    return torch.where(torch.abs(q) <= k[34], central, torch.where(q < 0.0, -tail, tail))
 
 
 def ndtr(z: torch.Tensor) -> torch.Tensor:
@@ -189,6 +195,8 @@ class _Quantile(nn.Module):
     table: torch.Tensor
     refs: torch.Tensor
     normal: torch.Tensor
+    as241: torch.Tensor
+    bounds: torch.Tensor
 
     def __init__(self, forms: Sequence[Form], inverse: bool) -> None:
         super().__init__()
@@ -197,6 +205,8 @@ class _Quantile(nn.Module):
         self.register_buffer("table", torch.tensor([f.table for f in forms], dtype=torch.float64))
         self.register_buffer("refs", torch.from_numpy(np.linspace(0.0, 1.0, points)).repeat(len(forms), 1))
         self.register_buffer("normal", torch.tensor([f.normal for f in forms]))
+        self.register_buffer("as241", AS241.clone())
+        self.register_buffer("bounds", torch.tensor([1e-7, 1.0 - 1e-7], dtype=torch.float64))
 
     def forward(self, x: torch.Tensor, ids: torch.Tensor) -> torch.Tensor:
         if self.inverse:
@@ -206,8 +216,8 @@ class _Quantile(nn.Module):
         up = _interp(x, self.table, self.refs)
         down = _interp(-x, -self.table.flip(1), -self.refs.flip(1))
         u = 0.5 * (up - down)
-        bounded = torch.clamp(u, 1e-7, 1.0 - 1e-7)  # methods._NORMAL_BOUND
-        return torch.where(torch.isnan(x), x, torch.where(self.normal, ndtri(bounded), u))
+        bounded = torch.minimum(torch.maximum(u, self.bounds[0]), self.bounds[1])  # methods._NORMAL_BOUND
+        return torch.where(torch.isnan(x), x, torch.where(self.normal, ndtri(bounded, self.as241), u))
 
 
 class ColumnMaps(nn.Module):
