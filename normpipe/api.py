@@ -178,11 +178,12 @@ def _write_output(
 ) -> dict[str, Any]:
     check_output(output, dataset, config.overwrite)  # again: the fit pass may have been long
     with commit(output, config.overwrite) as tmp:
-        sha = stats.sha256
-        if stats_inside:
+        if stats_inside:  # serialized once: a wide table's artifact takes seconds to write
             data = stats.to_bytes()
             tmp.child(STATS_IN_OUTPUT).write_bytes(data)
             sha = hashlib.sha256(data).hexdigest()
+        else:
+            sha = stats.sha256
         files = engine.normalize_dataset(
             client,
             dataset,

@@ -269,10 +269,12 @@ class Stats:
 
     def save(self, path: str | os.PathLike[str], storage_options: dict[str, Any] | None = None) -> str:
         """Write the artifact atomically (a temporary file then rename locally; one object
-        on an object store; ``path`` may be any fsspec URL); returns its sha256."""
+        on an object store; ``path`` may be any fsspec URL); returns its sha256, which
+        :attr:`sha256` then gives without serializing again."""
         data = self.to_bytes()
         locate(path, storage_options).write_bytes(data)
-        return hashlib.sha256(data).hexdigest()
+        self._file_sha256 = hashlib.sha256(data).hexdigest()  # the bytes are deterministic
+        return self._file_sha256
 
     @classmethod
     def from_bytes(cls, data: bytes, where: str = "stats artifact") -> Stats:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import hashlib
+
 import json
 import re
 from pathlib import Path
@@ -48,7 +50,7 @@ def test_save_load_round_trip(tmp_path: Path, values: np.ndarray, method: str) -
     sha = stats.save(path)
     loaded = Stats.load(path)
     same_stats(stats, loaded)
-    assert loaded.sha256 == sha == stats.sha256
+    assert loaded.sha256 == sha == stats.sha256 == hashlib.sha256(stats.to_bytes()).hexdigest()
     assert loaded.to_bytes() == path.read_bytes()  # stable serialization
     pd.testing.assert_frame_equal(loaded.transform(frame), stats.transform(frame))
 
