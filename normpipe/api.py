@@ -167,6 +167,13 @@ def _fit(
     )
 
 
+def _write_artifact(stats: Stats, where: Location) -> str:
+    """Write ``stats`` to ``where``; its sha256."""
+    data = stats.to_bytes()
+    where.write_bytes(data)
+    return hashlib.sha256(data).hexdigest()
+
+
 def _write_output(
     config: RunConfig,
     stats: Stats,
@@ -178,12 +185,9 @@ def _write_output(
 ) -> dict[str, Any]:
     check_output(output, dataset, config.overwrite)  # again: the fit pass may have been long
     with commit(output, config.overwrite) as tmp:
-        if stats_inside:  # serialized once: a wide table's artifact takes seconds to write
-            data = stats.to_bytes()
-            tmp.child(STATS_IN_OUTPUT).write_bytes(data)
-            sha = hashlib.sha256(data).hexdigest()
-        else:
-            sha = stats.sha256
+        # serialized once (a wide table's artifact takes seconds), and its bytes are not
+        # held while the workers write
+        sha = _write_artifact(stats, tmp.child(STATS_IN_OUTPUT)) if stats_inside else stats.sha256
         files = engine.normalize_dataset(
             client,
             dataset,
