@@ -22,7 +22,7 @@ import numpy.typing as npt
 
 from normpipe.core.column import ColumnState, ColumnSummary, TableState
 from normpipe.core.groups import GroupMoments
-from normpipe.errors import InputError
+from normpipe.errors import ConfigError, InputError
 from normpipe.fingerprint import Fingerprint
 from normpipe.fitted import FittedTransform, unknown_column
 from normpipe.mappers import GroupedScalers
@@ -338,6 +338,10 @@ class Stats:
         """The fitted maps of ``columns`` (default: all, in the artifact's order) as a
         PyTorch module on float64 ``(rows, columns)`` tensors, forward or ``inverse``:
         scriptable and exportable to ONNX (see :mod:`normpipe.export`)."""
+        import importlib.util
+
+        if importlib.util.find_spec("torch") is None:
+            raise ConfigError("Stats.to_torch needs PyTorch: pip install 'normpipe[train]'")
         from normpipe.export import maps_of  # torch is imported on first use
 
         return maps_of(self, columns, inverse)
