@@ -1,14 +1,19 @@
 """Writing one normalized Parquet file: the per-file transform and the codec choice.
 
 Every input file becomes one output file at the same relative path (so hive
-partition directories are kept) with the same row groups and row order, below the
+partition directories are kept) with the same rows in the same order, below the
 directory that :func:`normpipe.commit.commit` yields (the commit protocol is there).
+Row groups are kept, except that a row group whose output would pass
+:data:`ROW_GROUP_BYTES` (a wide table) is written as several, cut by rows, so that a
+task's memory does not grow with the column count.
 """
 
 from __future__ import annotations
 
 import contextlib
 import itertools
+import math
+import tempfile
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
@@ -31,6 +36,11 @@ __all__ = ["STATS_SHA256_KEY", "write_file", "write_unit"]
 #: Row groups up to this size are read whole (and the next one read ahead while one is
 #: written); larger ones are read and mapped a batch of columns at a time.
 READ_BYTES = 64 * 2**20
+#: An output row group larger than this is written as several, cut by rows: its mapped
+#: column batches are spilled to a local Arrow IPC file, one record batch per slice of
+#: rows, and each slice is read back from all of them and written. A task then holds a
+#: batch of columns and one slice, not the whole row group twice (read and mapped).
+ROW_GROUP_BYTES = 64 * 2**20
 
 #: Footer key that names the sha256 of the stats artifact used for the transform.
 STATS_SHA256_KEY = b"normpipe.stats_sha256"
@@ -91,9 +101,12 @@ def write_file(
         with pq.ParquetWriter(
             sink, target_schema, compression=codecs, use_dictionary=dictionary_columns
         ) as out:
-            for table in itertools.chain([first] if first is not None else [], mapped):
+            pending = [first] if first is not None else []
+            del first  # each table is released once written, before the next is made
+            for table in itertools.chain(_drain(pending), mapped):
                 out.write_table(table, row_group_size=max(table.num_rows, 1))
                 written += table.num_rows
+                del table
     pa.default_memory_pool().release_unused()
     if dest_root.is_local:
         written = pq.ParquetFile(dest).metadata.num_rows
@@ -102,6 +115,12 @@ def write_file(
         with storage_errors(dest_root.url, "write"):
             size = int(dest_root.fs.size(dest.as_posix()))
     return {"path": file.relpath, "rows_in": parquet.metadata.num_rows, "rows_out": written, "bytes": size}
+
+
+def _drain(items: list[pa.Table]) -> Iterator[pa.Table]:
+    """``items``, each removed from the list as it is handed out."""
+    while items:
+        yield items.pop(0)
 
 
 def _group_bytes(parquet: pq.ParquetFile, group: int) -> int:
@@ -118,19 +137,83 @@ def _mapped(
 ) -> Iterator[pa.Table]:
     """Each row group of ``file`` mapped, in ``schema``. A row group larger than
     :data:`READ_BYTES` (a wide table) is read and mapped in batches of its columns, so
-    a task holds the mapped row group and one batch of input, not the input whole too."""
+    a task holds the mapped row group and one batch of input, not the input whole too;
+    one whose output passes :data:`ROW_GROUP_BYTES` comes out in slices of rows
+    (:func:`_sliced`), so a task holds one slice."""
     for group in range(parquet.num_row_groups):
         if _group_bytes(parquet, group) <= READ_BYTES or not _flat(parquet):
             table = apply_table(file.read(parquet, group), scalers, dtype, groups, file.path)
             yield table.replace_schema_metadata(schema.metadata)
             continue
-        arrays: dict[str, pa.ChunkedArray] = {}
-        for batch in _column_batches(parquet, group, READ_BYTES):
-            extra = [groups.by] if groups is not None and groups.by not in batch else []
-            part = file.read(parquet, group, [*batch, *extra])
-            mapped = apply_table(part, scalers, dtype, groups, file.path)
-            arrays.update((name, mapped.column(name)) for name in batch)
-        yield pa.Table.from_arrays([arrays[name] for name in schema.names], schema=schema)
+        batches = (
+            _mapped_batch(file, parquet, group, batch, scalers, dtype, groups)
+            for batch in _column_batches(parquet, group, READ_BYTES)
+        )
+        slices = math.ceil(_output_bytes(parquet, group, schema) / ROW_GROUP_BYTES)
+        if slices <= 1:
+            arrays = {
+                name: column
+                for mapped in batches
+                for name, column in zip(mapped.column_names, mapped.columns, strict=True)
+            }
+            yield pa.Table.from_arrays([arrays[name] for name in schema.names], schema=schema)
+            continue
+        yield from _sliced(batches, parquet.metadata.row_group(group).num_rows, slices, schema)
+
+
+def _mapped_batch(
+    file: SourceFile,
+    parquet: pq.ParquetFile,
+    group: int,
+    batch: list[str],
+    scalers: Mapping[str, FittedScaler],
+    dtype: OutputDtype,
+    groups: GroupedScalers | None,
+) -> pa.Table:
+    """The columns ``batch`` of row group ``group``, mapped."""
+    extra = [groups.by] if groups is not None and groups.by not in batch else []
+    mapped = apply_table(file.read(parquet, group, [*batch, *extra]), scalers, dtype, groups, file.path)
+    return mapped.select(batch)
+
+
+def _output_bytes(parquet: pq.ParquetFile, group: int, schema: pa.Schema) -> int:
+    """About the size of row group ``group`` once mapped: fixed-width columns at their
+    output width, others as stored uncompressed."""
+    meta = parquet.metadata.row_group(group)
+    total = 0
+    for i, field in enumerate(schema):
+        width = (
+            field.type.bit_width // 8
+            if pa.types.is_primitive(field.type) and field.type.bit_width >= 8
+            else 0
+        )
+        total += width * meta.num_rows if width else meta.column(i).total_uncompressed_size
+    return total
+
+
+def _sliced(batches: Iterator[pa.Table], rows: int, slices: int, schema: pa.Schema) -> Iterator[pa.Table]:
+    """The mapped column ``batches`` of one row group as ``slices`` tables of consecutive
+    rows in ``schema``, through spill files: each slice of each batch is written once to
+    its own Arrow IPC file, and each slice is read back from its files and released."""
+    step = math.ceil(rows / slices)
+    starts = range(0, rows, step)
+    with tempfile.TemporaryDirectory(prefix="normpipe-spill-") as spill:
+        count = 0
+        for i, mapped in enumerate(batches):
+            for k, start in enumerate(starts):
+                with pa.OSFile(str(Path(spill, f"{k}-{i}.arrow")), "wb") as sink:
+                    part = mapped.slice(start, step)
+                    with pa.ipc.new_file(sink, part.schema) as writer:
+                        writer.write_table(part)
+            count += 1
+            del mapped  # one batch of columns in memory at a time
+        for k in range(len(starts)):
+            arrays: dict[str, pa.ChunkedArray] = {}
+            for i in range(count):
+                with pa.OSFile(str(Path(spill, f"{k}-{i}.arrow")), "rb") as source:
+                    part = pa.ipc.open_file(source).read_all()
+                arrays.update(zip(part.column_names, part.columns, strict=True))
+            yield pa.Table.from_arrays([arrays[name] for name in schema.names], schema=schema)
 
 
 def _flat(parquet: pq.ParquetFile) -> bool:

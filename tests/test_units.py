@@ -220,3 +220,14 @@ def test_large_row_groups_are_written_a_batch_of_columns_at_a_time(
     assert [one.metadata.row_group(i).num_rows for i in range(3)] == [2_000, 2_000, 1_000]
     assert one.schema_arrow == other.schema_arrow
     assert one.read().equals(other.read())
+    # an output row group past ROW_GROUP_BYTES is written in slices of rows, through
+    # spill files: the same rows, values and order, in more row groups
+    monkeypatch.setattr(normpipe.writer, "ROW_GROUP_BYTES", 100_000)  # 2,000 rows: 3 slices
+    _, sliced = normpipe.run(source, tmp_path / "sliced", **options)
+    assert sliced["rows_out"] == n
+    cut = pq.ParquetFile(tmp_path / "sliced" / "p.parquet")
+    sizes = [cut.metadata.row_group(i).num_rows for i in range(cut.metadata.num_row_groups)]
+    assert sizes == [667, 667, 666, 667, 667, 666, 500, 500]
+    assert cut.schema_arrow == one.schema_arrow
+    assert cut.read().equals(one.read())
+    pd.testing.assert_frame_equal(pd.read_parquet(tmp_path / "sliced"), pd.read_parquet(tmp_path / "whole"))
