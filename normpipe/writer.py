@@ -11,7 +11,6 @@ task's memory does not grow with the column count.
 from __future__ import annotations
 
 import contextlib
-import itertools
 import math
 import tempfile
 from collections.abc import Iterator, Mapping
@@ -36,10 +35,10 @@ __all__ = ["STATS_SHA256_KEY", "write_file", "write_unit"]
 #: Row groups up to this size are read whole (and the next one read ahead while one is
 #: written); larger ones are read and mapped a batch of columns at a time.
 READ_BYTES = 64 * 2**20
-#: An output row group larger than this is written as several, cut by rows: its mapped
-#: column batches are spilled to a local Arrow IPC file, one record batch per slice of
-#: rows, and each slice is read back from all of them and written. A task then holds a
-#: batch of columns and one slice, not the whole row group twice (read and mapped).
+#: An output row group larger than this is written as several, cut by rows: each mapped
+#: batch of columns is spilled to local Arrow IPC files, one per slice of rows, and each
+#: slice is read back from its files and written. A task then holds a batch of columns
+#: and one slice, not the whole row group mapped.
 ROW_GROUP_BYTES = 64 * 2**20
 
 #: Footer key that names the sha256 of the stats artifact used for the transform.
@@ -101,9 +100,11 @@ def write_file(
         with pq.ParquetWriter(
             sink, target_schema, compression=codecs, use_dictionary=dictionary_columns
         ) as out:
-            pending = [first] if first is not None else []
+            if first is not None:
+                out.write_table(first, row_group_size=max(first.num_rows, 1))
+                written += first.num_rows
             del first  # each table is released once written, before the next is made
-            for table in itertools.chain(_drain(pending), mapped):
+            for table in mapped:
                 out.write_table(table, row_group_size=max(table.num_rows, 1))
                 written += table.num_rows
                 del table
@@ -115,12 +116,6 @@ def write_file(
         with storage_errors(dest_root.url, "write"):
             size = int(dest_root.fs.size(dest.as_posix()))
     return {"path": file.relpath, "rows_in": parquet.metadata.num_rows, "rows_out": written, "bytes": size}
-
-
-def _drain(items: list[pa.Table]) -> Iterator[pa.Table]:
-    """``items``, each removed from the list as it is handed out."""
-    while items:
-        yield items.pop(0)
 
 
 def _group_bytes(parquet: pq.ParquetFile, group: int) -> int:
