@@ -30,6 +30,7 @@ from torch import nn
 from normpipe.commit import local_path
 from normpipe.errors import ArtifactError, ConfigError
 from normpipe.fitted import unknown_column
+from normpipe.mappers import GroupedScalers
 from normpipe.methods import FittedScaler, Form
 
 if TYPE_CHECKING:
@@ -154,17 +155,24 @@ class _Closed(nn.Module):
     mul: torch.Tensor
     add: torch.Tensor
 
-    def __init__(self, forms: Sequence[Sequence[Form]], inverse: bool) -> None:
+    def __init__(self, overall: Sequence[Form], by_group: Sequence[Form], groups: int, inverse: bool) -> None:
         super().__init__()
         self.inverse = inverse
-        self.grouped = len(forms) > 1
-        overall = forms[-1]  # the method (and so ``pre`` and the output range) is the groups' too
+        self.grouped = groups > 0
+        # the method (and so ``pre`` and the output range) is the groups' too
         self.register_buffer("pre", torch.tensor([_PRE[f.pre] for f in overall], dtype=torch.int64))
         self.register_buffer("out_low", torch.tensor([f.out_low for f in overall], dtype=torch.float64))
         self.register_buffer("out_high", torch.tensor([f.out_high for f in overall], dtype=torch.float64))
         for field in ("low", "high", "center", "scale", "mul", "add"):
-            rows = [[float(getattr(f, field)) for f in row] for row in forms]
-            self.register_buffer(field, torch.tensor(rows, dtype=torch.float64))
+            # (groups + 1, columns): one row per group (array fields), then the global row
+            columns = [
+                np.append(
+                    np.broadcast_to(np.asarray(getattr(g, field), dtype=np.float64), groups),
+                    getattr(o, field),
+                )
+                for g, o in zip(by_group, overall, strict=True)
+            ]
+            self.register_buffer(field, torch.from_numpy(np.stack(columns, axis=1)))
 
     def _pick(self, table: torch.Tensor, ids: torch.Tensor) -> torch.Tensor:
         if not self.grouped:
@@ -256,36 +264,30 @@ def column_maps(
     scalers: Mapping[str, FittedScaler],
     columns: Sequence[str],
     inverse: bool = False,
-    group_params: Mapping[str, FittedScaler] | None = None,
+    groups: GroupedScalers | None = None,
 ) -> ColumnMaps:
     """The :class:`ColumnMaps` of ``columns``; a column without a scaler passes through.
-    ``group_params``: each grouped column's scaler with per-group array parameters."""
-    closed: list[int] = []
+    With ``groups``, its columns take each group's parameters (a :class:`Form` of arrays)."""
+    forms = {name: scalers[name].form() if name in scalers else Form() for name in columns}
+    closed = [i for i, name in enumerate(columns) if not forms[name].table]
     tables: dict[int, list[int]] = {}
     for i, name in enumerate(columns):
-        scaler = scalers.get(name)
-        form = scaler.form() if scaler is not None else Form()
-        (tables.setdefault(len(form.table), []) if form.table else closed).append(i)
-    groups = len(next(iter(group_params.values())).params["scale"]) if group_params else 0
+        if forms[name].table:
+            tables.setdefault(len(forms[name].table), []).append(i)
+    count = len(groups.keys) if groups is not None else 0
     parts: list[tuple[list[int], nn.Module]] = []
     if closed:
-        rows: list[list[Form]] = []
-        for g in range(groups):
-            rows.append([_group_form(scalers, group_params or {}, columns[i], g) for i in closed])
-        rows.append([scalers[columns[i]].form() if columns[i] in scalers else Form() for i in closed])
-        parts.append((closed, _Closed(rows, inverse)))
+        overall = [forms[columns[i]] for i in closed]
+        by_group = [
+            groups.specs[columns[i]].form(groups.params[columns[i]])
+            if groups is not None and columns[i] in groups.params
+            else forms[columns[i]]
+            for i in closed
+        ]
+        parts.append((closed, _Closed(overall, by_group, count, inverse)))
     for positions in tables.values():
-        parts.append((positions, _Quantile([scalers[columns[i]].form() for i in positions], inverse)))
-    return ColumnMaps(columns, parts, groups > 0)
-
-
-def _group_form(
-    scalers: Mapping[str, FittedScaler], group_params: Mapping[str, FittedScaler], name: str, g: int
-) -> Form:
-    own = group_params.get(name)
-    if own is None:
-        return scalers[name].form() if name in scalers else Form()
-    return FittedScaler(own.spec, own.params.map(lambda _, values: float(values[g]))).form()
+        parts.append((positions, _Quantile([forms[columns[i]] for i in positions], inverse)))
+    return ColumnMaps(columns, parts, count > 0)
 
 
 def maps_of(stats: "Stats", columns: Sequence[str] | None, inverse: bool) -> ColumnMaps:
@@ -294,16 +296,7 @@ def maps_of(stats: "Stats", columns: Sequence[str] | None, inverse: bool) -> Col
     for name in names:
         if name not in stats.columns:
             raise unknown_column(name, stats.columns)
-    fitted = stats.fitted
-    grouped = fitted.groups
-    group_params = None
-    if grouped is not None:
-        group_params = {
-            name: FittedScaler(grouped.specs[name], grouped.params[name])
-            for name in names
-            if name in grouped.params
-        }
-    return column_maps(fitted.scalers, names, inverse, group_params or None)
+    return column_maps(stats.fitted.scalers, names, inverse, stats.fitted.groups)
 
 
 def group_ids(stats: "Stats", keys: npt.ArrayLike) -> torch.Tensor:
