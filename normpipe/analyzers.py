@@ -11,6 +11,7 @@ what large ones do per value.
 from __future__ import annotations
 
 from collections.abc import Collection, Mapping, Sequence
+from dataclasses import replace
 
 import fsspec
 import numpy as np
@@ -21,6 +22,7 @@ import pyarrow.parquet as pq
 from normpipe.core import exact
 from normpipe.core.column import ColumnState, TableState, signed_log, to_float64
 from normpipe.core.groups import GroupIndex, GroupMoments
+from normpipe.core.tensor import TensorLayout, TensorState, tensor_block
 from normpipe.dataset import check_file_schema
 from normpipe.errors import InputError
 from normpipe.scan import blocks
@@ -52,24 +54,29 @@ def analyze_unit(
     log: Collection[str] = (),
     distinct: Collection[str] = (),
     group_by: str | None = None,
+    tensors: Mapping[str, TensorLayout] | None = None,
 ) -> TableState:
     """The :class:`TableState` of ``columns`` over every row of ``unit`` (with the
-    signed-log moments of ``log``, the distinct sketch of ``distinct``, and with
-    ``group_by`` the per-group moments of every column).
+    signed-log moments of ``log``, the distinct sketch of ``distinct``, with
+    ``group_by`` the per-group moments of every column, and the per-slot states of the
+    tensor columns in ``tensors``).
 
     Raises
     ------
     InputError
         A file is unreadable, or a column is missing or not numeric in it.
     """
+    tensors = tensors or {}
+    found = {name: _tensor_state(unit, fs, name, layout, k) for name, layout in tensors.items()}
     if group_by is not None:
         parts = [
             _analyze_groups(piece, _open(piece, fs, columns), columns, k, log, distinct, group_by)
             for piece in unit.pieces
         ]
-        return TableState.merge_all(parts) if parts else TableState(0, _empty(columns, k))
+        state = TableState.merge_all(parts) if parts else TableState(0, _empty(columns, k))
+        return replace(state, tensors=found)
     gathered = _Gathered(columns, k, log, distinct)
-    for piece in unit.pieces:
+    for piece in unit.pieces if columns else ():
         parquet = _open(piece, fs, columns)
         groups = range(piece.start, piece.stop)
         meta = parquet.metadata
@@ -82,12 +89,29 @@ def analyze_unit(
             for block in blocks(piece.file, parquet, [name], groups, piece.first_row):
                 gathered.add(name, block.table.column(0))
     pa.default_memory_pool().release_unused()  # hand decode buffers back between tasks
-    return TableState(unit.rows, gathered.states())
+    return TableState(unit.rows, gathered.states(), tensors=found)
 
 
-def _open(piece: Piece, fs: fsspec.AbstractFileSystem | None, columns: Sequence[str]) -> pq.ParquetFile:
+def _tensor_state(
+    unit: Unit, fs: fsspec.AbstractFileSystem | None, name: str, layout: TensorLayout, k: int
+) -> TensorState:
+    """The per-slot state of tensor column ``name`` over ``unit``, a row group at a time."""
+    parts = [TensorState.empty(layout, k)]
+    for piece in unit.pieces:
+        parquet = _open(piece, fs, [], [name])
+        where = f"{piece.file.path}: column '{name}'"
+        for block in blocks(piece.file, parquet, [name], range(piece.start, piece.stop), piece.first_row):
+            values = tensor_block(block.table.column(0), layout, f"{where}, row group {block.group}")
+            parts.append(TensorState.from_block(values, layout, k))
+            del values
+    return TensorState.merge_all(parts)
+
+
+def _open(
+    piece: Piece, fs: fsspec.AbstractFileSystem | None, columns: Sequence[str], tensors: Sequence[str] = ()
+) -> pq.ParquetFile:
     parquet = piece.file.open(fs)
-    check_file_schema(piece.file.path, parquet.schema_arrow, columns)
+    check_file_schema(piece.file.path, parquet.schema_arrow, columns, tensors)
     return parquet
 
 

@@ -21,12 +21,14 @@ from normpipe import engine
 from normpipe.cluster import dask_client
 from normpipe.commit import check_output, commit, write_manifest
 from normpipe.config import RunConfig, load_config
+from normpipe.core.tensor import TensorLayout
 from normpipe.dataset import Dataset, check_footers, discover, listing, select_columns
 from normpipe.engine import Progress
 from normpipe.errors import ArtifactError, ConfigError, InputError
 from normpipe.scalers import GROUP_METHODS, REPORTED_PROBABILITIES
 from normpipe.stats import Stats
 from normpipe.storage import Location, locate
+from normpipe.tensors import resolve_layout
 
 __all__ = ["REPORT_IN_OUTPUT", "STATS_IN_OUTPUT", "fit", "run", "transform", "update"]
 
@@ -80,7 +82,14 @@ def _plan(config: RunConfig, dataset: Dataset) -> list[str]:
     exclude = [*config.exclude, config.group_by] if config.group_by else config.exclude
     if config.group_by and config.columns and config.group_by in config.columns:
         raise ConfigError(f"column '{config.group_by}' is the group key; it cannot be normalized too")
-    columns = select_columns(dataset.schema, config.columns, exclude, where=dataset.source)
+    if config.group_by and config.tensors:
+        raise ConfigError("tensor columns are not normalized per group; leave out group_by or tensors")
+    for name in config.tensors:
+        if name in (config.columns or ()):
+            raise ConfigError(f"column '{name}' is listed in both columns and tensors; list it in one")
+    columns = select_columns(
+        dataset.schema, config.columns, [*exclude, *config.tensors], dataset.source, bool(config.tensors)
+    )
     for name in config.overrides:
         if name not in columns:
             raise ConfigError(
@@ -89,8 +98,21 @@ def _plan(config: RunConfig, dataset: Dataset) -> list[str]:
             )
     if config.group_by:
         _check_group_plan(config, dataset, columns)
-    check_footers(dataset, columns)
+    check_footers(dataset, columns, config.tensors)
     return columns
+
+
+def _tensor_layouts(config: RunConfig, dataset: Dataset) -> dict[str, TensorLayout]:
+    """The layout of each tensor column, from the config and the dataset's schema."""
+    layouts = {}
+    for name, spec in config.tensors.items():
+        index = dataset.schema.get_field_index(name)
+        if index < 0:
+            raise ConfigError(
+                f"tensor column '{name}' is not in {dataset.source}; columns: {listing(dataset.schema.names)}"
+            )
+        layouts[name] = resolve_layout(name, dataset.schema.field(index), spec, dataset.source)
+    return layouts
 
 
 def _check_group_plan(config: RunConfig, dataset: Dataset, columns: list[str]) -> None:
@@ -120,7 +142,7 @@ def _check_group_plan(config: RunConfig, dataset: Dataset, columns: list[str]) -
 
 def _check_artifact_columns(stats: Stats, dataset: Dataset) -> None:
     schema = dataset.schema
-    for name in stats.columns:
+    for name in [*stats.columns, *stats.tensors]:
         if schema.get_field_index(name) < 0:
             raise ArtifactError(
                 f"column '{name}' is in the stats artifact but not in {dataset.files[0].path}; "
@@ -142,6 +164,7 @@ def _fit(
         distinct=columns if config.distinct else (),
         group_by=config.group_by,
         unit_bytes=config.unit_size,
+        tensors=_tensor_layouts(config, dataset),
     )
     if state.rows == 0:
         raise InputError(f"{dataset.source}: the dataset has no rows; nothing to fit")
@@ -158,12 +181,13 @@ def _fit(
     return Stats.from_state(
         state,
         specs,
-        {name: str(schema.field(name).type) for name in columns},
+        {name: str(schema.field(name).type) for name in [*columns, *config.tensors]},
         config.sketch_k,
         dataset.fingerprint(),
         exact=exact,
         group_by=config.group_by,
         unseen=config.unseen,
+        tensors=config.tensors,
     )
 
 
@@ -192,7 +216,7 @@ def _write_output(
             client,
             dataset,
             tmp,
-            stats.scalers,
+            {**stats.scalers, **stats.tensor_maps},
             config.dtype,
             sha,
             progress,
@@ -307,7 +331,7 @@ def update(
         artifact.statistics.check_not_counted(dataset.fingerprint().counted(), where)
     _check_artifact_columns(artifact, dataset)
     columns = list(artifact.columns)
-    check_footers(dataset, columns)
+    check_footers(dataset, columns, artifact.tensors)
     log = [name for name, c in artifact.columns.items() if c.state.log is not None]
     distinct = [name for name, c in artifact.columns.items() if c.state.distinct is not None]
     with _client(cfg, client) as c:
@@ -323,6 +347,7 @@ def update(
             distinct=distinct,
             group_by=by,
             unit_bytes=cfg.unit_size,
+            tensors={name: t.state.layout for name, t in artifact.tensors.items()},
         )
     merged = artifact.absorb(state, dataset.fingerprint(), allow_repeat=True, what=where)
     if cfg.stats:
@@ -368,7 +393,7 @@ def transform(
     dataset = _dataset(cfg)
     output_path = _output(cfg, dataset)
     _check_artifact_columns(artifact, dataset)
-    check_footers(dataset, artifact.columns)
+    check_footers(dataset, artifact.columns, artifact.tensors)
     with _client(cfg, client) as c:
         manifest = _write_output(cfg, artifact, dataset, output_path, c, progress, stats_inside=save_stats)
     if save_stats:

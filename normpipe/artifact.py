@@ -22,6 +22,17 @@ Layout (``format`` ``"normpipe.stats"``, ``version`` 1)::
           "scaler": {"method": "zscore", "with_mean": true, "with_std": true},
           "params": {"center": 1.5, "scale": 1.22}
         }
+      },
+      "tensors": {
+        "pixels": {
+          "dtype": "fixed_size_list<item: uint8>[3072]",
+          "spec": {"shape": [3, 32, 32], "layout": "CHW", "per": "channel", "method": {...}, ...},
+          "shape": [3, 32, 32], "slots": 3, "rows": 60000, "nulls": 0, "nans": 0, ...,
+          "moments": {"count": "<base64>", "mean": "<base64>", "m2": ..., "min": ..., "max": ...},
+          "sketches": [{"sketch": "<base64 KLL sketch>", "compaction": 0}, ...],
+          "mean": [125.3, 122.9, 113.8], "std": [63.0, 62.1, 66.7],
+          "params": {"center": [125.3, 122.9, 113.8], "scale": [63.0, 62.1, 66.7]}
+        }
       }
     }
 
@@ -30,6 +41,10 @@ the bound of the compactions before the sketch (``compaction``, see
 :mod:`normpipe.core.sketch`): quantiles are within it with 99% confidence.
 ``count`` is the number of finite values; ``var`` and ``std`` use ddof=0; ``mean``,
 ``var``, ``std``, ``min``, ``max`` are ``null`` for a column with no finite value.
+``tensors`` (present only when there are tensor columns) holds per slot (element,
+channel or all, see :mod:`normpipe.core.tensor`) the moments as exact base64 arrays,
+one KLL sketch per slot for channel and all, readable means and stds for up to
+:data:`SHOWN_SLOTS` slots, and the fitted parameters as lists, one entry per slot.
 The artifact loads as data (``json``), never as code.
 """
 
@@ -49,12 +64,14 @@ from normpipe.core.column import ColumnState
 from normpipe.core.groups import GroupMoments
 from normpipe.core.moments import Moments
 from normpipe.core.sketch import DistinctSketch, QuantileSketch, rank_error_bound
+from normpipe.core.tensor import TensorLayout, TensorState
 from normpipe.errors import ArtifactError, InputError, first_problem
 from normpipe.fingerprint import Fingerprint
 from normpipe.scalers import Auto, FittedScaler, Method, RequestSpec, ScalerSpec
-from normpipe.statistics import ColumnStatistics, GroupStatistics, Statistics
-from normpipe.stats import ColumnStats, GroupStats, Stats, fit
+from normpipe.statistics import ColumnStatistics, GroupStatistics, Statistics, TensorStatistics
+from normpipe.stats import ColumnStats, GroupStats, Stats, TensorStats, fit
 from normpipe.storage import is_remote, locate
+from normpipe.tensors import TensorSpec
 
 __all__ = [
     "FORMAT",
@@ -188,6 +205,28 @@ class _GroupsModel(_Model):
     columns: dict[str, _GroupColumnModel]
 
 
+class _TensorSketchModel(_Model):
+    sketch: str
+    compaction: int = Field(default=0, ge=0)
+
+
+class _TensorModel(_Model):
+    dtype: str
+    spec: TensorSpec  # shape, layout, per, method, range, output dtype as declared
+    shape: list[int] | None  # as resolved (declared, from the type, or from metadata)
+    slots: int = Field(ge=1)
+    rows: int = Field(ge=0, le=MAX_COUNT)
+    nulls: int = Field(ge=0, le=MAX_COUNT)
+    nans: int = Field(ge=0, le=MAX_COUNT)
+    posinf: int = Field(ge=0, le=MAX_COUNT)
+    neginf: int = Field(ge=0, le=MAX_COUNT)
+    moments: dict[str, str]  # per-slot count, mean, m2, min, max: base64 little-endian arrays
+    sketches: list[_TensorSketchModel]  # one per slot (per channel or all); none per element
+    mean: list[float | None] | None = None  # readable copies for up to SHOWN_SLOTS slots
+    std: list[float | None] | None = None
+    params: dict[str, list[float]]  # one entry per slot
+
+
 class _ArtifactModel(_Model):
     format: Literal["normpipe.stats"]
     version: int
@@ -199,6 +238,7 @@ class _ArtifactModel(_Model):
     dataset: _DatasetModel
     columns: dict[str, _ColumnModel]
     groups: _GroupsModel | None = None  # per-group normalization (--group-by)
+    tensors: dict[str, _TensorModel] = Field(default_factory=dict)  # tensor columns
     checksum: str | None = None  # absent in files written before it was added
 
 
@@ -336,6 +376,60 @@ def _groups_from_model(model: _GroupsModel) -> GroupStatistics:
     return GroupStatistics(model.by, moments, logs)
 
 
+#: Tensor columns with up to this many slots also show their mean and std as numbers.
+SHOWN_SLOTS = 64
+
+
+def _tensor_json(tensor: TensorStats) -> dict[str, Any]:
+    state, layout = tensor.state, tensor.state.layout
+    shown = layout.slots <= SHOWN_SLOTS
+    fitted = tensor.fitted.scaler
+    return {
+        "dtype": tensor.dtype,
+        "spec": tensor.spec.model_dump(mode="json"),
+        "shape": list(layout.shape) if layout.shape is not None else None,
+        "slots": layout.slots,
+        "rows": state.rows,
+        "nulls": state.nulls,
+        "nans": state.nans,
+        "posinf": state.posinf,
+        "neginf": state.neginf,
+        "moments": state.moments.to_json(),
+        "sketches": [{"sketch": s.to_base64(), "compaction": s.compaction} for s in state.sketches],
+        "mean": [_finite_or_none(v) for v in state.moments.mean] if shown else None,
+        "std": [_finite_or_none(v) for v in state.std] if shown else None,
+        "params": {key: [float(v) for v in values] for key, values in fitted.params.items()}
+        if fitted
+        else {},
+    }
+
+
+def _tensor_from_model(name: str, model: _TensorModel, k: int) -> TensorStatistics:
+    layout = TensorLayout(
+        tuple(model.shape) if model.shape is not None else None, model.spec.layout, model.spec.per
+    )
+    if layout.slots != model.slots:
+        raise ValueError(f"{model.slots} slots for a layout of {layout.slots}")
+    moments = GroupMoments.from_json(np.arange(layout.slots), model.moments)
+    sketches = tuple(QuantileSketch.from_base64(s.sketch, k, s.compaction) for s in model.sketches)
+    if len(sketches) != (0 if layout.per == "element" else layout.slots):
+        raise ValueError(f"{len(sketches)} sketches for {layout.slots} slots")
+    state = TensorState(
+        layout, moments, sketches, model.rows, model.nulls, model.nans, model.posinf, model.neginf
+    )
+    return TensorStatistics(model.dtype, model.spec, state)
+
+
+def _check_tensor(model: _TensorModel, fitted: TensorStats) -> None:
+    """The stored per-slot parameters must follow from the stored statistics."""
+    scaler = fitted.fitted.scaler
+    mine = dict(scaler.params) if scaler is not None else {}
+    if set(mine) != set(model.params) or not all(
+        np.allclose(mine[key], model.params[key], rtol=1e-12, atol=0.0) for key in mine
+    ):
+        raise ValueError("its parameters do not follow from its statistics")
+
+
 def to_json(stats: Stats) -> dict[str, Any]:
     """The artifact of ``stats`` as a JSON document (without its checksum)."""
     return {
@@ -354,6 +448,7 @@ def to_json(stats: Stats) -> dict[str, Any]:
         "dataset": stats.dataset.to_json(),
         "columns": {name: _column_json(c) for name, c in stats.columns.items()},
         **({"groups": _groups_json(stats.groups)} if stats.groups is not None else {}),
+        **({"tensors": {n: _tensor_json(t) for n, t in stats.tensors.items()}} if stats.tensors else {}),
     }
 
 
@@ -413,8 +508,16 @@ def from_bytes(data: bytes, where: str = "stats artifact") -> Stats:
         raise ArtifactError(
             f"{where}: damaged group arrays ({err}); recreate it with 'normpipe fit'"
         ) from None
+    tensors = {}
+    for name, tensor in model.tensors.items():
+        try:
+            tensors[name] = _tensor_from_model(name, tensor, k)
+        except (ValueError, RuntimeError) as err:
+            raise ArtifactError(
+                f"{where}: tensor column '{name}' is damaged ({err}); recreate it with 'normpipe fit'"
+            ) from None
     fingerprint = Fingerprint.from_json(model.dataset.model_dump(mode="json"))
-    statistics = Statistics(model.rows, k, fingerprint, columns, groups, model.exact)
+    statistics = Statistics(model.rows, k, fingerprint, columns, groups, model.exact, tensors)
     requests = {name: _request(column) for name, column in model.columns.items()}
     try:  # the summaries come from the states, as after a pass (ColumnState.finalize)
         stats = fit(statistics, requests, model.groups.unseen if model.groups is not None else "global")
@@ -426,6 +529,13 @@ def from_bytes(data: bytes, where: str = "stats artifact") -> Stats:
         except ValueError as err:
             raise ArtifactError(
                 f"{where}: column '{name}' is damaged ({err}); recreate it with 'normpipe fit'"
+            ) from None
+    for name, tensor in model.tensors.items():
+        try:
+            _check_tensor(tensor, stats.tensors[name])
+        except ValueError as err:
+            raise ArtifactError(
+                f"{where}: tensor column '{name}' is damaged ({err}); recreate it with 'normpipe fit'"
             ) from None
     return stats.loaded(model.created, model.normpipe_version, hashlib.sha256(data).hexdigest())
 

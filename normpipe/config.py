@@ -18,6 +18,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_serial
 from normpipe.core.sketch import DEFAULT_K
 from normpipe.errors import ConfigError, first_problem
 from normpipe.scalers import Request, RequestSpec, ZScore
+from normpipe.tensors import TensorSpec
 from normpipe.units import DEFAULT_UNIT_BYTES
 
 __all__ = [
@@ -77,6 +78,7 @@ STATISTICS_OPTIONS = (
     "distinct",
     "group_by",
     "unseen",
+    "tensors",
 )
 
 
@@ -90,6 +92,10 @@ class RunConfig(_Model):
     overrides: dict[str, RequestSpec] = Field(default_factory=dict)
     columns: list[str] | None = None
     exclude: list[str] = Field(default_factory=list)
+    tensors: dict[str, TensorSpec] = Field(
+        default_factory=dict,
+        description="tensor columns (images, embeddings, windows) by name: shape, layout, per, method",
+    )
     dtype: Literal["float64", "float32"] = "float64"
     sketch_k: int = Field(default=DEFAULT_K, ge=8, le=65535)
     quantiles: Literal["sketch", "exact"] = Field(

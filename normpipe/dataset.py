@@ -25,6 +25,7 @@ import pyarrow.parquet as pq
 from fsspec.implementations.local import LocalFileSystem
 
 from normpipe.commit import check_committed
+from normpipe.core.tensor import is_tensor_type
 from normpipe.errors import InputError
 from normpipe.fingerprint import FileEntry, Fingerprint
 from normpipe.storage import storage_errors
@@ -300,6 +301,7 @@ def select_columns(
     columns: Sequence[str] | None = None,
     exclude: Iterable[str] = (),
     where: str = "the dataset",
+    allow_none: bool = False,
 ) -> list[str]:
     """The numeric columns to analyze, in schema order.
 
@@ -335,7 +337,7 @@ def select_columns(
         chosen = numeric
     excluded = set(exclude)
     chosen = [n for n in chosen if n not in excluded]
-    if not chosen:
+    if not chosen and not allow_none:
         raise InputError(f"{where} has no numeric column to normalize; check --columns and --exclude")
     return chosen
 
@@ -349,8 +351,22 @@ def pandas_index_columns(schema: pa.Schema) -> list[str]:
     return [c for c in metadata.get("index_columns", []) if isinstance(c, str)]
 
 
-def check_file_schema(path: str, schema: pa.Schema, columns: Iterable[str]) -> None:
-    """Every analyzed column must be present and numeric in every file."""
+def check_file_schema(
+    path: str, schema: pa.Schema, columns: Iterable[str], tensors: Iterable[str] = ()
+) -> None:
+    """Every analyzed column must be present and numeric in every file, and every tensor
+    column a list of numbers."""
+    for name in tensors:
+        index = schema.get_field_index(name)
+        if index < 0:
+            raise InputError(
+                f"{path}: tensor column '{name}' is missing from this file; add it or leave it out of tensors"
+            )
+        if not is_tensor_type(schema.field(index).type):
+            raise InputError(
+                f"{path}: column '{name}' is {schema.field(index).type} in this file, not a list of numbers; "
+                "rewrite the file so the column has one type"
+            )
     for name in columns:
         if len(schema.get_all_field_indices(name)) > 1:
             raise InputError(f"{path}: column name '{name}' appears more than once; rename the duplicates")
@@ -368,17 +384,17 @@ def check_file_schema(path: str, schema: pa.Schema, columns: Iterable[str]) -> N
             )
 
 
-def check_footers(dataset: Dataset, columns: Iterable[str]) -> None:
+def check_footers(dataset: Dataset, columns: Iterable[str], tensors: Iterable[str] = ()) -> None:
     """Check every file's schema (:func:`check_file_schema`) from its footer here, before
     any task runs on the cluster (:attr:`Dataset.footers`, read once per dataset).
 
     A file that is not Parquet or whose columns disagree with the others is reported as
     one :class:`InputError` line naming the first such file in the dataset's order.
     """
-    names = list(columns)
+    names, tensor_names = list(columns), list(tensors)
     checked: set[int] = set()
     for file, footer in zip(dataset.files, dataset.footers, strict=True):
         if id(footer.schema) not in checked:  # files sharing the first schema: checked once
-            check_file_schema(file.path, footer.schema, names)
+            check_file_schema(file.path, footer.schema, names, tensor_names)
             if footer.schema is dataset.schema:
                 checked.add(id(footer.schema))

@@ -24,10 +24,10 @@ from distributed.scheduler import KilledWorker
 from normpipe.analyzers import analyze_unit, collect_brackets, merge_brackets, merge_states
 from normpipe.core import exact
 from normpipe.core.column import TableState
+from normpipe.core.tensor import TensorLayout
 from normpipe.dataset import Dataset
 from normpipe.errors import ClusterError, NormpipeError
-from normpipe.mappers import GroupedScalers, OutputDtype
-from normpipe.scalers import FittedScaler
+from normpipe.mappers import ColumnMap, GroupedScalers, OutputDtype
 from normpipe.storage import Location
 from normpipe.units import DEFAULT_UNIT_BYTES, Unit, plan
 from normpipe.writer import write_unit
@@ -137,20 +137,24 @@ def analyze(
     distinct: Sequence[str] = (),
     group_by: str | None = None,
     unit_bytes: int = DEFAULT_UNIT_BYTES,
+    tensors: Mapping[str, TensorLayout] | None = None,
 ) -> TableState:
     """One pass over every row of ``dataset``: the merged state of ``columns``
-    (plus the signed-log moments of ``log``, the distinct sketches of ``distinct``, and
-    the per-group moments with ``group_by``).
+    (plus the signed-log moments of ``log``, the distinct sketches of ``distinct``, the
+    per-group moments with ``group_by``, and the per-slot states of ``tensors``).
 
     A task reads one unit's rows of one batch of columns (:func:`column_batches`); each
-    batch has its own tree reduction, and the client joins the batches' roots."""
+    batch has its own tree reduction, and the client joins the batches' roots. The
+    tensor columns go with the first batch."""
     options = {"log": frozenset(log), "distinct": frozenset(distinct), "group_by": group_by}
     work = units(client, dataset, unit_bytes)
     leaves: list[Future[Any]] = []
     roots = []
-    for batch in column_batches(columns, k, split_every):
+    for i, batch in enumerate(column_batches(columns, k, split_every) or [[]]):
+        with_tensors = dict(tensors or {}) if i == 0 else {}
         batch_leaves = [
-            client.submit(analyze_unit, u, dataset.fs, batch, k, **options, pure=False) for u in work
+            client.submit(analyze_unit, u, dataset.fs, batch, k, **options, tensors=with_tensors, pure=False)
+            for u in work
         ]
         leaves.extend(batch_leaves)
         roots.append(tree_reduce(client, batch_leaves, merge_states, split_every))
@@ -208,7 +212,7 @@ def normalize_dataset(
     client: Client,
     dataset: Dataset,
     dest_root: Location,
-    scalers: dict[str, FittedScaler],
+    scalers: Mapping[str, ColumnMap],
     dtype: OutputDtype,
     stats_sha256: str,
     progress: Progress | None = None,

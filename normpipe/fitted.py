@@ -9,7 +9,7 @@ same :class:`~normpipe.methods.FittedScaler` maps (missing values as NaN).
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, TypeVar
 
 import numpy as np
@@ -18,8 +18,9 @@ import pyarrow as pa
 
 from normpipe.dataset import listing
 from normpipe.errors import ArtifactError
-from normpipe.mappers import GroupedScalers, apply_table
+from normpipe.mappers import ColumnMap, GroupedScalers, apply_table
 from normpipe.methods import FittedScaler
+from normpipe.tensors import FittedTensor
 
 if TYPE_CHECKING:  # pandas and Polars are imported by callers that pass frames, not here
     import pandas as pd
@@ -45,6 +46,7 @@ class FittedTransform:
 
     scalers: Mapping[str, FittedScaler]
     groups: GroupedScalers | None = None
+    tensors: Mapping[str, FittedTensor] = field(default_factory=dict)
 
     def _scaler(self, name: str) -> FittedScaler:
         if name not in self.scalers:
@@ -81,10 +83,12 @@ class FittedTransform:
 
     def _map(self, data: Any, columns: Sequence[str] | None, inverse: bool) -> Any:
         """The one entry of :meth:`transform` and :meth:`inverse_transform`."""
-        names = list(self.scalers) if columns is None else list(columns)
+        maps: dict[str, ColumnMap] = {**self.scalers, **self.tensors}
+        names = list(maps) if columns is None else list(columns)
         present = set(data.column_names if isinstance(data, pa.Table) else data.columns)
         for name in names:
-            self._scaler(name)
+            if name not in maps:
+                raise unknown_column(name, maps)
             if name not in present:
                 raise ArtifactError(
                     f"column '{name}' is in the stats artifact but not in the frame; "
@@ -95,7 +99,7 @@ class FittedTransform:
             raise ArtifactError(
                 f"the stats are per '{grouped.by}' group, and the frame has no '{grouped.by}' column; add it"
             )
-        scalers = {name: self.scalers[name] for name in names}
+        scalers = {name: maps[name] for name in names}
         if isinstance(data, pa.Table):  # the Parquet path's own function: the same numbers
             return apply_table(data, scalers, "float64", grouped, "the table", inverse)
         if type(data).__module__.split(".")[0] == "polars":
@@ -107,13 +111,17 @@ class FittedTransform:
 
     @staticmethod
     def _map_pandas(
-        df: pd.DataFrame, scalers: Mapping[str, FittedScaler], grouped: GroupedScalers | None, inverse: bool
+        df: pd.DataFrame, scalers: Mapping[str, ColumnMap], grouped: GroupedScalers | None, inverse: bool
     ) -> pd.DataFrame:
         rows = None
         if grouped is not None:
             rows = grouped.rows(pa.array(df[grouped.by], from_pandas=True), "the frame")
         out = df.copy()
         for name, scaler in scalers.items():
+            if isinstance(scaler, FittedTensor):  # a column of arrays: mapped as Arrow lists
+                mapped = scaler.map_column(pa.array(df[name], from_pandas=True), f"column '{name}'", inverse)
+                out[name] = mapped.to_pandas().to_numpy()
+                continue
             values = df[name].to_numpy(dtype=np.float64, na_value=np.nan)
             if grouped is not None and rows is not None and name in grouped.params:
                 scaler = grouped.scaler_rows(name, *rows, scaler)

@@ -20,9 +20,11 @@ from normpipe.core.groups import GroupIndex
 from normpipe.errors import InputError
 from normpipe.params import Params
 from normpipe.scalers import FittedScaler, Method
+from normpipe.tensors import FittedTensor
 
 __all__ = [
     "PANDAS_KEY",
+    "ColumnMap",
     "GroupedScalers",
     "OutputDtype",
     "apply_table",
@@ -32,20 +34,31 @@ __all__ = [
 ]
 
 OutputDtype = Literal["float64", "float32"]
+#: A column's fitted map: a scalar column's scaler, or a tensor column's map.
+ColumnMap = FittedScaler | FittedTensor
 
 
 def arrow_dtype(dtype: OutputDtype) -> pa.DataType:
     return pa.float32() if dtype == "float32" else pa.float64()
 
 
-def output_schema(schema: pa.Schema, scalers: Mapping[str, FittedScaler], dtype: OutputDtype) -> pa.Schema:
-    """``schema`` with every scaled column turned into ``dtype`` (nullable), and the
-    pandas metadata's entry of each scaled column saying so (see :func:`pandas_metadata`)."""
+def output_schema(schema: pa.Schema, scalers: Mapping[str, ColumnMap], dtype: OutputDtype) -> pa.Schema:
+    """``schema`` with every scaled column turned into ``dtype`` (nullable), every tensor
+    column into its map's list of floats, and the pandas metadata's entry of each scaled
+    column saying so (see :func:`pandas_metadata`)."""
     target = arrow_dtype(dtype)
-    fields = [f.with_type(target).with_nullable(True) if f.name in scalers else f for f in schema]
+    fields = []
+    for f in schema:
+        found = scalers.get(f.name)
+        if isinstance(found, FittedTensor):
+            f = f.with_type(found.output_type(f.type))
+        elif found is not None:
+            f = f.with_type(target).with_nullable(True)
+        fields.append(f)
     metadata = dict(schema.metadata or {})
     stored = metadata.pop(PANDAS_KEY, None)
-    fixed = pandas_metadata(stored, scalers, dtype) if stored is not None else None
+    scalar = [name for name, found in scalers.items() if isinstance(found, FittedScaler)]
+    fixed = pandas_metadata(stored, scalar, dtype) if stored is not None else None
     if fixed is not None:
         metadata[PANDAS_KEY] = fixed
     return pa.schema(fields, metadata=metadata or None)
@@ -159,14 +172,14 @@ def _validity(column: pa.ChunkedArray) -> pa.Buffer | None:
 
 def apply_table(
     table: pa.Table,
-    scalers: Mapping[str, FittedScaler],
+    scalers: Mapping[str, ColumnMap],
     dtype: OutputDtype = "float64",
     groups: GroupedScalers | None = None,
     where: str = "the data",
     inverse: bool = False,
 ) -> pa.Table:
-    """Apply each scaler to its column (its inverse with ``inverse``); other columns are
-    returned untouched.
+    """Apply each scaler or tensor map to its column (its inverse with ``inverse``);
+    other columns are returned untouched.
 
     Nulls stay null, NaN stays NaN, +/-inf follow the map (see :mod:`normpipe.methods`).
     With ``groups``, each row uses its group's parameters.
@@ -180,6 +193,9 @@ def apply_table(
     for index, field in enumerate(table.schema):
         scaler = scalers.get(field.name)
         if scaler is None:
+            continue
+        if isinstance(scaler, FittedTensor):
+            columns[index] = scaler.map_column(columns[index], f"{where}: column '{field.name}'", inverse)
             continue
         if groups is not None and rows is not None and field.name in groups.params:
             scaler = groups.scaler_rows(field.name, rows[0], rows[1], scaler)

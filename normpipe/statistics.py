@@ -12,15 +12,17 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 
 from normpipe.core.column import ColumnState, TableState
 from normpipe.core.groups import GroupMoments
+from normpipe.core.tensor import TensorState
 from normpipe.dataset import listing
 from normpipe.errors import InputError
 from normpipe.fingerprint import Fingerprint
+from normpipe.tensors import TensorSpec
 
-__all__ = ["ColumnStatistics", "GroupStatistics", "Statistics"]
+__all__ = ["ColumnStatistics", "GroupStatistics", "Statistics", "TensorStatistics"]
 
 
 @dataclass(frozen=True)
@@ -31,6 +33,16 @@ class ColumnStatistics:
     dtype: str
     state: ColumnState
     exact: Mapping[float, float] | None = None
+
+
+@dataclass(frozen=True)
+class TensorStatistics:
+    """One tensor column: its Arrow type, what was declared for it (shape, layout,
+    ``per``, method) and its per-slot mergeable state."""
+
+    dtype: str
+    spec: TensorSpec
+    state: TensorState
 
 
 @dataclass(frozen=True)
@@ -52,6 +64,7 @@ class Statistics:
     columns: Mapping[str, ColumnStatistics]
     groups: GroupStatistics | None = None
     exact: bool = False
+    tensors: Mapping[str, TensorStatistics] = field(default_factory=dict)
 
     @classmethod
     def from_state(
@@ -62,9 +75,11 @@ class Statistics:
         dataset: Fingerprint,
         exact: Mapping[str, Mapping[float, float]] | None = None,
         group_by: str | None = None,
+        tensors: Mapping[str, TensorSpec] | None = None,
     ) -> Statistics:
         """The statistics of a merged :class:`TableState` of the columns in ``dtypes``
-        (``exact``: measured quantiles by column and probability).
+        (``exact``: measured quantiles by column and probability; ``tensors``: the
+        tensor columns' specs, their types also in ``dtypes``).
 
         Raises
         ------
@@ -72,7 +87,10 @@ class Statistics:
             A column's values are too large for float64 moments.
         """
         columns = {}
+        tensors = tensors or {}
         for name, dtype in dtypes.items():
+            if name in tensors:
+                continue
             column = state.columns[name]
             moments = column.moments
             if moments.count and not (math.isfinite(moments.mean) and math.isfinite(moments.m2)):
@@ -85,7 +103,10 @@ class Statistics:
         groups = None
         if group_by is not None and state.groups:
             groups = GroupStatistics(group_by, state.groups, state.group_logs)
-        return cls(state.rows, k, dataset, columns, groups, exact is not None)
+        found = {
+            name: TensorStatistics(dtypes[name], spec, state.tensors[name]) for name, spec in tensors.items()
+        }
+        return cls(state.rows, k, dataset, columns, groups, exact is not None, found)
 
     def table_state(self) -> TableState:
         """These statistics as a :class:`TableState`, to merge into other statistics."""
@@ -94,6 +115,7 @@ class Statistics:
             {name: c.state for name, c in self.columns.items()},
             self.groups.moments if self.groups is not None else {},
             self.groups.logs if self.groups is not None else {},
+            {name: t.state for name, t in self.tensors.items()},
         )
 
     def check_not_counted(self, files: Mapping[tuple[str, int], str], what: str) -> None:
@@ -145,8 +167,31 @@ class Statistics:
             columns[name] = ColumnStatistics(column.dtype, merged)
         k = min([self.k, *(c.sketch.k for c in state.columns.values())])
         return Statistics(
-            self.rows + state.rows, k, dataset.after(self.dataset), columns, self._absorb_groups(state, what)
+            self.rows + state.rows,
+            k,
+            dataset.after(self.dataset),
+            columns,
+            self._absorb_groups(state, what),
+            tensors=self._absorb_tensors(state, what),
         )
+
+    def _absorb_tensors(self, state: TableState, what: str) -> dict[str, TensorStatistics]:
+        if set(state.tensors) != set(self.tensors):
+            name = sorted(set(state.tensors) ^ set(self.tensors))[0]
+            raise InputError(
+                f"tensor column '{name}' is in one side only ({what} and the new data); "
+                "merge statistics of the same tensor columns"
+            )
+        merged = {}
+        for name, tensor in self.tensors.items():
+            other = state.tensors[name]
+            if other.layout != tensor.state.layout:
+                raise InputError(
+                    f"tensor column '{name}' is {other.layout.describe()} in the new data and "
+                    f"{tensor.state.layout.describe()} in {what}; merge statistics declared alike"
+                )
+            merged[name] = TensorStatistics(tensor.dtype, tensor.spec, tensor.state.merge(other))
+        return merged
 
     def _absorb_groups(self, state: TableState, what: str) -> GroupStatistics | None:
         if self.groups is None:

@@ -35,14 +35,15 @@ from normpipe.scalers import (
     group_params,
     parse_scaler,
 )
-from normpipe.statistics import ColumnStatistics, GroupStatistics, Statistics
+from normpipe.statistics import ColumnStatistics, GroupStatistics, Statistics, TensorStatistics
 from normpipe.storage import locate
+from normpipe.tensors import FittedTensor, fit_tensor
 
 if TYPE_CHECKING:
     from normpipe.export import ColumnMaps
     from normpipe.fitted import Frame
 
-__all__ = ["ColumnStats", "GroupStats", "Stats", "fit"]
+__all__ = ["ColumnStats", "GroupStats", "Stats", "TensorStats", "fit"]
 
 
 class ColumnStats:
@@ -98,6 +99,28 @@ class ColumnStats:
         return cls(dtype, state, summary, fit_scaler(spec, summary, state, name), exact, spec)
 
 
+class TensorStats:
+    """Statistics of one tensor column (:class:`TensorStatistics`) and its fitted map."""
+
+    __slots__ = ("fitted", "statistics")
+
+    def __init__(self, name: str, statistics: TensorStatistics) -> None:
+        self.statistics = statistics
+        self.fitted: FittedTensor = fit_tensor(name, statistics.spec, statistics.state)
+
+    @property
+    def dtype(self) -> str:
+        return self.statistics.dtype
+
+    @property
+    def spec(self) -> Any:
+        return self.statistics.spec
+
+    @property
+    def state(self) -> Any:
+        return self.statistics.state
+
+
 class GroupStats:
     """Per-group moments of each column (``--group-by``): each group's parameters are
     fitted with the column's method; unseen groups follow ``unseen``."""
@@ -145,10 +168,13 @@ class Stats:
         dataset: Fingerprint | Mapping[str, Any],
         exact: bool = False,
         groups: GroupStats | None = None,
+        tensors: Mapping[str, TensorStats] | None = None,
     ) -> None:
         from normpipe import __version__
 
         self.columns: dict[str, ColumnStats] = dict(columns)
+        #: Tensor columns (images, embeddings, windows): per-slot statistics and maps.
+        self.tensors: dict[str, TensorStats] = dict(tensors or {})
         #: Whether the recorded quantiles are exact (``--quantiles exact``).
         self.exact = exact
         #: Per-group statistics (``--group-by``), else ``None``.
@@ -174,12 +200,17 @@ class Stats:
         exact: Mapping[str, Mapping[float, float]] | None = None,
         group_by: str | None = None,
         unseen: Literal["global", "error"] = "global",
+        tensors: Mapping[str, Any] | None = None,
     ) -> Stats:
         """Finalize a merged :class:`TableState` and fit each column's scaler
         (with ``exact``, quantiles by column and probability replace the sketch's;
-        with ``group_by``, the state's per-group moments fit each group's parameters)."""
+        with ``group_by``, the state's per-group moments fit each group's parameters;
+        ``tensors``: each tensor column's :class:`~normpipe.tensors.TensorSpec`)."""
         files = dataset if isinstance(dataset, Fingerprint) else Fingerprint.from_json(dataset)
-        statistics = Statistics.from_state(state, {n: dtypes[n] for n in specs}, k, files, exact, group_by)
+        names = [*specs, *(tensors or {})]
+        statistics = Statistics.from_state(
+            state, {n: dtypes[n] for n in names}, k, files, exact, group_by, tensors
+        )
         return fit(statistics, specs, unseen)
 
     @cached_property
@@ -193,6 +224,7 @@ class Stats:
             {name: ColumnStatistics(c.dtype, c.state, c.exact) for name, c in self.columns.items()},
             GroupStatistics(groups.by, groups.moments, groups.logs) if groups is not None else None,
             self.exact,
+            {name: t.statistics for name, t in self.tensors.items()},
         )
 
     @property
@@ -308,7 +340,12 @@ class Stats:
     def fitted(self) -> FittedTransform:
         """The fitted transform (per-group parameters computed here, once)."""
         groups = self.groups.mapper(self.scalers) if self.groups is not None else None
-        return FittedTransform(self.scalers, groups)
+        return FittedTransform(self.scalers, groups, self.tensor_maps)
+
+    @property
+    def tensor_maps(self) -> dict[str, FittedTensor]:
+        """The fitted map of each tensor column."""
+        return {name: t.fitted for name, t in self.tensors.items()}
 
     def transform_column(
         self, name: str, values: npt.ArrayLike, groups: npt.ArrayLike | None = None
@@ -370,6 +407,9 @@ def fit(
     }
     found = statistics.groups
     groups = GroupStats(found.by, found.moments, found.logs, unseen) if found is not None else None
-    stats = Stats(columns, statistics.rows, statistics.k, statistics.dataset, statistics.exact, groups)
+    tensors = {name: TensorStats(name, t) for name, t in statistics.tensors.items()}
+    stats = Stats(
+        columns, statistics.rows, statistics.k, statistics.dataset, statistics.exact, groups, tensors
+    )
     stats.fitted  # noqa: B018  # fits each group now: a method without per-group rules fails here
     return stats

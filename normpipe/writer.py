@@ -24,10 +24,10 @@ import pyarrow.parquet as pq
 from normpipe.commit import destination
 from normpipe.dataset import SourceFile, check_file_schema
 from normpipe.errors import InputError
-from normpipe.mappers import GroupedScalers, OutputDtype, apply_table, output_schema
-from normpipe.scalers import FittedScaler
+from normpipe.mappers import ColumnMap, GroupedScalers, OutputDtype, apply_table, output_schema
 from normpipe.scan import read_ahead
 from normpipe.storage import Location, storage_errors
+from normpipe.tensors import FittedTensor
 from normpipe.units import Unit
 
 __all__ = ["STATS_SHA256_KEY", "write_file", "write_unit"]
@@ -49,7 +49,7 @@ def write_unit(
     unit: Unit,
     fs: fsspec.AbstractFileSystem | None,
     dest_root: Location,
-    params: tuple[Mapping[str, FittedScaler], GroupedScalers | None],
+    params: tuple[Mapping[str, ColumnMap], GroupedScalers | None],
     dtype: OutputDtype,
     stats_sha256: str,
 ) -> list[dict[str, Any]]:
@@ -63,7 +63,7 @@ def write_file(
     file: SourceFile,
     fs: fsspec.AbstractFileSystem | None,
     dest_root: Location,
-    scalers: Mapping[str, FittedScaler],
+    scalers: Mapping[str, ColumnMap],
     dtype: OutputDtype,
     stats_sha256: str,
     groups: GroupedScalers | None = None,
@@ -75,7 +75,8 @@ def write_file(
     """
     parquet = file.open(fs)
     schema = parquet.schema_arrow
-    check_file_schema(file.path, schema, scalers)
+    tensors = [name for name, found in scalers.items() if isinstance(found, FittedTensor)]
+    check_file_schema(file.path, schema, [name for name in scalers if name not in tensors], tensors)
     if groups is not None and schema.get_field_index(groups.by) < 0:
         raise InputError(f"{file.path}: no column '{groups.by}', which the stats are grouped by")
     target_schema = output_schema(schema, scalers, dtype)
@@ -125,7 +126,7 @@ def _group_bytes(parquet: pq.ParquetFile, group: int) -> int:
 def _mapped(
     file: SourceFile,
     parquet: pq.ParquetFile,
-    scalers: Mapping[str, FittedScaler],
+    scalers: Mapping[str, ColumnMap],
     dtype: OutputDtype,
     groups: GroupedScalers | None,
     schema: pa.Schema,
@@ -161,7 +162,7 @@ def _mapped_batch(
     parquet: pq.ParquetFile,
     group: int,
     batch: list[str],
-    scalers: Mapping[str, FittedScaler],
+    scalers: Mapping[str, ColumnMap],
     dtype: OutputDtype,
     groups: GroupedScalers | None,
 ) -> pa.Table:
@@ -272,7 +273,7 @@ _SAMPLES = 4
 _SAMPLE_BYTES = 16 * 1024
 
 
-def _dictionary_encoded(parquet: pq.ParquetFile, scalers: Mapping[str, FittedScaler]) -> list[str]:
+def _dictionary_encoded(parquet: pq.ParquetFile, scalers: Mapping[str, ColumnMap]) -> list[str]:
     """The copied columns the input stored with a dictionary: they keep it. Normalized
     columns, and columns the input stored plain, are written plain (trying a dictionary
     on high-cardinality values is costly and the writer then falls back to plain)."""

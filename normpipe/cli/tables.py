@@ -65,6 +65,78 @@ def stats_table(stats: Any, names: list[str]) -> Table:
     return table
 
 
+#: Tensor columns with up to this many slots show a row per slot; others one row of ranges.
+SLOT_ROWS = 8
+
+
+def _span(values: Any) -> str:
+    import numpy as np
+
+    finite = np.asarray(values)[np.isfinite(values)]
+    return "-" if not finite.size else f"{fmt(float(finite.min()))} .. {fmt(float(finite.max()))}"
+
+
+def tensor_table(stats: Any) -> Table:
+    """Each tensor column's per-slot statistics and parameters: a row per slot (up to
+    :data:`SLOT_ROWS`), else one row of the ranges over its slots."""
+    table = Table(title="tensor columns")
+    headers = (
+        "column",
+        "layout",
+        "method",
+        "rows",
+        "null rows",
+        "NaN/±inf",
+        "mean",
+        "std",
+        "min",
+        "max",
+        "params",
+    )
+    for header in headers:
+        table.add_column(
+            header, justify="left" if header in ("column", "layout", "method", "params") else "right"
+        )
+    for name, tensor in stats.tensors.items():
+        state, layout = tensor.state, tensor.state.layout
+        m, scaler = state.moments, tensor.fitted.scaler
+        method = tensor.spec.method_name + (" (range)" if tensor.spec.range is not None else "")
+        head = (
+            layout.describe(),
+            method,
+            f"{state.rows:,}",
+            f"{state.nulls:,}",
+            f"{state.nans + state.posinf + state.neginf:,}",
+        )
+        if layout.slots > SLOT_ROWS:
+            params = ", ".join(f"{k}={_span(v)}" for k, v in scaler.params.items()) if scaler else ""
+            table.add_row(
+                f"{name} ({layout.slots:,} slots)",
+                *head,
+                _span(m.mean),
+                _span(state.std),
+                _span(m.min),
+                _span(m.max),
+                params,
+            )
+            continue
+        for slot in range(layout.slots):
+            params = ", ".join(f"{k}={fmt(v[slot])}" for k, v in scaler.params.items()) if scaler else ""
+            label = f"{name}[{slot}]" if layout.slots > 1 else name
+            first = head if slot == 0 else ("", "", "", "", "")
+            empty = m.count[slot] == 0
+            table.add_row(
+                label,
+                *first,
+                fmt(None if empty else m.mean[slot]),
+                fmt(None if empty else state.std[slot]),
+                fmt(None if empty else m.min[slot]),
+                fmt(None if empty else m.max[slot]),
+                params,
+            )
+    return table
+
+
 #: Past this many columns the commands that compute statistics print the first ones
 #: and a summary; ``normpipe inspect`` prints every column.
 SCREENFUL = 30
@@ -79,7 +151,10 @@ def print_stats(stats: Any, where: str | None = None) -> None:
     """
     names = list(stats.columns)
     shown = names if where is None or len(names) <= SCREENFUL else names[:SCREENFUL]
-    console.print(stats_table(stats, shown))
+    if names or not stats.tensors:
+        console.print(stats_table(stats, shown))
+    if stats.tensors:
+        console.print(tensor_table(stats))
     if len(shown) < len(names):
         methods = Counter(column.scaler.method for column in stats.columns.values())
         counts = ", ".join(f"{method} {count:,}" for method, count in methods.most_common())

@@ -9,6 +9,7 @@ from __future__ import annotations
 import math
 from collections.abc import Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import numpy as np
 import numpy.typing as npt
@@ -17,6 +18,9 @@ import pyarrow as pa
 from normpipe.core.groups import GroupMoments
 from normpipe.core.moments import Moments
 from normpipe.core.sketch import DEFAULT_K, DistinctSketch, QuantileSketch, ascending
+
+if TYPE_CHECKING:
+    from normpipe.core.tensor import TensorState
 
 __all__ = ["ColumnState", "ColumnSummary", "TableState", "signed_log", "to_float64"]
 
@@ -289,12 +293,14 @@ class ColumnState:
 class TableState:
     """Row count and one :class:`ColumnState` per analyzed column; with per-group
     normalization also per-group moments (``groups``) and, for log methods, per-group
-    moments of the signed log (``group_logs``), by column."""
+    moments of the signed log (``group_logs``), by column; and one
+    :class:`~normpipe.core.tensor.TensorState` per tensor column (``tensors``)."""
 
     rows: int = 0
     columns: Mapping[str, ColumnState] = field(default_factory=dict)
     groups: Mapping[str, GroupMoments] = field(default_factory=dict)
     group_logs: Mapping[str, GroupMoments] = field(default_factory=dict)
+    tensors: Mapping[str, TensorState] = field(default_factory=dict)
 
     @classmethod
     def from_block(
@@ -325,6 +331,7 @@ class TableState:
             {name: c for part in parts for name, c in part.columns.items()},
             {name: g for part in parts for name, g in part.groups.items()},
             {name: g for part in parts for name, g in part.group_logs.items()},
+            {name: t for part in parts for name, t in part.tensors.items()},
         )
 
     @classmethod
@@ -347,4 +354,8 @@ class TableState:
             }
             for kind in ("groups", "group_logs")
         )
-        return cls(sum(s.rows for s in states), merged, groups, logs)
+        tensors = {}
+        for s in states:
+            for name, t in s.tensors.items():
+                tensors[name] = tensors[name].merge(t) if name in tensors else t
+        return cls(sum(s.rows for s in states), merged, groups, logs, tensors)

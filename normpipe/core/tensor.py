@@ -1,0 +1,301 @@
+"""Tensor columns: each row holds an array of a fixed shape (an image, an embedding, a
+window), stored as Arrow ``fixed_size_list``, ``list`` or the ``arrow.fixed_shape_tensor``
+extension type.
+
+A :class:`TensorLayout` says which values share statistics: ``per="element"`` gives
+every position of the shape its own (an array of moments), ``per="channel"`` reduces
+the other axes (the channel axis is the first with ``layout="CHW"``, the last with
+``"HWC"``), ``per="all"`` pools every value (the only choice for variable-length lists).
+Each such group of values is a *slot*. :class:`TensorState` holds per slot the same
+mergeable statistics as a scalar column: count, mean and M2 (the parallel update of
+:class:`~normpipe.core.groups.GroupMoments`), min, max, and for ``channel`` and ``all``
+a KLL sketch; merging is exact up to float64 rounding and sketches merge within their
+bound, so any split of the rows into files and row groups gives the same statistics.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Literal
+
+import numpy as np
+import numpy.typing as npt
+import pyarrow as pa
+
+from normpipe.core.column import ColumnState, to_float64
+from normpipe.core.groups import GroupMoments
+from normpipe.core.moments import Moments
+from normpipe.core.sketch import DEFAULT_K, QuantileSketch, ascending
+from normpipe.errors import InputError
+
+__all__ = ["Layout", "Per", "TensorBlock", "TensorLayout", "TensorState", "is_tensor_type", "tensor_block"]
+
+Per = Literal["element", "channel", "all"]
+Layout = Literal["CHW", "HWC"]
+
+
+def is_tensor_type(dtype: pa.DataType) -> bool:
+    """A list, fixed-size list or fixed-shape tensor of numbers (one level deep)."""
+    if isinstance(dtype, pa.FixedShapeTensorType):
+        dtype = dtype.storage_type
+    if not (pa.types.is_list(dtype) or pa.types.is_large_list(dtype) or pa.types.is_fixed_size_list(dtype)):
+        return False
+    value = dtype.value_type
+    return bool(pa.types.is_integer(value) or pa.types.is_floating(value))
+
+
+@dataclass(frozen=True)
+class TensorLayout:
+    """The shape of each row's array (``None``: variable-length lists), where its channel
+    axis is, and which values share statistics (see the module's notes)."""
+
+    shape: tuple[int, ...] | None
+    layout: Layout = "CHW"
+    per: Per = "channel"
+
+    @property
+    def size(self) -> int:
+        """Values per row (0 for variable-length lists)."""
+        return math.prod(self.shape) if self.shape is not None else 0
+
+    @property
+    def channels(self) -> int:
+        assert self.shape is not None
+        return self.shape[0] if self.layout == "CHW" else self.shape[-1]
+
+    @property
+    def slots(self) -> int:
+        """How many groups of values have their own statistics."""
+        if self.per == "all":
+            return 1
+        return self.size if self.per == "element" else self.channels
+
+    def grouped(self, values: npt.NDArray[np.float64]) -> npt.NDArray[np.float64]:
+        """``values`` (rows x size, or all values of variable lists) as a view
+        ``(a, slots, b)``: slot ``s``'s values are ``[:, s, :]``."""
+        if self.per == "all":
+            return values.reshape(-1, 1, 1)
+        if self.per == "element":
+            return values.reshape(values.shape[0], self.size, 1)
+        c = self.channels
+        if self.layout == "CHW":
+            return values.reshape(values.shape[0], c, self.size // c)
+        return values.reshape(-1, c, 1)
+
+    def expand(self, per_slot: npt.NDArray[np.float64]) -> npt.NDArray[np.float64]:
+        """One value per slot spread over a row's ``size`` positions (so it broadcasts
+        against ``rows x size``); with ``per="all"`` the single value."""
+        per_slot = np.asarray(per_slot, dtype=np.float64)
+        if self.per == "all":
+            return per_slot.reshape(1)
+        if self.per == "element":
+            return per_slot
+        rest = self.size // self.channels
+        return np.repeat(per_slot, rest) if self.layout == "CHW" else np.tile(per_slot, rest)
+
+    def describe(self) -> str:
+        if self.shape is None:
+            return f"variable length, per {self.per}"
+        layout = f" {self.layout}" if self.per == "channel" else ""
+        return f"{'x'.join(map(str, self.shape))}{layout}, per {self.per}"
+
+
+@dataclass(frozen=True)
+class TensorBlock:
+    """One block of a tensor column: ``values`` is ``rows x size`` for a fixed shape (null
+    rows hold NaN), or every value of the valid rows for variable-length lists, whose
+    ``offsets`` (``rows + 1``, from 0) then locate each row's values."""
+
+    values: npt.NDArray[np.float64]
+    valid: npt.NDArray[np.bool_]
+    offsets: npt.NDArray[np.int64] | None = None
+
+    @property
+    def rows(self) -> int:
+        return int(self.valid.size)
+
+
+def _validity(array: pa.Array) -> npt.NDArray[np.bool_]:
+    if not array.null_count:
+        return np.ones(len(array), dtype=bool)
+    return np.asarray(array.is_valid().to_numpy(zero_copy_only=False), dtype=bool)
+
+
+def tensor_block(column: pa.Array | pa.ChunkedArray, layout: TensorLayout, where: str) -> TensorBlock:
+    """The values of a tensor column as float64 (see :class:`TensorBlock`).
+
+    Raises
+    ------
+    InputError
+        A row's length does not match the shape (``where`` names the column and file).
+    """
+    if isinstance(column, pa.ChunkedArray):
+        column = column.combine_chunks() if column.num_chunks != 1 else column.chunk(0)
+    if isinstance(column, pa.ExtensionArray):
+        column = column.storage
+    valid = _validity(column)
+    rows = len(column)
+    if pa.types.is_fixed_size_list(column.type):
+        width = column.type.list_size
+        if layout.shape is not None and width != layout.size:
+            raise InputError(
+                f"{where}: each row holds {width} values, the shape {list(layout.shape)} needs "
+                f"{layout.size}; fix the shape in the config"
+            )
+        flat = to_float64(column.values.slice(column.offset * width, rows * width))
+        values = flat.reshape(rows, width)
+        if layout.shape is None:  # pooled: the valid rows' values
+            return TensorBlock(values[valid].reshape(-1), valid, np.arange(rows + 1) * width)
+        return TensorBlock(values, valid)
+    offsets = np.asarray(column.offsets.to_numpy(zero_copy_only=False), dtype=np.int64)
+    lengths = np.diff(offsets)
+    flat = to_float64(column.values)
+    if layout.shape is None:  # pooled: the valid rows' values, and where each row's are
+        values = flat[offsets[0] : offsets[-1]]
+        if not valid.all():
+            values = values[np.repeat(valid, lengths)]
+        kept = np.where(valid, lengths, 0)
+        return TensorBlock(values, valid, np.concatenate([[0], np.cumsum(kept)]))
+    wrong = valid & (lengths != layout.size)
+    if wrong.any():
+        row = int(np.flatnonzero(wrong)[0])
+        raise InputError(
+            f"{where}: row {row} holds {int(lengths[row])} values, the shape {list(layout.shape)} needs "
+            f"{layout.size} (ragged lists); fix the data or declare per: all without a shape"
+        )
+    size = layout.size
+    if valid.all() and offsets[-1] - offsets[0] == rows * size:
+        values = flat[offsets[0] : offsets[-1]].reshape(rows, size)
+    else:
+        starts = np.where(valid, offsets[:-1], 0)
+        values = flat[starts[:, None] + np.arange(size)] if size else np.empty((rows, 0))
+        values[~valid] = np.nan
+    return TensorBlock(values, valid)
+
+
+def _slot_moments(grouped: npt.NDArray[np.float64]) -> tuple[GroupMoments, int, int, int]:
+    """Per-slot moments of ``(a, slots, b)`` values (NaN and +/-inf left out), and the
+    counts of NaN, +inf and -inf."""
+    slots = grouped.shape[1]
+    finite = np.isfinite(grouped)
+    everywhere = bool(finite.all())
+    nans = posinf = neginf = 0
+    if everywhere:
+        count = np.full(slots, grouped.shape[0] * grouped.shape[2], dtype=np.int64)
+        x = grouped
+    else:
+        count = finite.sum(axis=(0, 2)).astype(np.int64)
+        nans = int(np.isnan(grouped).sum())
+        posinf = int(np.count_nonzero(grouped == np.inf))
+        neginf = int(np.count_nonzero(grouped == -np.inf))
+        x = np.where(finite, grouped, 0.0)
+    safe = np.maximum(count, 1)
+    mean = x.sum(axis=(0, 2)) / safe
+    d = x - mean[None, :, None]
+    if not everywhere:
+        d = np.where(finite, d, 0.0)
+    # the corrected two-pass M2: sum(d^2) - sum(d)^2 / n
+    s1 = d.sum(axis=(0, 2))
+    s2 = np.einsum("asb,asb->s", d, d)
+    shift = s1 / safe
+    m2 = np.maximum(s2 - s1 * shift, 0.0)
+    low = np.where(finite, grouped, np.inf).min(axis=(0, 2)) if grouped.size else np.full(slots, np.inf)
+    high = np.where(finite, grouped, -np.inf).max(axis=(0, 2)) if grouped.size else np.full(slots, -np.inf)
+    moments = GroupMoments(np.arange(slots), count, np.where(count > 0, mean + shift, 0.0), m2, low, high)
+    return moments, nans, posinf, neginf
+
+
+@dataclass(frozen=True)
+class TensorState:
+    """Mergeable statistics of one tensor column, per slot (see the module's notes).
+
+    ``moments`` has one entry per slot (keys ``0 .. slots-1``); ``sketches`` one KLL
+    sketch per slot for ``per`` ``channel`` and ``all`` (none per element); ``nulls``
+    counts null rows, ``nans``, ``posinf`` and ``neginf`` the values left out.
+    """
+
+    layout: TensorLayout
+    moments: GroupMoments
+    sketches: tuple[QuantileSketch, ...] = ()
+    rows: int = 0
+    nulls: int = 0
+    nans: int = 0
+    posinf: int = 0
+    neginf: int = 0
+
+    @classmethod
+    def empty(cls, layout: TensorLayout, k: int = DEFAULT_K) -> TensorState:
+        slots = layout.slots
+        moments = GroupMoments(
+            np.arange(slots),
+            np.zeros(slots, dtype=np.int64),
+            np.zeros(slots),
+            np.zeros(slots),
+            np.full(slots, np.inf),
+            np.full(slots, -np.inf),
+        )
+        sketches = () if layout.per == "element" else tuple(QuantileSketch(k) for _ in range(slots))
+        return cls(layout, moments, sketches)
+
+    @classmethod
+    def from_block(cls, block: TensorBlock, layout: TensorLayout, k: int = DEFAULT_K) -> TensorState:
+        """The statistics of one block's valid rows."""
+        values = block.values if block.offsets is not None else block.values[block.valid]
+        grouped = layout.grouped(values)
+        moments, nans, posinf, neginf = _slot_moments(grouped)
+        sketches: tuple[QuantileSketch, ...] = ()
+        if layout.per != "element":
+            sketches = tuple(
+                QuantileSketch.from_sorted(ascending(_finite(grouped[:, s, :].reshape(-1))), k)
+                for s in range(layout.slots)
+            )
+        nulls = block.rows - int(block.valid.sum())
+        return cls(layout, moments, sketches, block.rows, nulls, nans, posinf, neginf)
+
+    @classmethod
+    def merge_all(cls, states: Sequence[TensorState]) -> TensorState:
+        first = states[0]
+        sketches: tuple[QuantileSketch, ...] = ()
+        if first.sketches:
+            sketches = tuple(
+                first.sketches[s].merge_many([t.sketches[s] for t in states[1:]])
+                for s in range(len(first.sketches))
+            )
+        return cls(
+            first.layout,
+            GroupMoments.merge_all([s.moments for s in states]),
+            sketches,
+            sum(s.rows for s in states),
+            sum(s.nulls for s in states),
+            sum(s.nans for s in states),
+            sum(s.posinf for s in states),
+            sum(s.neginf for s in states),
+        )
+
+    def merge(self, other: TensorState) -> TensorState:
+        return TensorState.merge_all([self, other])
+
+    def slot_state(self, slot: int) -> ColumnState:
+        """Slot ``slot``'s statistics as a scalar column's (its moments and sketch): what
+        the methods fitted from quantiles read."""
+        m = self.moments
+        count = int(m.count[slot])
+        moments = (
+            Moments(count, float(m.mean[slot]), float(m.m2[slot]), float(m.min[slot]), float(m.max[slot]))
+            if count
+            else Moments()
+        )
+        sketch = self.sketches[slot] if self.sketches else QuantileSketch(DEFAULT_K)
+        return ColumnState(moments, sketch, zeros=None, at_min=None, at_max=None)
+
+    @property
+    def std(self) -> npt.NDArray[np.float64]:
+        """Population std per slot (ddof=0)."""
+        return self.moments.std
+
+
+def _finite(values: npt.NDArray[np.float64]) -> npt.NDArray[np.float64]:
+    finite = np.isfinite(values)
+    return values if finite.all() else values[finite]

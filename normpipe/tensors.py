@@ -1,0 +1,265 @@
+"""Tensor columns, end to end: what a user declares (:class:`TensorSpec`), how a column's
+layout is found (:func:`resolve_layout`), fitting per slot (:func:`fit_tensor`) and the
+fitted map (:class:`FittedTensor`), which keeps the column's type and shape.
+
+The statistics themselves are :class:`~normpipe.core.tensor.TensorState`. Methods:
+
+==========  =====================================================================
+zscore      ``(x - mean) / std`` per slot (element, channel or all)
+minmax      the slot's ``[min, max]`` onto ``feature_range``; with ``range`` the
+            declared input range instead (``range: [0, 255]``: pixels to [0, 1]
+            or, with ``feature_range: [-1, 1]``, to [-1, 1], whatever the data holds)
+maxabs      ``x / max(|x|)`` per slot (or the declared ``range``'s largest magnitude)
+robust      ``(x - median) / IQR`` per channel or all, from each slot's KLL sketch
+l2          each row divided by its Euclidean norm (embeddings); nothing fitted, no inverse
+==========  =====================================================================
+
+Slots follow the scalar methods' rules: a constant slot gets scale 1, an empty one the
+identity. Output is ``float32`` by default (``dtype``), in the input's kind of list.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from typing import Any, Literal
+
+import numpy as np
+import numpy.typing as npt
+import pyarrow as pa
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from normpipe.core.groups import GroupMoments
+from normpipe.core.tensor import (
+    Layout,
+    Per,
+    TensorBlock,
+    TensorLayout,
+    TensorState,
+    is_tensor_type,
+    tensor_block,
+)
+from normpipe.errors import ArtifactError, InputError
+from normpipe.scalers import FittedScaler, MaxAbs, Method, MinMax, Robust, ZScore, parse_scaler
+
+__all__ = ["TENSOR_METHODS", "FittedTensor", "TensorSpec", "fit_tensor", "resolve_layout"]
+
+#: Methods a tensor column may use.
+TENSOR_METHODS = ("zscore", "minmax", "robust", "maxabs", "l2")
+#: Field metadata key that may declare a list column's shape (a JSON list of ints).
+SHAPE_KEY = b"shape"
+
+
+class TensorSpec(BaseModel):
+    """How one tensor column is normalized (the ``tensors`` section of a config).
+
+    ``shape`` may be left out when the column is an ``arrow.fixed_shape_tensor`` or its
+    field metadata has ``shape``; without any, the column is a variable-length list
+    and ``per`` must be ``all``. ``method`` is a name or a mapping with its options
+    (``feature_range`` for minmax, ``quantile_range`` for robust).
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    shape: tuple[int, ...] | None = None
+    layout: Layout = "CHW"
+    per: Per = "channel"
+    method: Any = "zscore"
+    range: tuple[float, float] | None = Field(
+        default=None, description="the known input range (e.g. [0, 255]): minmax/maxabs without statistics"
+    )
+    dtype: Literal["float32", "float64"] = "float32"
+
+    @field_validator("shape")
+    @classmethod
+    def _shape(cls, value: tuple[int, ...] | None) -> tuple[int, ...] | None:
+        if value is not None and (not value or any(d < 1 for d in value)):
+            raise ValueError("shape must list one or more sizes >= 1, e.g. [3, 64, 64]")
+        return value
+
+    @field_validator("method")
+    @classmethod
+    def _method(cls, value: Any) -> Any:
+        name = value if isinstance(value, str) else value.get("method") if isinstance(value, dict) else None
+        if name not in TENSOR_METHODS:
+            raise ValueError(f"tensor columns take one of {', '.join(TENSOR_METHODS)} (got {name!r})")
+        if name == "l2":
+            return "l2"
+        return parse_scaler(value).model_dump()
+
+    @model_validator(mode="after")
+    def _combination(self) -> TensorSpec:
+        if self.range is not None:
+            low, high = self.range
+            if not low < high:
+                raise ValueError(f"range must be [low, high] with low < high, got {list(self.range)}")
+            if self.method_name not in ("minmax", "maxabs"):
+                raise ValueError("range is for minmax and maxabs (a known input range)")
+        if self.method_name == "robust" and self.per == "element":
+            raise ValueError("robust per element would need a sketch per element; use per: channel or all")
+        return self
+
+    @property
+    def method_name(self) -> str:
+        return self.method if isinstance(self.method, str) else str(self.method["method"])
+
+    def scaler(self) -> Method | None:
+        """The scalar method applied per slot (``None`` for ``l2``)."""
+        return None if self.method == "l2" else parse_scaler(self.method)
+
+
+def _declared_shape(field: pa.Field) -> tuple[int, ...] | None:
+    if isinstance(field.type, pa.FixedShapeTensorType):
+        return tuple(int(d) for d in field.type.shape)
+    stored = (field.metadata or {}).get(SHAPE_KEY)
+    if stored is None:
+        return None
+    try:
+        shape = tuple(int(d) for d in json.loads(stored))
+    except (ValueError, TypeError):
+        return None
+    return shape or None
+
+
+def resolve_layout(name: str, field: pa.Field, spec: TensorSpec, where: str) -> TensorLayout:
+    """The layout of column ``name`` from ``spec``, the extension type or the field's
+    ``shape`` metadata, checked against the column's type.
+
+    Raises
+    ------
+    InputError
+        The column is not a list of numbers, or its shape is unknown or disagrees.
+    """
+    dtype = field.type
+    if not is_tensor_type(dtype):
+        raise InputError(
+            f"{where}: column '{name}' is {dtype}, not a list of numbers; tensor columns are "
+            "fixed_size_list, list or fixed_shape_tensor of integers or floats"
+        )
+    shape = spec.shape if spec.shape is not None else _declared_shape(field)
+    storage = dtype.storage_type if isinstance(dtype, pa.FixedShapeTensorType) else dtype
+    if (
+        shape is not None
+        and pa.types.is_fixed_size_list(storage)
+        and storage.list_size != int(np.prod(shape))
+    ):
+        raise InputError(
+            f"{where}: column '{name}' holds {storage.list_size} values a row, the shape {list(shape)} "
+            f"needs {int(np.prod(shape))}; fix shape in the config"
+        )
+    if shape is None and pa.types.is_fixed_size_list(storage):
+        shape = (storage.list_size,)
+    if shape is None and spec.per != "all":
+        raise InputError(
+            f"{where}: column '{name}' is a variable-length list; declare its shape (shape: [...]) "
+            "or pool every value with per: all"
+        )
+    return TensorLayout(shape, spec.layout, spec.per)
+
+
+def _range_moments(layout: TensorLayout, low: float, high: float) -> GroupMoments:
+    """Moments that say only "every slot spans [low, high]": what minmax and maxabs read."""
+    slots = layout.slots
+    return GroupMoments(
+        np.arange(slots),
+        np.ones(slots, dtype=np.int64),
+        np.zeros(slots),
+        np.zeros(slots),
+        np.full(slots, low),
+        np.full(slots, high),
+    )
+
+
+def fit_tensor(name: str, spec: TensorSpec, state: TensorState) -> FittedTensor:
+    """Per-slot parameters of ``spec``'s method from ``state``: moment methods for every
+    slot at once (the rules of per-group normalization), robust slot by slot from the
+    sketches; ``range`` fits minmax/maxabs from the declared range."""
+    method = spec.scaler()
+    layout = state.layout
+    if method is None:
+        return FittedTensor(spec, layout, None)
+    if spec.range is not None:
+        params = method.fit_groups(_range_moments(layout, *spec.range), None)
+    elif isinstance(method, ZScore | MinMax | MaxAbs):
+        params = method.fit_groups(state.moments, None)
+    else:
+        assert isinstance(method, Robust)
+        fitted = [
+            method.fit(state.slot_state(s).finalize(method.probabilities()), None, f"{name}[{s}]")
+            for s in range(layout.slots)
+        ]
+        params = fitted[0].params.map(
+            lambda key, _: np.array([f.params[key] for f in fitted], dtype=np.float64)
+        )
+    params = params.map(lambda _, v: np.asarray(v, dtype=np.float64).reshape(layout.slots))
+    return FittedTensor(spec, layout, FittedScaler(method, params))
+
+
+@dataclass(frozen=True)
+class FittedTensor:
+    """A tensor column's fitted map: ``scaler`` holds one parameter per slot (``None``
+    for ``l2``)."""
+
+    spec: TensorSpec
+    layout: TensorLayout
+    scaler: FittedScaler | None
+
+    def output_type(self, dtype: pa.DataType) -> pa.DataType:
+        """The column's type with float values of the spec's ``dtype``."""
+        value = pa.float32() if self.spec.dtype == "float32" else pa.float64()
+        if isinstance(dtype, pa.FixedShapeTensorType):
+            return pa.fixed_shape_tensor(
+                value, dtype.shape, dim_names=dtype.dim_names, permutation=dtype.permutation
+            )
+        if pa.types.is_fixed_size_list(dtype):
+            return pa.list_(pa.field(dtype.value_field.name, value), dtype.list_size)
+        if pa.types.is_large_list(dtype):
+            return pa.large_list(pa.field(dtype.value_field.name, value))
+        return pa.list_(pa.field(dtype.value_field.name, value))
+
+    def map_values(self, values: npt.NDArray[np.float64], inverse: bool = False) -> npt.NDArray[np.float64]:
+        """The map of ``rows x size`` values (or the pooled values of ``per: all``)."""
+        if self.scaler is None:
+            if inverse:
+                raise ArtifactError("l2 normalization has no inverse (each row's norm is not kept)")
+            norm = np.sqrt(np.einsum("ij,ij->i", values, values))[:, None]
+            return values / np.where((norm > 0) & np.isfinite(norm), norm, 1.0)
+        per_position = self.scaler.params.map(lambda _, v: self.layout.expand(v))
+        scaler = FittedScaler(self.scaler.spec, per_position)
+        return scaler.invert(values) if inverse else scaler.apply(values)
+
+    def map_column(self, column: pa.ChunkedArray | pa.Array, where: str, inverse: bool = False) -> pa.Array:
+        """The mapped column: the same kind of list, null rows null, float values."""
+        if isinstance(column, pa.ChunkedArray):
+            column = column.combine_chunks() if column.num_chunks != 1 else column.chunk(0)
+        block = tensor_block(column, self.layout, where)
+        if self.scaler is None and block.offsets is not None:
+            raise InputError(f"{where}: l2 normalization needs a fixed shape; declare shape: [...]")
+        mapped = self.map_values(block.values, inverse)
+        return _rebuild(column.type, self.output_type(column.type), block, mapped)
+
+
+def _rebuild(
+    dtype: pa.DataType, target: pa.DataType, block: TensorBlock, mapped: npt.NDArray[np.float64]
+) -> pa.Array:
+    storage = target.storage_type if isinstance(target, pa.FixedShapeTensorType) else target
+    values = pa.array(np.ascontiguousarray(mapped, dtype=storage.value_type.to_pandas_dtype()).reshape(-1))
+    mask = pa.array(~block.valid) if not block.valid.all() else None
+    if pa.types.is_fixed_size_list(storage):
+        if block.offsets is not None:  # pooled values of a fixed-size list: null rows hold zeros
+            full = np.zeros((block.rows, storage.list_size), dtype=values.type.to_pandas_dtype())
+            full[block.valid] = np.asarray(values).reshape(-1, storage.list_size)
+            values = pa.array(full.reshape(-1))
+        array = pa.FixedSizeListArray.from_arrays(values, type=storage, mask=mask)
+    else:
+        offsets = block.offsets
+        if offsets is None:  # a fixed shape read from a list: the valid rows' values
+            offsets = np.concatenate([[0], np.cumsum(np.where(block.valid, mapped.shape[1], 0))])
+            kept = np.ascontiguousarray(mapped[block.valid], dtype=storage.value_type.to_pandas_dtype())
+            values = pa.array(kept.reshape(-1))
+        kind = pa.LargeListArray if pa.types.is_large_list(storage) else pa.ListArray
+        index_type = pa.int64() if pa.types.is_large_list(storage) else pa.int32()
+        array = kind.from_arrays(pa.array(offsets, type=index_type), values, type=storage, mask=mask)
+    if isinstance(target, pa.FixedShapeTensorType):
+        return pa.ExtensionArray.from_storage(target, array)
+    return array
