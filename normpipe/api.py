@@ -87,6 +87,7 @@ def _plan(config: RunConfig, dataset: Dataset) -> list[str]:
     for name in config.tensors:
         if name in (config.columns or ()):
             raise ConfigError(f"column '{name}' is listed in both columns and tensors; list it in one")
+    _tensor_layouts(config, dataset)  # a missing or mistyped tensor column is named first
     columns = select_columns(
         dataset.schema, config.columns, [*exclude, *config.tensors], dataset.source, bool(config.tensors)
     )

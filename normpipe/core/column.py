@@ -354,7 +354,7 @@ class TableState:
             }
             for kind in ("groups", "group_logs")
         )
-        tensors = {}
+        tensors: dict[str, TensorState] = {}
         for s in states:
             for name, t in s.tensors.items():
                 tensors[name] = tensors[name].merge(t) if name in tensors else t

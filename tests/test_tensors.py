@@ -1,0 +1,167 @@
+"""Tensor columns through the Dask pass, the artifact and the writer: statistics equal
+numpy over every file, the output reads back as float32 lists in every common reader,
+the artifact reloads to the same maps, updates merge, and bad inputs are one line."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import duckdb
+import numpy as np
+import pandas as pd
+import polars as pl
+import pyarrow as pa
+import pyarrow.dataset as ds
+import pyarrow.parquet as pq
+from distributed import Client
+
+import normpipe
+from normpipe.stats import Stats
+from tests.test_bad_input import Run, assert_clean_failure, cli, no_output  # noqa: F401
+
+TENSORS = {
+    "img": {"shape": [3, 8, 8], "layout": "CHW", "per": "channel", "method": "zscore"},
+    "emb": {"per": "element", "method": "maxabs"},
+    "seq": {"per": "all", "method": "robust"},
+}
+
+
+def _dataset(
+    directory: Path, rng: np.random.Generator, files: int = 3, rows: int = 400
+) -> dict[str, np.ndarray]:
+    """Files of uint8 images (per-channel offsets), float32 embeddings as
+    fixed_shape_tensor, variable-length float lists and a scalar target; returns the
+    arrays, concatenated, for the oracle."""
+    directory.mkdir(parents=True, exist_ok=True)
+    parts: dict[str, list[np.ndarray]] = {"img": [], "emb": [], "seq": [], "lengths": [], "y": []}
+    for f in range(files):
+        base = np.array([40, 120, 200]).reshape(1, 3, 1, 1)
+        img = np.clip(base + rng.normal(0, 25, size=(rows, 3, 8, 8)), 0, 255).astype(np.uint8)
+        emb = (rng.normal(size=(rows, 4)) * [1, 10, 100, 0.1]).astype(np.float32)
+        lengths = rng.integers(1, 9, size=rows)
+        seq = rng.lognormal(size=int(lengths.sum()))
+        emb_type = pa.fixed_shape_tensor(pa.float32(), [4])
+        table = pa.table(
+            {
+                "img": pa.FixedSizeListArray.from_arrays(pa.array(img.reshape(-1)), 192),
+                "emb": pa.ExtensionArray.from_storage(
+                    emb_type, pa.FixedSizeListArray.from_arrays(pa.array(emb.reshape(-1)), 4)
+                ),
+                "seq": pa.ListArray.from_arrays(
+                    pa.array(np.concatenate([[0], np.cumsum(lengths)]).astype(np.int32)), pa.array(seq)
+                ),
+                "y": rng.normal(size=rows),
+            }
+        )
+        pq.write_table(table, directory / f"part-{f}.parquet", row_group_size=150)
+        for key, value in (("img", img), ("emb", emb), ("seq", seq), ("lengths", lengths)):
+            parts[key].append(value)
+    return {key: np.concatenate(values) for key, values in parts.items() if values}
+
+
+def test_run_equals_numpy_and_reads_back_everywhere(
+    client: Client, tmp_path: Path, rng: np.random.Generator
+) -> None:
+    data = _dataset(tmp_path / "data", rng)
+    stats, manifest = normpipe.run(tmp_path / "data", tmp_path / "out", tensors=TENSORS, client=client)
+    img = data["img"].astype(np.float64)
+    # statistics: per channel, per element, pooled, equal to numpy over every file
+    tensor = stats.tensors["img"].state
+    np.testing.assert_allclose(tensor.moments.mean, img.mean(axis=(0, 2, 3)), rtol=1e-12)
+    np.testing.assert_allclose(tensor.std, img.std(axis=(0, 2, 3)), rtol=1e-12)
+    np.testing.assert_array_equal(tensor.moments.min, img.min(axis=(0, 2, 3)))
+    emb = data["emb"].astype(np.float64)
+    np.testing.assert_allclose(stats.tensors["emb"].state.moments.max, emb.max(axis=0), rtol=0)
+    seq = stats.tensors["seq"].state
+    assert seq.moments.count[0] == data["seq"].size
+    np.testing.assert_allclose(seq.moments.mean, [data["seq"].mean()], rtol=1e-12)
+    assert "y" in stats.columns  # scalar columns alongside, in the same pass
+    # the output, through readers normpipe did not write
+    assert json.loads((tmp_path / "out" / "_SUCCESS").read_text())["rows_out"] == 1200
+    table = ds.dataset(tmp_path / "out", format="parquet").to_table()
+    assert table.schema.field("img").type == pa.list_(pa.field("element", pa.float32()), 192)
+    assert isinstance(table.schema.field("emb").type, pa.FixedShapeTensorType)
+    assert table.schema.field("seq").type == pa.list_(pa.field("element", pa.float32()))
+    out = np.asarray(table.column("img").combine_chunks().values).reshape(img.shape)
+    expected = (img - img.mean(axis=(0, 2, 3), keepdims=True)) / img.std(axis=(0, 2, 3), keepdims=True)
+    np.testing.assert_allclose(out, expected, rtol=1e-6, atol=1e-6)
+    emb_out = np.asarray(table.column("emb").combine_chunks().storage.values).reshape(emb.shape)
+    np.testing.assert_allclose(emb_out, emb / np.abs(emb).max(axis=0), rtol=1e-6)
+    frame = pd.read_parquet(tmp_path / "out")
+    assert frame["img"].iloc[0].dtype == np.float32
+    assert frame["img"].iloc[0].shape == (192,)
+    polars = pl.read_parquet(tmp_path / "out" / "*.parquet")
+    assert polars.schema["img"] == pl.Array(pl.Float32, 192)
+    assert polars.schema["seq"] == pl.List(pl.Float32)
+    lengths = duckdb.sql(f"select len(seq) from '{tmp_path / 'out'}/*.parquet'").fetchnumpy()
+    np.testing.assert_array_equal(next(iter(lengths.values())), data["lengths"])
+    # the artifact reloads to the same maps: transform and inverse in memory
+    loaded = Stats.load(tmp_path / "out" / "_stats.json")
+    source = ds.dataset(tmp_path / "data", format="parquet").to_table()
+    again = loaded.transform(source)
+    for name in TENSORS:
+        assert again.column(name).combine_chunks().equals(table.column(name).combine_chunks())
+    back = loaded.inverse_transform(again, columns=["img"])
+    restored = np.asarray(back.column("img").combine_chunks().values).reshape(img.shape)
+    np.testing.assert_allclose(restored, img, atol=1e-4)  # float32 output, back to pixel units
+    assert manifest["files"][0]["rows_out"] == 400
+
+
+def test_update_merges_tensor_states(client: Client, tmp_path: Path, rng: np.random.Generator) -> None:
+    _dataset(tmp_path / "all", rng, files=4)
+    (tmp_path / "old").mkdir()
+    (tmp_path / "new").mkdir()
+    for i, path in enumerate(sorted((tmp_path / "all").iterdir())):
+        path.rename(tmp_path / ("old" if i < 2 else "new") / path.name)
+    first = normpipe.fit(tmp_path / "old", tensors=TENSORS, client=client)
+    merged, files = normpipe.update(tmp_path / "new", first, client=client)
+    (tmp_path / "every").mkdir()
+    for part in (*sorted((tmp_path / "old").iterdir()), *sorted((tmp_path / "new").iterdir())):
+        (tmp_path / "every" / part.name).write_bytes(part.read_bytes())
+    whole = normpipe.fit(tmp_path / "every", tensors=TENSORS, client=client)
+    assert files == 2
+    for name in TENSORS:
+        a, b = merged.tensors[name].state, whole.tensors[name].state
+        np.testing.assert_array_equal(a.moments.count, b.moments.count)
+        np.testing.assert_allclose(a.moments.mean, b.moments.mean, rtol=1e-12)
+        np.testing.assert_allclose(a.moments.m2, b.moments.m2, rtol=1e-12)
+        assert a.rows == b.rows == 1600
+
+
+def test_tensor_only_dataset_and_declared_pixel_range(client: Client, tmp_path: Path) -> None:
+    pixels = np.arange(2 * 3 * 4 * 4, dtype=np.uint8).reshape(2, 4, 4, 3)
+    directory = tmp_path / "px"
+    directory.mkdir()
+    column = pa.FixedSizeListArray.from_arrays(pa.array(pixels.reshape(-1)), 48)
+    pq.write_table(pa.table({"px": column}), directory / "p.parquet")
+    spec = {"px": {"shape": [4, 4, 3], "layout": "HWC", "method": "minmax", "range": [0, 255]}}
+    stats, _ = normpipe.run(directory, tmp_path / "out", tensors=spec, client=client)
+    out = pq.read_table(tmp_path / "out" / "p.parquet").column("px").combine_chunks()
+    np.testing.assert_allclose(np.asarray(out.values), pixels.reshape(-1) / 255.0, rtol=1e-6)
+    assert stats.columns == {}
+
+
+def test_bad_tensor_inputs_are_one_line(cli: Run, tmp_path: Path) -> None:  # noqa: F811
+    data = tmp_path / "data"
+    data.mkdir()
+    good = pa.FixedSizeListArray.from_arrays(pa.array(np.zeros(12)), 6)
+    pq.write_table(pa.table({"v": good, "s": ["a", "b"]}), data / "a.parquet")
+    config = tmp_path / "c.yaml"
+
+    def run(tensors: str) -> object:
+        config.write_text(f"cluster: {{processes: false, workers: 1}}\ntensors:\n{tensors}\n")
+        return cli("run", data, "--output", tmp_path / "out", "--config", config)
+
+    assert_clean_failure(run("  v: {shape: [4, 2]}"), "column 'v' holds 6 values a row", "needs 8")
+    assert_clean_failure(run("  s: {per: all}"), "column 's' is string, not a list of numbers")
+    assert_clean_failure(run("  nope: {per: all}"), "tensor column 'nope' is not in")
+    assert_clean_failure(run("  v: {method: quantile}"), "tensors.v.method", "tensor columns take one of")
+    # ragged rows of a list column declared with a shape
+    pq.write_table(pa.table({"v": pa.array([[1.0, 2.0], [1.0]]), "s": ["a", "b"]}), data / "a.parquet")
+    assert_clean_failure(run("  v: {shape: [2], per: element}"), "a.parquet", "row 1 holds 1 values")
+    # mixed types across files
+    pq.write_table(pa.table({"v": pa.array([[1.0, 2.0]]), "s": ["a"]}), data / "a.parquet")
+    pq.write_table(pa.table({"v": ["x"], "s": ["a"]}), data / "b.parquet")
+    assert_clean_failure(run("  v: {shape: [2], per: element}"), "b.parquet", "not a list of numbers")
+    assert no_output(tmp_path)
