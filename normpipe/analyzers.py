@@ -55,11 +55,13 @@ def analyze_unit(
     distinct: Collection[str] = (),
     group_by: str | None = None,
     tensors: Mapping[str, TensorLayout] | None = None,
+    skip_images: Collection[str] = (),
 ) -> TableState:
     """The :class:`TableState` of ``columns`` over every row of ``unit`` (with the
     signed-log moments of ``log``, the distinct sketch of ``distinct``, with
     ``group_by`` the per-group moments of every column, and the per-slot states of the
-    tensor columns in ``tensors``).
+    tensor columns in ``tensors``; images of those in ``skip_images`` that do not decode
+    are skipped and counted).
 
     Raises
     ------
@@ -67,7 +69,10 @@ def analyze_unit(
         A file is unreadable, or a column is missing or not numeric in it.
     """
     tensors = tensors or {}
-    found = {name: _tensor_state(unit, fs, name, layout, k) for name, layout in tensors.items()}
+    found = {
+        name: _tensor_state(unit, fs, name, layout, k, name in skip_images)
+        for name, layout in tensors.items()
+    }
     if group_by is not None:
         parts = [
             _analyze_groups(piece, _open(piece, fs, columns), columns, k, log, distinct, group_by)
@@ -93,7 +98,7 @@ def analyze_unit(
 
 
 def _tensor_state(
-    unit: Unit, fs: fsspec.AbstractFileSystem | None, name: str, layout: TensorLayout, k: int
+    unit: Unit, fs: fsspec.AbstractFileSystem | None, name: str, layout: TensorLayout, k: int, skip: bool
 ) -> TensorState:
     """The per-slot state of tensor column ``name`` over ``unit``, a row group at a time."""
     parts = [TensorState.empty(layout, k)]
@@ -101,7 +106,7 @@ def _tensor_state(
         parquet = _open(piece, fs, [], [name])
         where = f"{piece.file.path}: column '{name}'"
         for block in blocks(piece.file, parquet, [name], range(piece.start, piece.stop), piece.first_row):
-            values = tensor_block(block.table.column(0), layout, f"{where}, row group {block.group}")
+            values = tensor_block(block.table.column(0), layout, where, block.first_row, skip)
             parts.append(TensorState.from_block(values, layout, k))
             del values
     return TensorState.merge_all(parts)

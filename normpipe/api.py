@@ -21,6 +21,7 @@ from normpipe import engine
 from normpipe.cluster import dask_client
 from normpipe.commit import check_output, commit, write_manifest
 from normpipe.config import RunConfig, load_config
+from normpipe.core.images import image_shape, is_image_type
 from normpipe.core.tensor import TensorLayout
 from normpipe.dataset import Dataset, check_footers, discover, listing, select_columns
 from normpipe.engine import Progress
@@ -112,8 +113,24 @@ def _tensor_layouts(config: RunConfig, dataset: Dataset) -> dict[str, TensorLayo
             raise ConfigError(
                 f"tensor column '{name}' is not in {dataset.source}; columns: {listing(dataset.schema.names)}"
             )
-        layouts[name] = resolve_layout(name, dataset.schema.field(index), spec, dataset.source)
+        field = dataset.schema.field(index)
+        if is_image_type(field.type) and spec.shape is None:
+            spec = spec.model_copy(update={"shape": _first_image_shape(dataset, name, spec.layout)})
+        layouts[name] = resolve_layout(name, field, spec, dataset.source)
     return layouts
+
+
+def _first_image_shape(dataset: Dataset, name: str, layout: str) -> tuple[int, ...]:
+    """The shape of the dataset's first image in column ``name``, in ``layout``: every
+    image must have it (read from the first row group that holds one)."""
+    for file in dataset.files:
+        parquet = file.open(dataset.fs)
+        for group in range(parquet.num_row_groups):
+            column = file.read(parquet, group, [name]).column(0).drop_null()
+            if len(column):
+                h, w, c = image_shape(column[0].as_py(), f"{file.path}: column '{name}'")
+                return (c, h, w) if layout == "CHW" else (h, w, c)
+    raise InputError(f"{dataset.source}: column '{name}' holds no image; nothing to fit")
 
 
 def _check_group_plan(config: RunConfig, dataset: Dataset, columns: list[str]) -> None:
@@ -166,6 +183,7 @@ def _fit(
         group_by=config.group_by,
         unit_bytes=config.unit_size,
         tensors=_tensor_layouts(config, dataset),
+        skip_images=[name for name, spec in config.tensors.items() if spec.on_error == "skip"],
     )
     if state.rows == 0:
         raise InputError(f"{dataset.source}: the dataset has no rows; nothing to fit")
@@ -217,7 +235,7 @@ def _write_output(
             client,
             dataset,
             tmp,
-            {**stats.scalers, **stats.tensor_maps},
+            {**stats.scalers, **{n: m for n, m in stats.tensor_maps.items() if m.spec.output == "tensor"}},
             config.dtype,
             sha,
             progress,
@@ -349,6 +367,7 @@ def update(
             group_by=by,
             unit_bytes=cfg.unit_size,
             tensors={name: t.state.layout for name, t in artifact.tensors.items()},
+            skip_images=[name for name, t in artifact.tensors.items() if t.spec.on_error == "skip"],
         )
     merged = artifact.absorb(state, dataset.fingerprint(), allow_repeat=True, what=where)
     if cfg.stats:

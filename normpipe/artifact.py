@@ -220,6 +220,7 @@ class _TensorModel(_Model):
     nans: int = Field(ge=0, le=MAX_COUNT)
     posinf: int = Field(ge=0, le=MAX_COUNT)
     neginf: int = Field(ge=0, le=MAX_COUNT)
+    skipped: int = Field(default=0, ge=0, le=MAX_COUNT)  # undecodable images skipped (on_error: skip)
     moments: dict[str, str]  # per-slot count, mean, m2, min, max: base64 little-endian arrays
     sketches: list[_TensorSketchModel]  # one per slot (per channel or all); none per element
     mean: list[float | None] | None = None  # readable copies for up to SHOWN_SLOTS slots
@@ -394,6 +395,7 @@ def _tensor_json(tensor: TensorStats) -> dict[str, Any]:
         "nans": state.nans,
         "posinf": state.posinf,
         "neginf": state.neginf,
+        "skipped": state.skipped,
         "moments": state.moments.to_json(),
         "sketches": [{"sketch": s.to_base64(), "compaction": s.compaction} for s in state.sketches],
         "mean": [_finite_or_none(v) for v in state.moments.mean] if shown else None,

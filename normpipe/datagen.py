@@ -7,17 +7,28 @@ same whatever the number of processes writing it. Missing values are float NaN
 
 from __future__ import annotations
 
+import io
 import os
 from collections.abc import Callable, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
+from typing import Literal
 
 import numpy as np
 import numpy.typing as npt
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-__all__ = ["BENCHMARK_FEATURES", "EXTRA_FEATURES", "FEATURES", "generate", "nycflights13", "regression"]
+__all__ = [
+    "BENCHMARK_FEATURES",
+    "EXTRA_FEATURES",
+    "FEATURES",
+    "draw_discs",
+    "generate",
+    "images",
+    "nycflights13",
+    "regression",
+]
 
 Generator = Callable[[np.random.Generator, int], npt.NDArray[np.generic]]
 
@@ -188,6 +199,72 @@ def regression(
         recorded[hit] *= 10.0 ** rng.uniform(2, 4, int(hit.sum()))
         path = root / f"part-{i:05d}.parquet"
         pq.write_table(pa.table({"t": t, "g": g, "z": recorded, "u": u, "y": y}), path, row_group_size=65_536)
+        paths.append(path)
+    return paths
+
+
+#: Background level, its noise and the disc's level per channel (R, G, B) of :func:`images`:
+#: channels an order of magnitude apart in offset and spread, so normalizing per channel matters.
+_BACKGROUND = np.array([30.0, 120.0, 200.0])
+_NOISE = np.array([6.0, 30.0, 3.0])
+_DISC = np.array([90.0, 40.0, 230.0])
+
+
+def draw_discs(
+    rng: np.random.Generator, rows: int, size: int = 32
+) -> tuple[npt.NDArray[np.uint8], dict[str, npt.NDArray[np.float64]]]:
+    """``rows`` colour images (``rows x size x size x 3``, uint8, HWC) of one disc on a
+    noisy background, and the disc's ``radius``, centre ``cx``, ``cy`` (pixels) and
+    ``area`` (its share of the image): a regression target with a known answer."""
+    radius = rng.uniform(size * 0.08, size * 0.35, rows)
+    cx = rng.uniform(radius, size - radius)
+    cy = rng.uniform(radius, size - radius)
+    grid = np.arange(size) + 0.5
+    inside = (grid[None, None, :] - cx[:, None, None]) ** 2 + (grid[None, :, None] - cy[:, None, None]) ** 2
+    disc = (inside <= radius[:, None, None] ** 2)[..., None]
+    noise = rng.standard_normal((rows, size, size, 3)) * _NOISE
+    pixels = np.where(disc, _DISC, _BACKGROUND) + noise
+    area = disc.reshape(rows, -1).mean(axis=1)
+    targets = {"radius": radius, "cx": cx, "cy": cy, "area": area}
+    return np.clip(np.rint(pixels), 0, 255).astype(np.uint8), targets
+
+
+def images(
+    directory: str | os.PathLike[str],
+    rows: int = 20_000,
+    files: int = 4,
+    *,
+    size: int = 32,
+    encoding: Literal["png", "tensor"] = "png",
+    seed: int = 0,
+) -> list[Path]:
+    """An image regression dataset: :func:`draw_discs` images in column ``image`` (PNG
+    bytes, or with ``encoding="tensor"`` a ``uint8`` ``fixed_shape_tensor`` of shape
+    ``[3, size, size]``, CHW) and the targets ``radius``, ``cx``, ``cy``, ``area``."""
+    root = Path(directory)
+    root.mkdir(parents=True, exist_ok=True)
+    bounds = np.linspace(0, rows, files + 1).astype(np.int64)
+    paths = []
+    for i in range(files):
+        rng = np.random.default_rng([seed, i, 11])
+        pixels, targets = draw_discs(rng, int(bounds[i + 1] - bounds[i]), size)
+        if encoding == "png":
+            from PIL import Image
+
+            encoded = []
+            for picture in pixels:
+                buffer = io.BytesIO()
+                Image.fromarray(picture).save(buffer, format="PNG")
+                encoded.append(buffer.getvalue())
+            column: pa.Array = pa.array(encoded, type=pa.binary())
+        else:
+            chw = np.ascontiguousarray(pixels.transpose(0, 3, 1, 2)).reshape(-1)
+            storage = pa.FixedSizeListArray.from_arrays(pa.array(chw), 3 * size * size)
+            column = pa.ExtensionArray.from_storage(
+                pa.fixed_shape_tensor(pa.uint8(), [3, size, size]), storage
+            )
+        path = root / f"part-{i:05d}.parquet"
+        pq.write_table(pa.table({"image": column, **targets}), path, row_group_size=2048)
         paths.append(path)
     return paths
 

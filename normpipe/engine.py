@@ -138,10 +138,12 @@ def analyze(
     group_by: str | None = None,
     unit_bytes: int = DEFAULT_UNIT_BYTES,
     tensors: Mapping[str, TensorLayout] | None = None,
+    skip_images: Sequence[str] = (),
 ) -> TableState:
     """One pass over every row of ``dataset``: the merged state of ``columns``
     (plus the signed-log moments of ``log``, the distinct sketches of ``distinct``, the
-    per-group moments with ``group_by``, and the per-slot states of ``tensors``).
+    per-group moments with ``group_by``, and the per-slot states of ``tensors``, whose
+    undecodable images are skipped for the names in ``skip_images``).
 
     A task reads one unit's rows of one batch of columns (:func:`column_batches`); each
     batch has its own tree reduction, and the client joins the batches' roots. The
@@ -153,7 +155,17 @@ def analyze(
     for i, batch in enumerate(column_batches(columns, k, split_every) or [[]]):
         with_tensors = dict(tensors or {}) if i == 0 else {}
         batch_leaves = [
-            client.submit(analyze_unit, u, dataset.fs, batch, k, **options, tensors=with_tensors, pure=False)
+            client.submit(
+                analyze_unit,
+                u,
+                dataset.fs,
+                batch,
+                k,
+                **options,
+                tensors=with_tensors,
+                skip_images=frozenset(skip_images),
+                pure=False,
+            )
             for u in work
         ]
         leaves.extend(batch_leaves)

@@ -30,6 +30,7 @@ import pyarrow as pa
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from normpipe.core.groups import GroupMoments
+from normpipe.core.images import is_image_type
 from normpipe.core.tensor import (
     Layout,
     Per,
@@ -69,6 +70,14 @@ class TensorSpec(BaseModel):
         default=None, description="the known input range (e.g. [0, 255]): minmax/maxabs without statistics"
     )
     dtype: Literal["float32", "float64"] = "float32"
+    on_error: Literal["error", "skip"] = Field(
+        default="error", description="encoded images that do not decode: stop, or skip them as null rows"
+    )
+    output: Literal["tensor", "none"] = Field(
+        default="tensor",
+        description="none: the Parquet output keeps the column as it is (statistics only; "
+        "training decodes and normalizes on the fly)",
+    )
 
     @field_validator("shape")
     @classmethod
@@ -134,9 +143,17 @@ def resolve_layout(name: str, field: pa.Field, spec: TensorSpec, where: str) -> 
     if not is_tensor_type(dtype):
         raise InputError(
             f"{where}: column '{name}' is {dtype}, not a list of numbers; tensor columns are "
-            "fixed_size_list, list or fixed_shape_tensor of integers or floats"
+            "fixed_size_list, list or fixed_shape_tensor of integers or floats, or binary (encoded images)"
         )
     shape = spec.shape if spec.shape is not None else _declared_shape(field)
+    if is_image_type(dtype):
+        if shape is None or len(shape) != 3:
+            raise InputError(
+                f"{where}: column '{name}' holds encoded images; their shape must have three sizes "
+                f"({'channels, height, width' if spec.layout == 'CHW' else 'height, width, channels'}), "
+                f"got {list(shape) if shape else 'none'}"
+            )
+        return TensorLayout(shape, spec.layout, spec.per)
     storage = dtype.storage_type if isinstance(dtype, pa.FixedShapeTensorType) else dtype
     if (
         shape is not None
@@ -207,6 +224,9 @@ class FittedTensor:
     def output_type(self, dtype: pa.DataType) -> pa.DataType:
         """The column's type with float values of the spec's ``dtype``."""
         value = pa.float32() if self.spec.dtype == "float32" else pa.float64()
+        if is_image_type(dtype):  # decoded: a tensor of the layout's shape
+            assert self.layout.shape is not None
+            return pa.fixed_shape_tensor(value, list(self.layout.shape))
         if isinstance(dtype, pa.FixedShapeTensorType):
             return pa.fixed_shape_tensor(
                 value, dtype.shape, dim_names=dtype.dim_names, permutation=dtype.permutation
@@ -232,7 +252,7 @@ class FittedTensor:
         """The mapped column: the same kind of list, null rows null, float values."""
         if isinstance(column, pa.ChunkedArray):
             column = column.combine_chunks() if column.num_chunks != 1 else column.chunk(0)
-        block = tensor_block(column, self.layout, where)
+        block = tensor_block(column, self.layout, where, skip=self.spec.on_error == "skip")
         if self.scaler is None and block.offsets is not None:
             raise InputError(f"{where}: l2 normalization needs a fixed shape; declare shape: [...]")
         mapped = self.map_values(block.values, inverse)
@@ -243,6 +263,8 @@ def _rebuild(
     dtype: pa.DataType, target: pa.DataType, block: TensorBlock, mapped: npt.NDArray[np.float64]
 ) -> pa.Array:
     storage = target.storage_type if isinstance(target, pa.FixedShapeTensorType) else target
+    if not block.valid.all() and block.offsets is None:
+        mapped = np.where(block.valid[:, None], mapped, 0.0)  # null rows hold zeros, not NaN
     values = pa.array(np.ascontiguousarray(mapped, dtype=storage.value_type.to_pandas_dtype()).reshape(-1))
     mask = pa.array(~block.valid) if not block.valid.all() else None
     if pa.types.is_fixed_size_list(storage):

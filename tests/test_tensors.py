@@ -4,6 +4,7 @@ the artifact reloads to the same maps, updates merge, and bad inputs are one lin
 
 from __future__ import annotations
 
+import io
 import json
 from pathlib import Path
 
@@ -15,8 +16,10 @@ import pyarrow as pa
 import pyarrow.dataset as ds
 import pyarrow.parquet as pq
 from distributed import Client
+from PIL import Image
 
 import normpipe
+from normpipe import datagen
 from normpipe.stats import Stats
 from tests.test_bad_input import Run, assert_clean_failure, cli, no_output  # noqa: F401
 
@@ -165,3 +168,72 @@ def test_bad_tensor_inputs_are_one_line(cli: Run, tmp_path: Path) -> None:  # no
     pq.write_table(pa.table({"v": ["x"], "s": ["a"]}), data / "b.parquet")
     assert_clean_failure(run("  v: {shape: [2], per: element}"), "b.parquet", "not a list of numbers")
     assert no_output(tmp_path)
+
+
+def _png(pixels: np.ndarray) -> bytes:
+    buffer = io.BytesIO()
+    Image.fromarray(pixels).save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+def test_encoded_images_equal_pillow_and_numpy(client: Client, tmp_path: Path) -> None:
+    paths = datagen.images(tmp_path / "imgs", rows=600, files=3, size=12)
+    stats, _ = normpipe.run(
+        tmp_path / "imgs", tmp_path / "out", tensors={"image": {"per": "channel"}}, client=client
+    )
+    source = pq.read_table(paths[0]).column("image").to_pylist()
+    pixels = np.concatenate(
+        [
+            np.stack(
+                [np.asarray(Image.open(io.BytesIO(b))) for b in pq.read_table(p).column("image").to_pylist()]
+            )
+            for p in paths
+        ]
+    ).astype(np.float64)  # Pillow's decode: the oracle, HWC
+    state = stats.tensors["image"].state
+    assert state.layout.shape == (3, 12, 12)  # found from the first image, in the default CHW
+    np.testing.assert_allclose(state.moments.mean, pixels.mean(axis=(0, 1, 2)), rtol=1e-12)
+    np.testing.assert_allclose(state.std, pixels.std(axis=(0, 1, 2)), rtol=1e-12)
+    out = pq.read_table(tmp_path / "out" / paths[0].name).column("image").combine_chunks()
+    assert out.type == pa.fixed_shape_tensor(pa.float32(), [3, 12, 12])
+    first = np.asarray(Image.open(io.BytesIO(source[0]))).transpose(2, 0, 1)  # CHW
+    mean, std = state.moments.mean[:, None, None], state.std[:, None, None]
+    np.testing.assert_allclose(
+        np.asarray(out.storage.values[: 3 * 144]).reshape(3, 12, 12),
+        (first - mean) / std,
+        rtol=1e-5,
+        atol=1e-6,
+    )
+    # statistics only: the output keeps the encoded bytes, decoded on the fly from the artifact
+    spec = {"image": {"per": "channel", "output": "none"}}
+    kept, _ = normpipe.run(tmp_path / "imgs", tmp_path / "kept", tensors=spec, client=client)
+    copy = pq.read_table(tmp_path / "kept" / paths[0].name)
+    assert copy.column("image").to_pylist() == source
+    mapped = kept.transform(copy, columns=["image"]).column("image").combine_chunks()
+    assert mapped.equals(out)
+
+
+def test_bad_images_are_one_line_or_skipped(cli: Run, client: Client, tmp_path: Path) -> None:  # noqa: F811
+    rng = np.random.default_rng(3)
+    data = tmp_path / "data"
+    data.mkdir()
+    rgb = [_png(rng.integers(0, 255, (6, 6, 3), dtype=np.uint8)) for _ in range(5)]
+    pq.write_table(pa.table({"image": pa.array(rgb, pa.binary())}), data / "a.parquet")
+    damaged = [*rgb[:3], b"\x89PNG not really", rgb[3]]
+    pq.write_table(pa.table({"image": pa.array(damaged, pa.binary())}), data / "b.parquet")
+    config = tmp_path / "c.yaml"
+    config.write_text("cluster: {processes: false, workers: 1}\ntensors:\n  image: {per: channel}\n")
+    result = cli("run", data, "--output", tmp_path / "out", "--config", config)
+    assert_clean_failure(result, "b.parquet: column 'image', row 3", "do not decode as an image")
+    assert no_output(tmp_path)
+    # on_error: skip counts the row as a skipped null row, and the output holds it as null
+    stats, _ = normpipe.run(data, tmp_path / "out", tensors={"image": {"on_error": "skip"}}, client=client)
+    state = stats.tensors["image"].state
+    assert (state.rows, state.nulls, state.skipped) == (10, 1, 1)
+    out = pq.read_table(tmp_path / "out" / "b.parquet").column("image")
+    assert out.is_null().to_pylist() == [False, False, False, True, False]
+    # a grey image among colour ones: mixed channel counts
+    grey = _png(rng.integers(0, 255, (6, 6), dtype=np.uint8))
+    pq.write_table(pa.table({"image": pa.array([*rgb[:2], grey], pa.binary())}), data / "b.parquet")
+    result = cli("run", data, "--output", tmp_path / "out2", "--config", config)
+    assert_clean_failure(result, "b.parquet: column 'image', row 2", "6x6 with 1 channel", "6x6 with 3")

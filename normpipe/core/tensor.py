@@ -26,6 +26,7 @@ import pyarrow as pa
 
 from normpipe.core.column import ColumnState, to_float64
 from normpipe.core.groups import GroupMoments
+from normpipe.core.images import decode_images
 from normpipe.core.moments import Moments
 from normpipe.core.sketch import DEFAULT_K, QuantileSketch, ascending
 from normpipe.errors import InputError
@@ -37,7 +38,10 @@ Layout = Literal["CHW", "HWC"]
 
 
 def is_tensor_type(dtype: pa.DataType) -> bool:
-    """A list, fixed-size list or fixed-shape tensor of numbers (one level deep)."""
+    """A list, fixed-size list or fixed-shape tensor of numbers (one level deep), or
+    encoded images (``binary``, see :mod:`normpipe.images`)."""
+    if pa.types.is_binary(dtype) or pa.types.is_large_binary(dtype):
+        return True
     if isinstance(dtype, pa.FixedShapeTensorType):
         dtype = dtype.storage_type
     if not (pa.types.is_list(dtype) or pa.types.is_large_list(dtype) or pa.types.is_fixed_size_list(dtype)):
@@ -111,6 +115,8 @@ class TensorBlock:
     values: npt.NDArray[np.float64]
     valid: npt.NDArray[np.bool_]
     offsets: npt.NDArray[np.int64] | None = None
+    #: Encoded images that did not decode (or had another shape), skipped as null rows.
+    skipped: int = 0
 
     @property
     def rows(self) -> int:
@@ -123,18 +129,28 @@ def _validity(array: pa.Array) -> npt.NDArray[np.bool_]:
     return np.asarray(array.is_valid().to_numpy(zero_copy_only=False), dtype=bool)
 
 
-def tensor_block(column: pa.Array | pa.ChunkedArray, layout: TensorLayout, where: str) -> TensorBlock:
-    """The values of a tensor column as float64 (see :class:`TensorBlock`).
+def tensor_block(
+    column: pa.Array | pa.ChunkedArray,
+    layout: TensorLayout,
+    where: str,
+    first_row: int = 0,
+    skip: bool = False,
+) -> TensorBlock:
+    """The values of a tensor column as float64 (see :class:`TensorBlock`); encoded
+    images are decoded into ``layout``'s shape (``skip``: undecodable rows become null).
 
     Raises
     ------
     InputError
-        A row's length does not match the shape (``where`` names the column and file).
+        A row's length does not match the shape, or an image does not decode (``where``
+        names the column and file, ``first_row`` numbers the block's first row).
     """
     if isinstance(column, pa.ChunkedArray):
         column = column.combine_chunks() if column.num_chunks != 1 else column.chunk(0)
     if isinstance(column, pa.ExtensionArray):
         column = column.storage
+    if pa.types.is_binary(column.type) or pa.types.is_large_binary(column.type):
+        return _images(column, layout, where, first_row, skip)
     valid = _validity(column)
     rows = len(column)
     if pa.types.is_fixed_size_list(column.type):
@@ -162,8 +178,9 @@ def tensor_block(column: pa.Array | pa.ChunkedArray, layout: TensorLayout, where
     if wrong.any():
         row = int(np.flatnonzero(wrong)[0])
         raise InputError(
-            f"{where}: row {row} holds {int(lengths[row])} values, the shape {list(layout.shape)} needs "
-            f"{layout.size} (ragged lists); fix the data or declare per: all without a shape"
+            f"{where}: row {first_row + row} holds {int(lengths[row])} values, the shape "
+            f"{list(layout.shape)} needs {layout.size} (ragged lists); fix the data or declare "
+            "per: all without a shape"
         )
     size = layout.size
     if valid.all() and offsets[-1] - offsets[0] == rows * size:
@@ -173,6 +190,21 @@ def tensor_block(column: pa.Array | pa.ChunkedArray, layout: TensorLayout, where
         values = flat[starts[:, None] + np.arange(size)] if size else np.empty((rows, 0))
         values[~valid] = np.nan
     return TensorBlock(values, valid)
+
+
+def _images(column: pa.Array, layout: TensorLayout, where: str, first_row: int, skip: bool) -> TensorBlock:
+    """Decoded images in ``layout`` (CHW: each image transposed from Pillow's HWC)."""
+    assert layout.shape is not None
+    assert len(layout.shape) == 3
+    c, h, w = layout.shape if layout.layout == "CHW" else (layout.shape[2], *layout.shape[:2])
+    decoded = decode_images(column, (h, w, c), where, first_row, skip)
+    pixels = decoded.pixels
+    if layout.layout == "CHW":
+        pixels = np.ascontiguousarray(pixels.reshape(-1, h, w, c).transpose(0, 3, 1, 2)).reshape(
+            len(column), -1
+        )
+    pixels[~decoded.valid] = np.nan
+    return TensorBlock(pixels, decoded.valid, skipped=decoded.skipped)
 
 
 def _slot_moments(grouped: npt.NDArray[np.float64]) -> tuple[GroupMoments, int, int, int]:
@@ -224,6 +256,8 @@ class TensorState:
     nans: int = 0
     posinf: int = 0
     neginf: int = 0
+    #: Encoded images skipped (``on_error: skip``): counted in ``nulls`` too.
+    skipped: int = 0
 
     @classmethod
     def empty(cls, layout: TensorLayout, k: int = DEFAULT_K) -> TensorState:
@@ -252,7 +286,7 @@ class TensorState:
                 for s in range(layout.slots)
             )
         nulls = block.rows - int(block.valid.sum())
-        return cls(layout, moments, sketches, block.rows, nulls, nans, posinf, neginf)
+        return cls(layout, moments, sketches, block.rows, nulls, nans, posinf, neginf, block.skipped)
 
     @classmethod
     def merge_all(cls, states: Sequence[TensorState]) -> TensorState:
@@ -272,6 +306,7 @@ class TensorState:
             sum(s.nans for s in states),
             sum(s.posinf for s in states),
             sum(s.neginf for s in states),
+            sum(s.skipped for s in states),
         )
 
     def merge(self, other: TensorState) -> TensorState:

@@ -237,6 +237,7 @@ def test_every_statistics_option_changes_the_cache_key(tmp_path: Path) -> None:
         "quantiles": "exact",
         "group_by": "store",
         "unseen": "error",
+        "tensors": {"emb": {"per": "all"}},
     }
     assert set(changed) == set(STATISTICS_OPTIONS)
     key = _stats_cache_key(None, {"config": base, "dataset": dataset})
