@@ -168,17 +168,21 @@ class RunConfig(_Model):
 
 
 class ModelOptions(_Model):
-    """The network: ``mlp`` for tabular rows, ``sequence`` for time-series windows."""
+    """The network: ``mlp`` for tabular rows, ``sequence`` for time-series windows,
+    ``cnn`` for images (the first feature; scalar features may follow)."""
 
-    kind: Literal["mlp", "sequence"] = "mlp"
+    kind: Literal["mlp", "sequence", "cnn"] = "mlp"
     hidden: list[int] = Field(default_factory=lambda: [64, 64], min_length=1)
+    channels: list[int] = Field(
+        default_factory=lambda: [16, 32], min_length=1, description="cnn: output channels of each conv block"
+    )
     norm: Literal["batch", "layer", "none", "instance"] = "batch"
     dropout: float = Field(default=0.0, ge=0.0, lt=1.0)
     time: str | None = Field(default=None, description="sequence: the column ordering each series")
     series: str | None = Field(default=None, description="sequence: the column naming the series")
     window: int = Field(default=24, ge=1, description="sequence: past rows per window")
 
-    @field_validator("hidden")
+    @field_validator("hidden", "channels")
     @classmethod
     def _widths(cls, value: list[int]) -> list[int]:
         if any(w < 1 for w in value):
@@ -314,8 +318,8 @@ def load_model_config(
         raise ConfigError(f"{where}: 'features' is required: the input columns of the model")
     if config.model.kind == "sequence" and not config.model.time:
         raise ConfigError(f"{where}: model.kind 'sequence' needs model.time, the column ordering each series")
-    if config.model.norm == "instance" and config.model.kind != "sequence":
+    if config.model.norm == "instance" and config.model.kind == "mlp":
         raise ConfigError(
-            f"{where}: model.norm 'instance' is for model.kind 'sequence'; use batch, layer or none"
+            f"{where}: model.norm 'instance' is for model.kind 'sequence' or 'cnn'; use batch, layer or none"
         )
     return config

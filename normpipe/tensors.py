@@ -65,7 +65,7 @@ class TensorSpec(BaseModel):
     shape: tuple[int, ...] | None = None
     layout: Layout = "CHW"
     per: Per = "channel"
-    method: Any = "zscore"
+    method: Any = Field(default="zscore", validate_default=True)
     range: tuple[float, float] | None = Field(
         default=None, description="the known input range (e.g. [0, 255]): minmax/maxabs without statistics"
     )

@@ -101,6 +101,7 @@ def test_run_equals_numpy_and_reads_back_everywhere(
     np.testing.assert_array_equal(next(iter(lengths.values())), data["lengths"])
     # the artifact reloads to the same maps: transform and inverse in memory
     loaded = Stats.load(tmp_path / "out" / "_stats.json")
+    assert loaded.to_bytes() == (tmp_path / "out" / "_stats.json").read_bytes()  # deterministic
     source = ds.dataset(tmp_path / "data", format="parquet").to_table()
     again = loaded.transform(source)
     for name in TENSORS:

@@ -26,6 +26,7 @@ from normpipe.core.column import to_float64
 from normpipe.dataset import Dataset, discover, select_columns
 from normpipe.scan import blocks
 from normpipe.stats import Stats
+from normpipe.train.features import feature_layout, feature_rows
 
 __all__ = ["ParquetBatches", "row_uniform", "split_mask"]
 
@@ -65,7 +66,8 @@ class ParquetBatches(IterableDataset[tuple[torch.Tensor, torch.Tensor]]):
     source : str or path
         A Parquet file, directory or glob (names starting with ``_`` or ``.`` skipped).
     features : sequence of str
-        Feature columns, in order (numeric).
+        Feature columns, in order: numbers, or tensors (a tensor feature gives all its
+        values, see :mod:`normpipe.train.features`).
     target : str
         Target column.
     split : {"train", "valid", "all"}
@@ -80,6 +82,10 @@ class ParquetBatches(IterableDataset[tuple[torch.Tensor, torch.Tensor]]):
         Normalize the features and the target with this artifact as blocks are read
         (for raw data; columns it lacks pass as they are); left out, the data is
         taken as already normalized.
+    normalize : bool
+        With ``stats``: whether to normalize while reading (True) or only to decode and
+        normalize tensor columns still stored as encoded images (False: the data is
+        the normalized output of ``normpipe run``).
     batch_size : int
         Rows per batch (the last batch of a worker may be smaller).
     shuffle_buffer : int
@@ -107,6 +113,7 @@ class ParquetBatches(IterableDataset[tuple[torch.Tensor, torch.Tensor]]):
         fold: tuple[int, int] | None = None,
         sample: float = 1.0,
         stats: Stats | None = None,
+        normalize: bool = True,
     ) -> None:
         super().__init__()
         if not 0.0 <= valid_fraction < 1.0:
@@ -116,7 +123,8 @@ class ParquetBatches(IterableDataset[tuple[torch.Tensor, torch.Tensor]]):
         if not 0.0 < sample <= 1.0:
             raise ValueError(f"sample must be in (0, 1], got {sample}")
         self.dataset: Dataset = discover(source)
-        self.columns = select_columns(self.dataset.schema, [*features, target], where=self.dataset.source)
+        select_columns(self.dataset.schema, [target], where=self.dataset.source)
+        self.layout = feature_layout(self.dataset.schema, features, stats, self.dataset.source)
         self.features = list(features)
         self.target = target
         self.split = split
@@ -125,6 +133,7 @@ class ParquetBatches(IterableDataset[tuple[torch.Tensor, torch.Tensor]]):
         )
         self.sample = sample
         self.stats = stats
+        self.normalize = normalize
         self.batch_size = batch_size
         self.shuffle_buffer = shuffle_buffer
         self.seed = seed
@@ -147,7 +156,7 @@ class ParquetBatches(IterableDataset[tuple[torch.Tensor, torch.Tensor]]):
             columns = [*self.features, self.target]
             (block,) = blocks(file, parquet, columns, range(group, group + 1), first)
             table = block.table
-            x = np.column_stack([self._column(table, c) for c in self.features]).astype(np.float32)
+            x = feature_rows(table, self.layout, self.stats, self.normalize, file.path)
             y = self._column(table, self.target).astype(np.float32)
             keep = np.isfinite(x).all(axis=1) & np.isfinite(y)
             if self.sample < 1.0:
@@ -159,7 +168,7 @@ class ParquetBatches(IterableDataset[tuple[torch.Tensor, torch.Tensor]]):
 
     def _column(self, table: pa.Table, name: str) -> npt.NDArray[np.float64]:
         values = to_float64(table.column(name))
-        if self.stats is None or name not in self.stats.columns:
+        if self.stats is None or not self.normalize or name not in self.stats.columns:
             return values
         return self.stats.transform_column(name, values)
 

@@ -29,11 +29,13 @@ from torch.utils.data import DataLoader
 
 from normpipe.commit import SUCCESS, check_replaceable, commit
 from normpipe.core.moments import Moments
+from normpipe.dataset import discover
 from normpipe.errors import ArtifactError, ConfigError, InputError, NormpipeError
 from normpipe.stats import Stats
 from normpipe.storage import locate
 from normpipe.train.data import ParquetBatches, Split
-from normpipe.train.models import MLP, Norm
+from normpipe.train.features import feature_layout
+from normpipe.train.models import CNN, MLP, Norm
 from normpipe.train.sequence import SequenceNorm, SequenceRegressor, SequenceWindows
 
 __all__ = [
@@ -58,8 +60,10 @@ class TrainConfig:
 
     features: Sequence[str]
     target: str
-    model: Literal["mlp", "sequence"] = "mlp"
+    model: Literal["mlp", "sequence", "cnn"] = "mlp"
     hidden: Sequence[int] = (64, 64)
+    # cnn: output channels of each convolution block (the first feature is the image)
+    channels: Sequence[int] = (16, 32)
     norm: Norm | SequenceNorm = "batch"
     dropout: float = 0.0
     lr: float = 1e-3
@@ -294,20 +298,51 @@ def train(
             config.dropout,
         )
         return fit_model(sequence, train_windows, valid_windows, inverse, config)
-    if config.norm == "instance":
-        raise ConfigError("norm 'instance' is for the sequence model; the MLP takes batch, layer or none")
-    mlp = MLP(len(config.features), config.hidden, config.norm, config.dropout)
+    model: torch.nn.Module
+    if config.model == "cnn":
+        model = _cnn(source, stats, config)
+    else:
+        if config.norm == "instance":
+            raise ConfigError(
+                "norm 'instance' is for the sequence and cnn models; the MLP takes batch, layer or none"
+            )
+        width = feature_layout(discover(source).schema, config.features, stats, str(source)).width
+        model = MLP(width, config.hidden, config.norm, config.dropout)
     return fit_model(
-        mlp,
-        _loader(source, config, "train", normalize),
-        _loader(source, config, "valid", normalize),
+        model,
+        _loader(source, config, "train", stats, apply_stats),
+        _loader(source, config, "valid", stats, apply_stats),
         inverse,
         config,
     )
 
 
+def _cnn(source: str | os.PathLike[str], stats: Stats | None, config: TrainConfig) -> CNN:
+    """The CNN for ``config.features``: an image first (a tensor of three axes), then scalars."""
+    layout = feature_layout(discover(source).schema, config.features, stats, str(source))
+    image = config.features[0] if config.features else ""
+    tensor = layout.tensors.get(image)
+    if tensor is None or tensor.shape is None or len(tensor.shape) != 3:
+        raise ConfigError(
+            f"the cnn model takes an image first in features (a tensor of three axes); '{image}' is not one"
+        )
+    extra = [name for name in config.features[1:] if name in layout.tensors]
+    if extra:
+        raise ConfigError(f"the cnn model takes one image; feature '{extra[0]}' is a tensor too")
+    norm: Any = config.norm
+    return CNN(
+        tensor.shape,
+        tensor.layout,
+        layout.width - layout.widths[0],
+        config.channels,
+        config.hidden,
+        norm,
+        config.dropout,
+    )
+
+
 def _loader(
-    source: str | os.PathLike[str], config: TrainConfig, split: Split, stats: Stats | None
+    source: str | os.PathLike[str], config: TrainConfig, split: Split, stats: Stats | None, normalize: bool
 ) -> DataLoader[Any]:
     data = ParquetBatches(
         source,
@@ -321,6 +356,7 @@ def _loader(
         shuffle_buffer=config.shuffle_buffer if split == "train" else 0,
         seed=config.seed,
         stats=stats,
+        normalize=normalize,
     )
     workers = config.num_workers if split == "train" else 0
     return DataLoader(data, batch_size=None, num_workers=workers)
@@ -394,7 +430,7 @@ def load_model(directory: str | os.PathLike[str]) -> tuple[torch.nn.Module, dict
     try:
         arch = dict(card["architecture"])
         kind = arch.pop("kind")
-        builders: dict[str, Any] = {"mlp": MLP, "sequence": SequenceRegressor}
+        builders: dict[str, Any] = {"mlp": MLP, "sequence": SequenceRegressor, "cnn": CNN}
         model: torch.nn.Module = builders[kind](**arch)
         model.load_state_dict(safetensors_load(root.child("model.safetensors").read_bytes()))
     except (KeyError, TypeError, ValueError, RuntimeError, OSError, SafetensorError, InputError) as err:

@@ -8,9 +8,10 @@ from typing import Literal
 import torch
 from torch import nn
 
-__all__ = ["MLP", "Norm"]
+__all__ = ["CNN", "MLP", "Norm"]
 
 Norm = Literal["batch", "layer", "none"]
+ImageNorm = Literal["batch", "layer", "instance", "none"]
 
 
 def _norm_layer(kind: Norm, width: int) -> nn.Module:
@@ -82,4 +83,106 @@ class MLP(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         out: torch.Tensor = self.net(x)
+        return out
+
+
+def _norm2d(kind: ImageNorm, channels: int) -> nn.Module:
+    """Normalization after a convolution: BatchNorm2d, layer norm over (C, H, W) as a
+    one-group GroupNorm, InstanceNorm2d (per image and channel), or none."""
+    if kind == "batch":
+        return nn.BatchNorm2d(channels)
+    if kind == "layer":
+        return nn.GroupNorm(1, channels)
+    if kind == "instance":
+        return nn.InstanceNorm2d(channels, affine=True)
+    if kind == "none":
+        return nn.Identity()
+    raise ValueError(f"norm must be 'batch', 'layer', 'instance' or 'none', got {kind!r}")
+
+
+class CNN(nn.Module):
+    """An image regression CNN: ``[Conv 3x3 -> Norm -> ReLU -> MaxPool 2] * len(channels)``,
+    average-pooled to ``pool x pool`` (coarse position survives), then an :class:`MLP`
+    head on those features and any scalar features.
+
+    Parameters
+    ----------
+    shape : sequence of int
+        The image's shape as stored: ``(C, H, W)`` with ``layout="CHW"``, ``(H, W, C)``
+        with ``"HWC"``.
+    layout : {"CHW", "HWC"}
+        Where the channel axis is.
+    n_scalars : int
+        Scalar features after the image in each input row.
+    channels : sequence of int
+        Output channels of each convolution block.
+    hidden : sequence of int
+        Widths of the head's hidden blocks.
+    norm : {"batch", "layer", "instance", "none"}
+        Normalization after each convolution (the head uses batch norm with ``batch``,
+        layer norm with ``layer`` and ``instance``).
+
+    Notes
+    -----
+    Input rows are flat: the image's ``C*H*W`` values in stored order, then the
+    scalars (see :mod:`normpipe.train.features`); output ``(batch, n_outputs)``.
+    """
+
+    def __init__(
+        self,
+        shape: Sequence[int],
+        layout: Literal["CHW", "HWC"] = "CHW",
+        n_scalars: int = 0,
+        channels: Sequence[int] = (16, 32),
+        hidden: Sequence[int] = (64,),
+        norm: ImageNorm = "batch",
+        dropout: float = 0.0,
+        n_outputs: int = 1,
+        pool: int = 4,
+    ) -> None:
+        super().__init__()
+        if len(shape) != 3 or any(d < 1 for d in shape):
+            raise ValueError(f"the image shape must be three sizes >= 1, got {list(shape)}")
+        if not channels or any(c < 1 for c in channels):
+            raise ValueError("channels must list one or more widths >= 1")
+        c, h, w = shape if layout == "CHW" else (shape[2], shape[0], shape[1])
+        blocks: list[nn.Module] = []
+        width = c
+        for out in channels:
+            blocks += [
+                nn.Conv2d(width, out, 3, padding=1, bias=norm != "batch"),
+                _norm2d(norm, out),
+                nn.ReLU(),
+                nn.MaxPool2d(2) if min(h, w) >= 2 else nn.Identity(),
+            ]
+            width = out
+            h, w = max(h // 2, 1), max(w // 2, 1)
+        blocks.append(nn.AdaptiveAvgPool2d(min(pool, h, w)))
+        self.features = nn.Sequential(*blocks)
+        self.size = int(shape[0] * shape[1] * shape[2])
+        self.stored = (int(shape[0]), int(shape[1]), int(shape[2]))
+        self.channels_last = layout == "HWC"
+        side = min(pool, h, w)
+        head_norm: Norm = "batch" if norm == "batch" else "none" if norm == "none" else "layer"
+        self.head = MLP(width * side * side + n_scalars, hidden, head_norm, dropout, n_outputs)
+        self.norm = norm
+        self.architecture = {
+            "kind": "cnn",
+            "shape": list(self.stored),
+            "layout": layout,
+            "n_scalars": n_scalars,
+            "channels": list(channels),
+            "hidden": list(hidden),
+            "norm": norm,
+            "dropout": dropout,
+            "n_outputs": n_outputs,
+            "pool": pool,
+        }
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        image = x[:, : self.size].reshape(x.shape[0], *self.stored)
+        if self.channels_last:
+            image = image.permute(0, 3, 1, 2)
+        pooled = self.features(image).flatten(1)
+        out: torch.Tensor = self.head(torch.cat([pooled, x[:, self.size :]], dim=1))
         return out

@@ -4,7 +4,7 @@ The model directory carries its stats artifact, so the input is the data in its
 original units: features are normalized as they are read and predictions are mapped
 back with the target's inverse. Output appears atomically with a ``_SUCCESS`` manifest.
 
-- MLP: every input file is copied with one more column, ``<target>_pred`` (float64;
+- MLP and CNN: every input file is copied with one more column, ``<target>_pred`` (float64;
   null where a feature is missing), row groups and row order kept.
 - Sequence model: one file ``predictions.parquet`` with the series and time keys, the
   target and ``<target>_pred`` for every row that ends a complete window.
@@ -23,11 +23,11 @@ import pyarrow.parquet as pq
 import torch
 
 from normpipe.commit import check_output, committed_output, destination, local_path, write_manifest
-from normpipe.core.column import to_float64
-from normpipe.dataset import Dataset, discover, select_columns
+from normpipe.dataset import Dataset, discover
 from normpipe.errors import InputError
 from normpipe.scan import blocks
 from normpipe.stats import Stats
+from normpipe.train.features import FeatureLayout, feature_layout, feature_rows
 from normpipe.train.loop import device_for, load_model
 from normpipe.train.sequence import SequenceWindows
 
@@ -56,9 +56,9 @@ def predict(
         if card["architecture"]["kind"] == "sequence":
             files = [_predict_sequence(model, card, stats, dataset, tmp, run_on)]
         else:
-            select_columns(dataset.schema, card["features"], where=dataset.source)
+            layout = feature_layout(dataset.schema, card["features"], stats, dataset.source)
             files = [
-                _predict_file(model, card["features"], target, stats, dataset, i, tmp, run_on)
+                _predict_file(model, layout, target, stats, dataset, i, tmp, run_on)
                 for i in range(len(dataset.files))
             ]
         manifest = write_manifest(tmp, files, sha, dataset.source)
@@ -79,7 +79,7 @@ def _forward(
 
 def _predict_file(
     model: torch.nn.Module,
-    features: list[str],
+    layout: FeatureLayout,
     target: str,
     stats: Stats | None,
     dataset: Dataset,
@@ -99,13 +99,7 @@ def _predict_file(
     with pq.ParquetWriter(dest, schema, compression="snappy") as writer:
         for block in blocks(file, parquet):
             table = block.table
-            columns = []
-            for column in features:
-                values = to_float64(table.column(column))
-                if stats is not None and column in stats.columns:
-                    values = stats.transform_column(column, values)
-                columns.append(values)
-            x = np.column_stack(columns).astype(np.float32) if columns else np.empty((0, 0), np.float32)
+            x = feature_rows(table, layout, stats, True, file.path)
             ok = np.isfinite(x).all(axis=1)
             pred = np.full(table.num_rows, np.nan)
             if ok.any():

@@ -27,6 +27,7 @@ def train_config(
         target=target,
         model=model.kind,
         hidden=tuple(model.hidden),
+        channels=tuple(model.channels),
         norm=model.norm,
         dropout=model.dropout,
         time=model.time,

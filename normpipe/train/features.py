@@ -1,0 +1,117 @@
+"""A model's input row: its features side by side, a tensor feature as all its values.
+
+Scalar features take one position each, a tensor feature (an image, an embedding) the
+``size`` values of its shape in its stored order. Every reader of model inputs (the
+training loader, predict) builds rows here, so they agree. A tensor column still stored
+as encoded images (``output: none``), or raw data read with ``normalize``, is decoded
+and normalized with the artifact's map as it is read.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import numpy.typing as npt
+import pyarrow as pa
+
+from normpipe.core.column import to_float64
+from normpipe.core.images import is_image_type
+from normpipe.core.tensor import TensorLayout, is_tensor_type, tensor_block
+from normpipe.dataset import is_numeric, listing
+from normpipe.errors import ArtifactError, InputError
+from normpipe.stats import Stats
+
+__all__ = ["FeatureLayout", "feature_layout", "feature_rows"]
+
+
+@dataclass(frozen=True)
+class FeatureLayout:
+    """The features in order, with each one's width (1 for a scalar) and, for tensor
+    features, their layout."""
+
+    names: tuple[str, ...]
+    widths: tuple[int, ...]
+    tensors: dict[str, TensorLayout]
+
+    @property
+    def width(self) -> int:
+        return sum(self.widths)
+
+
+def feature_layout(
+    schema: pa.Schema, features: Sequence[str], stats: Stats | None, where: str
+) -> FeatureLayout:
+    """The layout of ``features`` in a dataset of ``schema``: a tensor feature's shape from
+    the artifact (``stats``), else from its type (``fixed_size_list``: one axis;
+    ``fixed_shape_tensor``: its shape, read as CHW).
+
+    Raises
+    ------
+    InputError
+        A feature is missing, not numeric, or a tensor without a known shape.
+    """
+    widths, tensors = [], {}
+    for name in features:
+        index = schema.get_field_index(name)
+        if index < 0:
+            raise InputError(f"feature '{name}' is not in {where}; columns: {listing(schema.names)}")
+        dtype = schema.field(index).type
+        if is_numeric(dtype):
+            widths.append(1)
+            continue
+        if not is_tensor_type(dtype):
+            raise InputError(f"feature '{name}' is {dtype} in {where}; features are numbers or tensors")
+        if stats is not None and name in stats.tensors:
+            layout = stats.tensors[name].state.layout
+        elif is_image_type(dtype):
+            raise ArtifactError(
+                f"feature '{name}' holds encoded images; train with the stats artifact that has "
+                "their per-channel statistics (normpipe run with tensors:)"
+            )
+        else:
+            storage = dtype.storage_type if isinstance(dtype, pa.FixedShapeTensorType) else dtype
+            if not pa.types.is_fixed_size_list(storage):
+                raise InputError(
+                    f"feature '{name}' is a variable-length list in {where}; a model input needs a fixed "
+                    "shape (declare it in the tensors section and normalize the data first)"
+                )
+            shape = tuple(dtype.shape) if isinstance(dtype, pa.FixedShapeTensorType) else (storage.list_size,)
+            layout = TensorLayout(tuple(int(d) for d in shape), "CHW", "all")
+        if layout.shape is None:
+            raise InputError(f"feature '{name}' has no fixed shape; a model input needs one")
+        widths.append(math.prod(layout.shape))
+        tensors[name] = layout
+    return FeatureLayout(tuple(features), tuple(widths), tensors)
+
+
+def feature_rows(
+    table: pa.Table, layout: FeatureLayout, stats: Stats | None, normalize: bool, where: str = "the data"
+) -> npt.NDArray[np.float32]:
+    """The model input of every row of ``table`` (float32, ``rows x layout.width``); a
+    row with a missing value anywhere holds NaN there. ``normalize``: map the features
+    with ``stats`` (raw data); encoded images are always decoded and normalized."""
+    parts = []
+    for name in layout.names:
+        column = table.column(name)
+        if name not in layout.tensors:
+            values = to_float64(column)
+            if normalize and stats is not None and name in stats.columns:
+                values = stats.transform_column(name, values)
+            parts.append(values[:, None])
+            continue
+        encoded = is_image_type(column.type)
+        if stats is not None and name in stats.tensors and (normalize or encoded):
+            fitted = stats.tensors[name].fitted
+            block = tensor_block(column, fitted.layout, f"{where}: column '{name}'", skip=True)
+            values = fitted.map_values(block.values)
+            values[~block.valid] = np.nan
+        else:
+            block = tensor_block(column, layout.tensors[name], f"{where}: column '{name}'")
+            values = np.where(block.valid[:, None], block.values, np.nan)
+        parts.append(values)
+    if not parts:
+        return np.empty((table.num_rows, 0), dtype=np.float32)
+    return np.concatenate(parts, axis=1, dtype=np.float32)

@@ -1,0 +1,102 @@
+"""The CNN on images: per-channel normalization, trained from the normalized output or
+from encoded PNGs decoded on the fly, saved and reloaded, and predict on raw images."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pyarrow.parquet as pq
+import pytest
+import torch
+from distributed import Client
+
+import normpipe
+from normpipe import datagen
+from normpipe.errors import ConfigError
+from normpipe.train.features import feature_layout, feature_rows
+from normpipe.train.loop import TrainConfig, load_model, save_model, train
+from normpipe.train.models import CNN
+from normpipe.train.predict import predict
+
+SIZE = 12
+
+
+@pytest.fixture(scope="module")
+def images(tmp_path_factory: pytest.TempPathFactory, client: Client) -> dict[str, Path]:
+    """Disc images (PNG) with the radius as target, and their normalized output."""
+    root = tmp_path_factory.mktemp("images")
+    datagen.images(root / "raw", rows=3000, files=2, size=SIZE)
+    normpipe.run(root / "raw", root / "norm", tensors={"image": {"per": "channel"}}, client=client)
+    spec = {"image": {"per": "channel", "output": "none"}}
+    normpipe.run(root / "raw", root / "kept", tensors=spec, client=client)
+    return {"raw": root / "raw", "norm": root / "norm", "kept": root / "kept"}
+
+
+def _config(**options: object) -> TrainConfig:
+    base: dict[str, object] = {
+        "features": ["image"],
+        "target": "radius",
+        "model": "cnn",
+        "channels": (8, 16),
+        "hidden": (32,),
+        "norm": "batch",
+        "lr": 3e-3,
+        "batch_size": 64,
+        "max_epochs": 4,
+        "patience": 4,
+        "shuffle_buffer": 1024,
+    }
+    return TrainConfig(**{**base, **options})  # type: ignore[arg-type]
+
+
+def test_cnn_learns_the_radius_and_predicts_on_raw_images(images: dict[str, Path], tmp_path: Path) -> None:
+    stats = normpipe.Stats.load(images["norm"] / "_stats.json")
+    result = train(images["norm"], stats, _config())
+    assert result.metrics["r2"] > 0.9, result.metrics
+    directory = save_model(result, _config(), stats, tmp_path / "model")
+    model, card, loaded = load_model(directory)
+    assert isinstance(model, CNN)
+    assert card["architecture"]["shape"] == [3, SIZE, SIZE]
+    # predict on the raw PNGs: decoded and normalized with the model's artifact, equal to
+    # the model applied to the normalized output
+    predict(directory, images["raw"], tmp_path / "pred")
+    name = sorted(p.name for p in images["raw"].glob("*.parquet"))[0]
+    predicted = pq.read_table(tmp_path / "pred" / name).column("radius_pred").to_numpy()
+    table = pq.read_table(images["norm"] / name)
+    layout = feature_layout(table.schema, ["image"], loaded, "norm")
+    with torch.no_grad():
+        direct = (
+            model(torch.from_numpy(feature_rows(table, layout, loaded, False))).squeeze(1).double().numpy()
+        )
+    assert loaded is not None
+    np.testing.assert_allclose(predicted, loaded.inverse_column("radius", direct), rtol=1e-4, atol=1e-4)
+    truth = table.column("radius").to_numpy()
+    assert np.corrcoef(truth, predicted)[0, 1] ** 2 > 0.9
+
+
+def test_encoded_images_are_decoded_on_the_fly_with_the_saved_statistics(images: dict[str, Path]) -> None:
+    kept = normpipe.Stats.load(images["kept"] / "_stats.json")
+    norm = normpipe.Stats.load(images["norm"] / "_stats.json")
+    name = sorted(p.name for p in images["raw"].glob("*.parquet"))[0]
+    on_the_fly = pq.read_table(images["kept"] / name)
+    written = pq.read_table(images["norm"] / name)
+    a = feature_rows(on_the_fly, feature_layout(on_the_fly.schema, ["image"], kept, "kept"), kept, False)
+    b = feature_rows(written, feature_layout(written.schema, ["image"], norm, "norm"), norm, False)
+    np.testing.assert_array_equal(a, b)
+    result = train(images["kept"], kept, _config(max_epochs=1, norm="layer"))
+    assert np.isfinite(result.metrics["rmse"])
+
+
+def test_cnn_needs_an_image_first(images: dict[str, Path]) -> None:
+    stats = normpipe.Stats.load(images["norm"] / "_stats.json")
+    with pytest.raises(ConfigError, match="the cnn model takes an image first in features"):
+        train(images["norm"], stats, _config(features=["cx", "image"]))
+
+
+def test_cnn_shapes_and_layouts() -> None:
+    x = torch.randn(5, 3 * 6 * 4 + 2)
+    for layout, shape in (("CHW", (3, 6, 4)), ("HWC", (6, 4, 3))):
+        for norm in ("batch", "layer", "instance", "none"):
+            model = CNN(shape, layout, n_scalars=2, channels=(4, 8), hidden=(8,), norm=norm)  # type: ignore[arg-type]
+            assert model(x).shape == (5, 1)
