@@ -21,7 +21,7 @@ from normpipe import engine
 from normpipe.cluster import dask_client
 from normpipe.commit import check_output, commit, write_manifest
 from normpipe.config import RunConfig, load_config
-from normpipe.core.images import image_shape, is_image_type
+from normpipe.core.images import is_image_type
 from normpipe.core.tensor import TensorLayout
 from normpipe.dataset import Dataset, check_footers, discover, listing, select_columns
 from normpipe.engine import Progress
@@ -29,7 +29,7 @@ from normpipe.errors import ArtifactError, ConfigError, InputError
 from normpipe.scalers import GROUP_METHODS, REPORTED_PROBABILITIES
 from normpipe.stats import Stats
 from normpipe.storage import Location, locate
-from normpipe.tensors import resolve_layout
+from normpipe.tensors import first_image_shape, resolve_layout
 
 __all__ = ["REPORT_IN_OUTPUT", "STATS_IN_OUTPUT", "fit", "run", "transform", "update"]
 
@@ -115,22 +115,9 @@ def _tensor_layouts(config: RunConfig, dataset: Dataset) -> dict[str, TensorLayo
             )
         field = dataset.schema.field(index)
         if is_image_type(field.type) and spec.shape is None:
-            spec = spec.model_copy(update={"shape": _first_image_shape(dataset, name, spec.layout)})
+            spec = spec.model_copy(update={"shape": first_image_shape(dataset, name, spec.layout)})
         layouts[name] = resolve_layout(name, field, spec, dataset.source)
     return layouts
-
-
-def _first_image_shape(dataset: Dataset, name: str, layout: str) -> tuple[int, ...]:
-    """The shape of the dataset's first image in column ``name``, in ``layout``: every
-    image must have it (read from the first row group that holds one)."""
-    for file in dataset.files:
-        parquet = file.open(dataset.fs)
-        for group in range(parquet.num_row_groups):
-            column = file.read(parquet, group, [name]).column(0).drop_null()
-            if len(column):
-                h, w, c = image_shape(column[0].as_py(), f"{file.path}: column '{name}'")
-                return (c, h, w) if layout == "CHW" else (h, w, c)
-    raise InputError(f"{dataset.source}: column '{name}' holds no image; nothing to fit")
 
 
 def _check_group_plan(config: RunConfig, dataset: Dataset, columns: list[str]) -> None:

@@ -226,7 +226,7 @@ class TrainRunConfig(_ModelRun):
 
 
 CompareScaler = Literal["none", "zscore", "minmax", "robust", "maxabs"]
-CompareNorm = Literal["none", "batch", "layer"]
+CompareNorm = Literal["none", "batch", "layer", "instance"]
 
 
 class CompareConfig(_ModelRun):

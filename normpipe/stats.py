@@ -243,13 +243,22 @@ class Stats:
         any method can be fitted from it. ``method`` (a name or a spec) applies to every
         column not in ``overrides``; left out, a column keeps what was asked for
         (an ``auto`` column stays ``auto`` and chooses again), e.g. ``stats.refit("minmax")``.
+        Tensor columns take the method too (per slot, as declared) when it is one of
+        theirs (:data:`~normpipe.tensors.TENSOR_METHODS`), else keep theirs.
         """
         overrides = dict(overrides or {})
         requests = {
             name: request if (chosen := overrides.get(name, method)) is None else parse_scaler(chosen)
             for name, request in self.requests.items()
         }
-        return fit(self.statistics, requests, self.unseen)
+        statistics = self.statistics
+        tensors = {}
+        for name, tensor in statistics.tensors.items():
+            chosen = overrides.get(name, method)
+            tensors[name] = (
+                tensor if chosen is None else replace(tensor, spec=tensor.spec.with_method(chosen, name))
+            )
+        return fit(replace(statistics, tensors=tensors), requests, self.unseen)
 
     # ---------------------------------------------------------------- merging
     def absorb(

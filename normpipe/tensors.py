@@ -30,7 +30,7 @@ import pyarrow as pa
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from normpipe.core.groups import GroupMoments
-from normpipe.core.images import is_image_type
+from normpipe.core.images import image_shape, is_image_type
 from normpipe.core.tensor import (
     Layout,
     Per,
@@ -40,10 +40,18 @@ from normpipe.core.tensor import (
     is_tensor_type,
     tensor_block,
 )
-from normpipe.errors import ArtifactError, InputError
+from normpipe.dataset import Dataset
+from normpipe.errors import ArtifactError, InputError, first_problem
 from normpipe.scalers import FittedScaler, MaxAbs, Method, MinMax, Robust, ZScore, parse_scaler
 
-__all__ = ["TENSOR_METHODS", "FittedTensor", "TensorSpec", "fit_tensor", "resolve_layout"]
+__all__ = [
+    "TENSOR_METHODS",
+    "FittedTensor",
+    "TensorSpec",
+    "first_image_shape",
+    "fit_tensor",
+    "resolve_layout",
+]
 
 #: Methods a tensor column may use.
 TENSOR_METHODS = ("zscore", "minmax", "robust", "maxabs", "l2")
@@ -107,6 +115,22 @@ class TensorSpec(BaseModel):
         if self.method_name == "robust" and self.per == "element":
             raise ValueError("robust per element would need a sketch per element; use per: channel or all")
         return self
+
+    def with_method(self, method: Any, name: str = "?") -> TensorSpec:
+        """This spec with another method (a declared ``range`` is kept for minmax and
+        maxabs only); one that does not apply to tensors keeps this spec's method."""
+        chosen = (
+            method if isinstance(method, str) else method.get("method") if isinstance(method, dict) else None
+        )
+        if chosen not in TENSOR_METHODS:
+            return self
+        keep_range = chosen in ("minmax", "maxabs")
+        try:
+            return TensorSpec.model_validate(
+                {**self.model_dump(), "method": method, "range": self.range if keep_range else None}
+            )
+        except ValueError as err:
+            raise InputError(f"tensor column '{name}': {first_problem(err)[1]}") from None
 
     @property
     def method_name(self) -> str:
@@ -172,6 +196,25 @@ def resolve_layout(name: str, field: pa.Field, spec: TensorSpec, where: str) -> 
             "or pool every value with per: all"
         )
     return TensorLayout(shape, spec.layout, spec.per)
+
+
+def first_image_shape(dataset: Dataset, name: str, layout: str = "CHW") -> tuple[int, ...]:
+    """The shape of ``dataset``'s first image in column ``name``, in ``layout`` (every
+    image must have it), read from the first row group that holds one.
+
+    Raises
+    ------
+    InputError
+        The first image does not decode, or the column holds none.
+    """
+    for file in dataset.files:
+        parquet = file.open(dataset.fs)
+        for group in range(parquet.num_row_groups):
+            column = file.read(parquet, group, [name]).column(0).drop_null()
+            if len(column):
+                h, w, c = image_shape(column[0].as_py(), f"{file.path}: column '{name}'")
+                return (c, h, w) if layout == "CHW" else (h, w, c)
+    raise InputError(f"{dataset.source}: column '{name}' holds no image; nothing to fit")
 
 
 def _range_moments(layout: TensorLayout, low: float, high: float) -> GroupMoments:

@@ -28,11 +28,14 @@ import numpy as np
 
 from normpipe.commit import SUCCESS, committed_output, local_path
 from normpipe.core.column import TableState
+from normpipe.core.tensor import TensorBlock, TensorState, tensor_block
 from normpipe.dataset import discover, select_columns
 from normpipe.scalers import ZScore
 from normpipe.scan import blocks
 from normpipe.stats import Stats
+from normpipe.tensors import TensorSpec
 from normpipe.train.data import split_mask
+from normpipe.train.features import feature_layout
 from normpipe.train.loop import TrainConfig, TrainingDiverged, train
 
 __all__ = ["CompareResult", "compare", "fold_stats"]
@@ -41,24 +44,47 @@ __all__ = ["CompareResult", "compare", "fold_stats"]
 def fold_stats(
     source: str | os.PathLike[str], columns: Sequence[str], folds: int, seed: int, k: int = 2000
 ) -> list[Stats]:
-    """Statistics of the training rows of each fold, from one pass over ``source``.
+    """Statistics of the training rows of each fold, from one pass over ``source``
+    (tensor columns too: images per channel, other tensors per element).
 
     Fold membership is the one :class:`~normpipe.train.data.ParquetBatches` uses for
     ``fold=(i, folds)`` with the same seed.
     """
     dataset = discover(source)
-    select_columns(dataset.schema, list(columns), where=dataset.source)
+    schema = dataset.schema
+    found = feature_layout(schema, list(columns), None, dataset.source, dataset).tensors
+    # images per channel, other tensors per element
+    layouts = {
+        name: replace(t, per="channel" if t.shape is not None and len(t.shape) == 3 else "element")
+        for name, t in found.items()
+    }
+    scalars = [name for name in columns if name not in layouts]
+    select_columns(schema, scalars, where=dataset.source)
     per_fold = [TableState() for _ in range(folds)]
     for file in dataset.files:
         for block in blocks(file, file.open(dataset.fs), list(columns)):
             table = block.table
+            values = {
+                name: tensor_block(
+                    table.column(name), layout, f"{file.path}: column '{name}'", block.first_row, True
+                )
+                for name, layout in layouts.items()
+            }
             for j in range(folds):
                 bounds = (j / folds, (j + 1) / folds)
                 mask = split_mask(seed, file.relpath, block.first_row, table.num_rows, bounds)
-                part = TableState.from_block(table.filter(mask), columns, k)
-                per_fold[j] = per_fold[j].merge(part)
-    dtypes = {name: str(dataset.schema.field(name).type) for name in columns}
-    specs = {name: ZScore() for name in columns}
+                part = TableState.from_block(table.filter(mask), scalars, k)
+                tensors = {
+                    name: TensorState.from_block(TensorBlock(v.values[mask], v.valid[mask]), layouts[name], k)
+                    for name, v in values.items()
+                }
+                per_fold[j] = per_fold[j].merge(replace(part, tensors=tensors))
+    dtypes = {name: str(schema.field(name).type) for name in columns}
+    specs = {name: ZScore() for name in scalars}
+    tensor_specs = {
+        name: TensorSpec(shape=t.shape, layout=t.layout, per=t.per, method="zscore")
+        for name, t in layouts.items()
+    }
     return [
         Stats.from_state(
             TableState.merge_all([s for j, s in enumerate(per_fold) if j != i]),
@@ -66,6 +92,7 @@ def fold_stats(
             dtypes,
             k,
             dataset.fingerprint(),
+            tensors=tensor_specs,
         )
         for i in range(folds)
     ]

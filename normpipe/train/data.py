@@ -124,7 +124,7 @@ class ParquetBatches(IterableDataset[tuple[torch.Tensor, torch.Tensor]]):
             raise ValueError(f"sample must be in (0, 1], got {sample}")
         self.dataset: Dataset = discover(source)
         select_columns(self.dataset.schema, [target], where=self.dataset.source)
-        self.layout = feature_layout(self.dataset.schema, features, stats, self.dataset.source)
+        self.layout = feature_layout(self.dataset.schema, features, stats, self.dataset.source, self.dataset)
         self.features = list(features)
         self.target = target
         self.split = split

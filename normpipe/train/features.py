@@ -20,9 +20,10 @@ import pyarrow as pa
 from normpipe.core.column import to_float64
 from normpipe.core.images import is_image_type
 from normpipe.core.tensor import TensorLayout, is_tensor_type, tensor_block
-from normpipe.dataset import is_numeric, listing
+from normpipe.dataset import Dataset, is_numeric, listing
 from normpipe.errors import ArtifactError, InputError
 from normpipe.stats import Stats
+from normpipe.tensors import first_image_shape
 
 __all__ = ["FeatureLayout", "feature_layout", "feature_rows"]
 
@@ -42,11 +43,16 @@ class FeatureLayout:
 
 
 def feature_layout(
-    schema: pa.Schema, features: Sequence[str], stats: Stats | None, where: str
+    schema: pa.Schema,
+    features: Sequence[str],
+    stats: Stats | None,
+    where: str,
+    dataset: Dataset | None = None,
 ) -> FeatureLayout:
     """The layout of ``features`` in a dataset of ``schema``: a tensor feature's shape from
     the artifact (``stats``), else from its type (``fixed_size_list``: one axis;
-    ``fixed_shape_tensor``: its shape, read as CHW).
+    ``fixed_shape_tensor``: its shape, read as CHW), else for encoded images from the
+    first image of ``dataset`` (decoded as CHW, unnormalized).
 
     Raises
     ------
@@ -66,6 +72,8 @@ def feature_layout(
             raise InputError(f"feature '{name}' is {dtype} in {where}; features are numbers or tensors")
         if stats is not None and name in stats.tensors:
             layout = stats.tensors[name].state.layout
+        elif is_image_type(dtype) and dataset is not None:
+            layout = TensorLayout(first_image_shape(dataset, name), "CHW", "all")
         elif is_image_type(dtype):
             raise ArtifactError(
                 f"feature '{name}' holds encoded images; train with the stats artifact that has "

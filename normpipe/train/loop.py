@@ -34,7 +34,7 @@ from normpipe.errors import ArtifactError, ConfigError, InputError, NormpipeErro
 from normpipe.stats import Stats
 from normpipe.storage import locate
 from normpipe.train.data import ParquetBatches, Split
-from normpipe.train.features import feature_layout
+from normpipe.train.features import FeatureLayout, feature_layout
 from normpipe.train.models import CNN, MLP, Norm
 from normpipe.train.sequence import SequenceNorm, SequenceRegressor, SequenceWindows
 
@@ -306,7 +306,7 @@ def train(
             raise ConfigError(
                 "norm 'instance' is for the sequence and cnn models; the MLP takes batch, layer or none"
             )
-        width = feature_layout(discover(source).schema, config.features, stats, str(source)).width
+        width = _features(source, config, stats).width
         model = MLP(width, config.hidden, config.norm, config.dropout)
     return fit_model(
         model,
@@ -317,9 +317,14 @@ def train(
     )
 
 
+def _features(source: str | os.PathLike[str], config: TrainConfig, stats: Stats | None) -> FeatureLayout:
+    dataset = discover(source)
+    return feature_layout(dataset.schema, config.features, stats, dataset.source, dataset)
+
+
 def _cnn(source: str | os.PathLike[str], stats: Stats | None, config: TrainConfig) -> CNN:
     """The CNN for ``config.features``: an image first (a tensor of three axes), then scalars."""
-    layout = feature_layout(discover(source).schema, config.features, stats, str(source))
+    layout = _features(source, config, stats)
     image = config.features[0] if config.features else ""
     tensor = layout.tensors.get(image)
     if tensor is None or tensor.shape is None or len(tensor.shape) != 3:

@@ -56,7 +56,7 @@ def predict(
         if card["architecture"]["kind"] == "sequence":
             files = [_predict_sequence(model, card, stats, dataset, tmp, run_on)]
         else:
-            layout = feature_layout(dataset.schema, card["features"], stats, dataset.source)
+            layout = feature_layout(dataset.schema, card["features"], stats, dataset.source, dataset)
             files = [
                 _predict_file(model, layout, target, stats, dataset, i, tmp, run_on)
                 for i in range(len(dataset.files))
