@@ -290,13 +290,38 @@ def column_maps(
     return ColumnMaps(columns, parts, count > 0)
 
 
+def _positions(stats: "Stats | None", names: Sequence[str]) -> tuple[list[str], dict[str, FittedScaler]]:
+    """The flat positions of ``names`` (a tensor column spreads over its ``size``
+    values, named ``column[i]``) and each one's scaler: a tensor's per-slot parameters
+    become each position's own, so the closed-form maps serve tensors unchanged."""
+    scalers: dict[str, FittedScaler] = dict(stats.fitted.scalers) if stats is not None else {}
+    flat: list[str] = []
+    for name in names:
+        tensor = stats.tensors.get(name) if stats is not None else None
+        if tensor is None:
+            flat.append(name)
+            continue
+        fitted = tensor.fitted
+        if fitted.scaler is None:
+            raise ArtifactError(f"tensor column '{name}': l2 normalization cannot be exported yet")
+        size = fitted.layout.size
+        spread = {k: np.broadcast_to(fitted.layout.expand(v), size) for k, v in fitted.scaler.params.items()}
+        for i in range(size):
+            position = f"{name}[{i}]"
+            params = type(fitted.scaler.params).of({key: float(v[i]) for key, v in spread.items()})
+            scalers[position] = FittedScaler(fitted.scaler.spec, params)
+            flat.append(position)
+    return flat, scalers
+
+
 def maps_of(stats: "Stats", columns: Sequence[str] | None, inverse: bool) -> ColumnMaps:
     """:meth:`normpipe.Stats.to_torch`."""
-    names = list(stats.columns) if columns is None else list(columns)
+    names = [*stats.columns, *stats.tensors] if columns is None else list(columns)
     for name in names:
-        if name not in stats.columns:
-            raise unknown_column(name, stats.columns)
-    return column_maps(stats.fitted.scalers, names, inverse, stats.fitted.groups)
+        if name not in stats.columns and name not in stats.tensors:
+            raise unknown_column(name, [*stats.columns, *stats.tensors])
+    flat, scalers = _positions(stats, names)
+    return column_maps(scalers, flat, inverse, stats.fitted.groups)
 
 
 def group_ids(stats: "Stats", keys: npt.ArrayLike) -> torch.Tensor:
@@ -314,7 +339,9 @@ class ServingModel(nn.Module):
     """Raw features ``(rows, features)`` -> predictions ``(rows,)`` in the target's units:
     the features' fitted maps, the network (float32, as in training), the target's
     inverse map. A row with a missing or infinite normalized feature predicts NaN (the
-    Parquet path writes null)."""
+    Parquet path writes null). A tensor feature (an image) takes its ``size`` raw values
+    in its stored layout (decoded pixels for encoded images), as in
+    :mod:`normpipe.train.features`."""
 
     def __init__(self, features: ColumnMaps, network: nn.Module, target: ColumnMaps) -> None:
         super().__init__()
@@ -335,13 +362,13 @@ def serving_model(network: nn.Module, card: Mapping[str, Any], stats: "Stats | N
     """The :class:`ServingModel` of a trained model (its card and its stats artifact)."""
     if card["architecture"]["kind"] == "sequence":
         raise ArtifactError(
-            "only the MLP models can be exported for now; a sequence model needs windows of "
+            "only the MLP and CNN models can be exported for now; a sequence model needs windows of "
             "past rows, which 'normpipe predict' builds from the Parquet data"
         )
-    scalers = stats.fitted.scalers if stats is not None else {}
     if stats is not None and stats.fitted.groups is not None:
         raise ArtifactError("a model trained on per-group statistics cannot be exported yet")
-    features = column_maps(scalers, card["features"])
+    flat, scalers = _positions(stats, card["features"])
+    features = column_maps(scalers, flat)
     return ServingModel(features, network, column_maps(scalers, [card["target"]], inverse=True))
 
 

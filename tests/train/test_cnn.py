@@ -3,6 +3,7 @@ from encoded PNGs decoded on the fly, saved and reloaded, and predict on raw ima
 
 from __future__ import annotations
 
+import io
 from pathlib import Path
 
 import numpy as np
@@ -10,10 +11,13 @@ import pyarrow.parquet as pq
 import pytest
 import torch
 from distributed import Client
+from PIL import Image
 
 import normpipe
 from normpipe import datagen
 from normpipe.errors import ConfigError
+from normpipe.export import export_model
+from normpipe.train.compare import compare
 from normpipe.train.features import feature_layout, feature_rows
 from normpipe.train.loop import TrainConfig, load_model, save_model, train
 from normpipe.train.models import CNN
@@ -100,3 +104,52 @@ def test_cnn_shapes_and_layouts() -> None:
         for norm in ("batch", "layer", "instance", "none"):
             model = CNN(shape, layout, n_scalars=2, channels=(4, 8), hidden=(8,), norm=norm)  # type: ignore[arg-type]
             assert model(x).shape == (5, 1)
+
+
+def test_exported_cnn_normalizes_raw_pixels_like_predict(images: dict[str, Path], tmp_path: Path) -> None:
+    import onnxruntime
+
+    stats = normpipe.Stats.load(images["norm"] / "_stats.json")
+    result = train(images["norm"], stats, _config(max_epochs=1))
+    directory = save_model(result, _config(max_epochs=1), stats, tmp_path / "model")
+    export_model(directory, tmp_path / "m.onnx", "onnx")
+    predict(directory, images["raw"], tmp_path / "pred")
+    name = sorted(p.name for p in images["raw"].glob("*.parquet"))[0]
+    encoded = pq.read_table(images["raw"] / name).column("image").to_pylist()[:300]
+    pixels = np.stack([np.asarray(Image.open(io.BytesIO(b))).transpose(2, 0, 1) for b in encoded])
+    session = onnxruntime.InferenceSession(str(tmp_path / "m.onnx"))
+    (served,) = session.run(None, {"features": pixels.reshape(300, -1).astype(np.float64)})
+    expected = pq.read_table(tmp_path / "pred" / name).column("radius_pred").to_numpy()[:300]
+    np.testing.assert_allclose(served, expected, rtol=1e-5, atol=1e-5)
+
+
+def test_tensor_maps_in_torch_and_refit(images: dict[str, Path]) -> None:
+    stats = normpipe.Stats.load(images["norm"] / "_stats.json")
+    name = sorted(p.name for p in images["raw"].glob("*.parquet"))[0]
+    encoded = pq.read_table(images["raw"] / name).column("image").to_pylist()[:50]
+    pixels = np.stack([np.asarray(Image.open(io.BytesIO(b))).transpose(2, 0, 1) for b in encoded])
+    flat = pixels.reshape(50, -1).astype(np.float64)
+    fitted = stats.tensors["image"].fitted
+    maps = stats.to_torch(["image", "radius"])
+    radius = np.linspace(2, 4, 50)[:, None]
+    out = maps(torch.from_numpy(np.hstack([flat, radius]))).numpy()
+    np.testing.assert_allclose(out[:, :-1], fitted.map_values(flat), rtol=1e-12, atol=1e-12)
+    np.testing.assert_allclose(out[:, -1], stats.transform_column("radius", radius[:, 0]), rtol=1e-12)
+    back = stats.to_torch(["image"], inverse=True)(torch.from_numpy(out[:, :-1])).numpy()
+    np.testing.assert_allclose(back, flat, rtol=1e-12, atol=1e-9)
+    # refit: a tensor method reaches the tensor column, per channel as declared
+    minmax = stats.refit("minmax").tensors["image"].fitted.map_values(flat)
+    state = stats.tensors["image"].state
+    low = stats.tensors["image"].fitted.layout.expand(state.moments.min)
+    high = stats.tensors["image"].fitted.layout.expand(state.moments.max)
+    np.testing.assert_allclose(minmax, (flat - low) / (high - low), rtol=1e-12, atol=1e-12)
+
+
+def test_compare_over_image_normalizations(images: dict[str, Path]) -> None:
+    config = _config(max_epochs=1, channels=(4,), hidden=(8,))
+    result = compare(images["raw"], config, scalers=["none", "zscore"], norms=["batch", "instance"], folds=2)
+    cells = result.cells()
+    assert {(c["scaler"], c["norm"]) for c in cells} == {
+        (s, n) for s in ("none", "zscore") for n in ("batch", "instance")
+    }
+    assert all(np.isfinite(c["rmse_mean"]) for c in cells)
