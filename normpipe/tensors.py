@@ -38,6 +38,7 @@ from normpipe.core.tensor import (
     TensorLayout,
     TensorState,
     is_tensor_type,
+    row_chunks,
     tensor_block,
 )
 from normpipe.dataset import Dataset
@@ -292,19 +293,23 @@ class FittedTensor:
         return scaler.invert(values) if inverse else scaler.apply(values)
 
     def map_column(self, column: pa.ChunkedArray | pa.Array, where: str, inverse: bool = False) -> pa.Array:
-        """The mapped column: the same kind of list, null rows null, float values."""
+        """The mapped column: the same kind of list (decoded images: a tensor of the
+        layout's shape), null rows null, float values; mapped a slice of rows at a time."""
         if isinstance(column, pa.ChunkedArray):
             column = column.combine_chunks() if column.num_chunks != 1 else column.chunk(0)
-        block = tensor_block(column, self.layout, where, skip=self.spec.on_error == "skip")
-        if self.scaler is None and block.offsets is not None:
-            raise InputError(f"{where}: l2 normalization needs a fixed shape; declare shape: [...]")
-        mapped = self.map_values(block.values, inverse)
-        return _rebuild(column.type, self.output_type(column.type), block, mapped)
+        target = self.output_type(column.type)
+        parts = []
+        for start, rows in row_chunks(column, self.layout):
+            block = tensor_block(rows, self.layout, where, start, skip=self.spec.on_error == "skip")
+            if self.scaler is None and block.offsets is not None:
+                raise InputError(f"{where}: l2 normalization needs a fixed shape; declare shape: [...]")
+            parts.append(_rebuild(target, block, self.map_values(block.values, inverse)))
+        if len(parts) == 1:
+            return parts[0]
+        return pa.concat_arrays(parts) if parts else pa.array([], type=target)
 
 
-def _rebuild(
-    dtype: pa.DataType, target: pa.DataType, block: TensorBlock, mapped: npt.NDArray[np.float64]
-) -> pa.Array:
+def _rebuild(target: pa.DataType, block: TensorBlock, mapped: npt.NDArray[np.float64]) -> pa.Array:
     storage = target.storage_type if isinstance(target, pa.FixedShapeTensorType) else target
     if not block.valid.all() and block.offsets is None:
         mapped = np.where(block.valid[:, None], mapped, 0.0)  # null rows hold zeros, not NaN

@@ -15,11 +15,14 @@ import polars as pl
 import pyarrow as pa
 import pyarrow.dataset as ds
 import pyarrow.parquet as pq
+import pytest
 from distributed import Client
 from PIL import Image
 
 import normpipe
 from normpipe import datagen
+from normpipe.cluster import dask_client
+from normpipe.config import ClusterConfig
 from normpipe.stats import Stats
 from tests.test_bad_input import Run, assert_clean_failure, cli, no_output  # noqa: F401
 
@@ -238,3 +241,51 @@ def test_bad_images_are_one_line_or_skipped(cli: Run, client: Client, tmp_path: 
     pq.write_table(pa.table({"image": pa.array([*rgb[:2], grey], pa.binary())}), data / "b.parquet")
     result = cli("run", data, "--output", tmp_path / "out2", "--config", config)
     assert_clean_failure(result, "b.parquet: column 'image', row 2", "6x6 with 1 channel", "6x6 with 3")
+
+
+def _peak_rss_bytes() -> int:
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) * 1024
+    raise AssertionError("no VmHWM in /proc/self/status")
+
+
+@pytest.mark.slow
+def test_encoded_images_larger_than_the_workers_memory(tmp_path: Path) -> None:
+    """530 MB of PNGs (128x128, 3 channels) through one 250 MB worker: statistics equal
+    numpy's and the worker's peak stays under its limit (row groups are decoded a slice
+    of rows at a time, pixels ordered by counting)."""
+    rng = np.random.default_rng(5)
+    pixels, _ = datagen.draw_discs(rng, 300, size=128)
+    encoded = [_png(p) for p in pixels]
+    data = tmp_path / "big"
+    data.mkdir()
+    counts = np.zeros(300, dtype=np.int64)
+    for f in range(4):
+        picks = rng.integers(0, 300, size=4200)
+        np.add.at(counts, picks, 1)
+        table = pa.table({"image": pa.array([encoded[i] for i in picks], pa.binary()), "n": picks})
+        pq.write_table(table, data / f"part-{f}.parquet", row_group_size=120, compression="none")
+    size = sum(p.stat().st_size for p in data.iterdir())
+    assert size > 2 * 250_000_000
+    with dask_client(ClusterConfig(workers=1, threads_per_worker=1, memory_limit="250MB")) as client:
+        stats = normpipe.fit(data, tensors={"image": {"per": "channel"}}, client=client)
+        peaks = client.run(_peak_rss_bytes)
+    assert max(peaks.values()) < 250_000_000, peaks
+    # the oracle: each distinct image's per-channel sums, weighted by how often it occurs
+    values = pixels.reshape(300, -1, 3).astype(np.float64)
+    n = counts.sum() * values.shape[1]
+    mean = (counts[:, None] * values.sum(axis=1)).sum(axis=0) / n
+    var = (counts[:, None] * ((values - mean) ** 2).sum(axis=1)).sum(axis=0) / n
+    state = stats.tensors["image"].state
+    assert state.rows == 16_800
+    np.testing.assert_allclose(state.moments.mean, mean, rtol=1e-12)
+    np.testing.assert_allclose(state.std, np.sqrt(var), rtol=1e-12)
+    for channel in range(3):
+        sketch = state.sketches[channel]
+        seen = pixels[..., channel].reshape(300, -1)[np.repeat(np.arange(300), counts)]
+        histogram = np.bincount(seen.reshape(-1), minlength=256)
+        cdf = np.cumsum(histogram) / histogram.sum()
+        (median,) = sketch.quantiles([0.5])
+        below, upto = (cdf[int(median) - 1] if median >= 1 else 0.0), cdf[int(median)]
+        assert below - sketch.rank_error <= 0.5 <= upto + sketch.rank_error

@@ -92,7 +92,7 @@ def serve(
 @app.command()
 @clean_errors
 def example(
-    name: Annotated[str, typer.Argument(help="nycflights13, regression or synthetic.")],
+    name: Annotated[str, typer.Argument(help="nycflights13, regression, synthetic or images.")],
     directory: Annotated[Path, typer.Argument(help="Where to write the Parquet dataset.")],
     rows: Annotated[int, typer.Option("--rows", min=1, help="Rows (regression, synthetic).")] = 200_000,
 ) -> None:
@@ -100,7 +100,8 @@ def example(
 
     nycflights13: flights joined with the origin's weather, partitioned by month, and
     the hourly weather (weather.parquet). regression: heavy-tailed features with
-    outliers and a known target. synthetic: the features of 'normpipe demo'.
+    outliers and a known target. synthetic: the features of 'normpipe demo'. images:
+    32x32 colour PNGs of a disc (column image) with its radius, centre and area.
     """
     from normpipe import datagen
 
@@ -115,5 +116,10 @@ def example(
     elif name == "synthetic":
         datagen.generate(directory, rows, 4, partitions=("east", "west"))
         console.print(f"wrote {rows:,} rows to {directory}/")
+    elif name == "images":
+        datagen.images(directory, rows)
+        console.print(
+            f"wrote {rows:,} PNG images to {directory}/ (column image; targets radius, cx, cy, area)"
+        )
     else:
-        raise ConfigError(f"unknown example {name!r}; choose nycflights13, regression or synthetic")
+        raise ConfigError(f"unknown example {name!r}; choose nycflights13, regression, synthetic or images")

@@ -65,11 +65,12 @@ def image_shape(data: bytes, where: str) -> tuple[int, int, int]:
 
 @dataclass(frozen=True)
 class DecodedImages:
-    """Decoded rows: ``pixels`` is ``rows x (h*w*c)`` in HWC order (rows that are null
-    or were skipped hold zeros), ``valid`` marks the decoded rows, ``skipped`` counts
-    the rows that did not decode or had another shape."""
+    """Decoded rows: ``pixels`` is ``rows x h x w x c`` (HWC; ``uint8``, or float64 when
+    an image has deeper pixels; rows that are null or were skipped hold zeros), ``valid``
+    marks the decoded rows, ``skipped`` counts the rows that did not decode or had
+    another shape."""
 
-    pixels: npt.NDArray[np.float64]
+    pixels: npt.NDArray[Any]
     valid: npt.NDArray[np.bool_]
     skipped: int
 
@@ -86,8 +87,7 @@ def decode_images(
         ``where``, row ``first_row + i``.
     """
     rows = len(column)
-    size = int(np.prod(shape))
-    pixels = np.zeros((rows, size), dtype=np.float64)
+    pixels: npt.NDArray[Any] = np.zeros((rows, *shape), dtype=np.uint8)
     valid = np.zeros(rows, dtype=bool)
     skipped = 0
     for i, value in enumerate(column):
@@ -111,6 +111,8 @@ def decode_images(
                 raise InputError(f"{where}, row {first_row + i}: {problem}")
             skipped += 1
             continue
-        pixels[i] = decoded.reshape(-1)
+        if decoded.dtype != pixels.dtype:  # 16-bit or float images: keep their values
+            pixels = pixels.astype(np.float64)
+        pixels[i] = decoded
         valid[i] = True
     return DecodedImages(pixels, valid, skipped)

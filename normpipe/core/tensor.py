@@ -16,8 +16,8 @@ bound, so any split of the rows into files and row groups gives the same statist
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
-from dataclasses import dataclass
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, replace
 from typing import Literal
 
 import numpy as np
@@ -31,7 +31,16 @@ from normpipe.core.moments import Moments
 from normpipe.core.sketch import DEFAULT_K, QuantileSketch, ascending
 from normpipe.errors import InputError
 
-__all__ = ["Layout", "Per", "TensorBlock", "TensorLayout", "TensorState", "is_tensor_type", "tensor_block"]
+__all__ = [
+    "Layout",
+    "Per",
+    "TensorBlock",
+    "TensorLayout",
+    "TensorState",
+    "is_tensor_type",
+    "row_chunks",
+    "tensor_block",
+]
 
 Per = Literal["element", "channel", "all"]
 Layout = Literal["CHW", "HWC"]
@@ -117,6 +126,9 @@ class TensorBlock:
     offsets: npt.NDArray[np.int64] | None = None
     #: Encoded images that did not decode (or had another shape), skipped as null rows.
     skipped: int = 0
+    #: The values are integers (an integer list type, or decoded pixels): their order
+    #: for the sketch comes from counting when their range is small, not from a sort.
+    integral: bool = False
 
     @property
     def rows(self) -> int:
@@ -150,7 +162,13 @@ def tensor_block(
     if isinstance(column, pa.ExtensionArray):
         column = column.storage
     if pa.types.is_binary(column.type) or pa.types.is_large_binary(column.type):
-        return _images(column, layout, where, first_row, skip)
+        return replace(_images(column, layout, where, first_row, skip), integral=True)
+    block = _lists(column, layout, where, first_row)
+    return replace(block, integral=pa.types.is_integer(column.type.value_type))
+
+
+def _lists(column: pa.Array, layout: TensorLayout, where: str, first_row: int) -> TensorBlock:
+    """:func:`tensor_block` of a list or fixed-size list column."""
     valid = _validity(column)
     rows = len(column)
     if pa.types.is_fixed_size_list(column.type):
@@ -167,7 +185,9 @@ def tensor_block(
         return TensorBlock(values, valid)
     offsets = np.asarray(column.offsets.to_numpy(zero_copy_only=False), dtype=np.int64)
     lengths = np.diff(offsets)
-    flat = to_float64(column.values)
+    # a slice's offsets point into the whole child array: convert only its own values
+    flat = to_float64(column.values.slice(int(offsets[0]), int(offsets[-1] - offsets[0])))
+    offsets = offsets - offsets[0]
     if layout.shape is None:  # pooled: the valid rows' values, and where each row's are
         values = flat[offsets[0] : offsets[-1]]
         if not valid.all():
@@ -192,17 +212,37 @@ def tensor_block(
     return TensorBlock(values, valid)
 
 
+#: float64 values of a tensor column converted (or decoded) at once: larger row groups
+#: are taken in slices of rows, so a task's memory does not follow the row group's size.
+CHUNK_BYTES = 16 * 2**20
+
+
+def row_chunks(
+    column: pa.Array | pa.ChunkedArray, layout: TensorLayout, budget: int = CHUNK_BYTES
+) -> Iterator[tuple[int, pa.Array]]:
+    """``column`` in consecutive slices of rows whose float64 values take about ``budget``
+    bytes: each slice's first row and the slice."""
+    if isinstance(column, pa.ChunkedArray):
+        column = column.combine_chunks() if column.num_chunks != 1 else column.chunk(0)
+    rows = len(column)
+    if layout.size:
+        per_row = 8 * layout.size
+    else:
+        storage = column.storage if isinstance(column, pa.ExtensionArray) else column
+        per_row = 8 * max(1, len(storage.flatten()) // max(rows, 1))
+    step = max(1, budget // per_row)
+    for start in range(0, rows, step):
+        yield start, column.slice(start, step)
+
+
 def _images(column: pa.Array, layout: TensorLayout, where: str, first_row: int, skip: bool) -> TensorBlock:
     """Decoded images in ``layout`` (CHW: each image transposed from Pillow's HWC)."""
     assert layout.shape is not None
     assert len(layout.shape) == 3
     c, h, w = layout.shape if layout.layout == "CHW" else (layout.shape[2], *layout.shape[:2])
     decoded = decode_images(column, (h, w, c), where, first_row, skip)
-    pixels = decoded.pixels
-    if layout.layout == "CHW":
-        pixels = np.ascontiguousarray(pixels.reshape(-1, h, w, c).transpose(0, 3, 1, 2)).reshape(
-            len(column), -1
-        )
+    arranged = decoded.pixels.transpose(0, 3, 1, 2) if layout.layout == "CHW" else decoded.pixels
+    pixels = np.asarray(arranged, dtype=np.float64, order="C").reshape(len(column), -1)  # one float64 copy
     pixels[~decoded.valid] = np.nan
     return TensorBlock(pixels, decoded.valid, skipped=decoded.skipped)
 
@@ -233,8 +273,13 @@ def _slot_moments(grouped: npt.NDArray[np.float64]) -> tuple[GroupMoments, int, 
     s2 = np.einsum("asb,asb->s", d, d)
     shift = s1 / safe
     m2 = np.maximum(s2 - s1 * shift, 0.0)
-    low = np.where(finite, grouped, np.inf).min(axis=(0, 2)) if grouped.size else np.full(slots, np.inf)
-    high = np.where(finite, grouped, -np.inf).max(axis=(0, 2)) if grouped.size else np.full(slots, -np.inf)
+    if not grouped.size:
+        low, high = np.full(slots, np.inf), np.full(slots, -np.inf)
+    elif everywhere:  # no masked copies
+        low, high = grouped.min(axis=(0, 2)), grouped.max(axis=(0, 2))
+    else:
+        low = np.where(finite, grouped, np.inf).min(axis=(0, 2))
+        high = np.where(finite, grouped, -np.inf).max(axis=(0, 2))
     moments = GroupMoments(np.arange(slots), count, np.where(count > 0, mean + shift, 0.0), m2, low, high)
     return moments, nans, posinf, neginf
 
@@ -282,7 +327,7 @@ class TensorState:
         sketches: tuple[QuantileSketch, ...] = ()
         if layout.per != "element":
             sketches = tuple(
-                QuantileSketch.from_sorted(ascending(_finite(grouped[:, s, :].reshape(-1))), k)
+                QuantileSketch.from_sorted(_ordered(grouped[:, s, :].reshape(-1), block.integral), k)
                 for s in range(layout.slots)
             )
         nulls = block.rows - int(block.valid.sum())
@@ -334,3 +379,20 @@ class TensorState:
 def _finite(values: npt.NDArray[np.float64]) -> npt.NDArray[np.float64]:
     finite = np.isfinite(values)
     return values if finite.all() else values[finite]
+
+
+#: Integer values spanning at most this many distinct values are ordered by counting.
+COUNTED_RANGE = 1 << 16
+
+
+def _ordered(values: npt.NDArray[np.float64], integral: bool) -> npt.NDArray[np.float64]:
+    """The finite ``values`` in ascending order (a new writable array, the sketch's
+    input). Integers of a small range (pixels) are counted, then repeated in order: a
+    linear pass instead of a float sort, the same array."""
+    finite = _finite(values)
+    if integral and finite.size:
+        low, high = float(finite.min()), float(finite.max())
+        if high - low < COUNTED_RANGE:
+            counts = np.bincount((finite - low).astype(np.int64), minlength=int(high - low) + 1)
+            return np.repeat(np.arange(low, high + 1.0), counts)
+    return ascending(finite)

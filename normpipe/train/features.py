@@ -19,7 +19,7 @@ import pyarrow as pa
 
 from normpipe.core.column import to_float64
 from normpipe.core.images import is_image_type
-from normpipe.core.tensor import TensorLayout, is_tensor_type, tensor_block
+from normpipe.core.tensor import TensorLayout, is_tensor_type, row_chunks, tensor_block
 from normpipe.dataset import Dataset, is_numeric, listing
 from normpipe.errors import ArtifactError, InputError
 from normpipe.stats import Stats
@@ -111,15 +111,17 @@ def feature_rows(
             parts.append(values[:, None])
             continue
         encoded = is_image_type(column.type)
-        if stats is not None and name in stats.tensors and (normalize or encoded):
-            fitted = stats.tensors[name].fitted
-            block = tensor_block(column, fitted.layout, f"{where}: column '{name}'", skip=True)
-            values = fitted.map_values(block.values)
-            values[~block.valid] = np.nan
-        else:
-            block = tensor_block(column, layout.tensors[name], f"{where}: column '{name}'")
-            values = np.where(block.valid[:, None], block.values, np.nan)
-        parts.append(values)
+        mapping = stats is not None and name in stats.tensors and (normalize or encoded)
+        fitted = stats.tensors[name].fitted if stats is not None and mapping else None
+        tensor = fitted.layout if fitted is not None else layout.tensors[name]
+        slices = []
+        for start, rows in row_chunks(column, tensor):  # float64 a slice of rows at a time
+            block = tensor_block(rows, tensor, f"{where}: column '{name}'", start, skip=True)
+            values = fitted.map_values(block.values) if fitted is not None else block.values
+            slices.append(np.where(block.valid[:, None], values, np.nan).astype(np.float32))
+        parts.append(
+            np.concatenate(slices) if slices else np.empty((0, layout.widths[layout.names.index(name)]))
+        )
     if not parts:
         return np.empty((table.num_rows, 0), dtype=np.float32)
     return np.concatenate(parts, axis=1, dtype=np.float32)
