@@ -138,8 +138,15 @@ def _mapped(
     (:func:`_sliced`), so a task holds one slice."""
     for group in range(parquet.num_row_groups):
         if _group_bytes(parquet, group) <= READ_BYTES or not _flat(parquet):
-            table = apply_table(file.read(parquet, group), scalers, dtype, groups, file.path)
-            yield table.replace_schema_metadata(schema.metadata)
+            # read whole; mapped (and written) in slices of rows when its output is large
+            # (decoded images, tensors widened to float: several times their input)
+            table = file.read(parquet, group)
+            step = _slice_rows(table.num_rows, _output_bytes(parquet, group, schema))
+            for start in range(0, max(table.num_rows, 1), step):
+                part = table.slice(start, step) if step < table.num_rows else table
+                mapped = apply_table(part, scalers, dtype, groups, file.path)
+                yield mapped.replace_schema_metadata(schema.metadata)
+            del table
             continue
         batches = (
             _mapped_batch(file, parquet, group, batch, scalers, dtype, groups)
@@ -173,18 +180,35 @@ def _mapped_batch(
 
 
 def _output_bytes(parquet: pq.ParquetFile, group: int, schema: pa.Schema) -> int:
-    """About the size of row group ``group`` once mapped: fixed-width columns at their
-    output width, others as stored uncompressed."""
+    """About the size of row group ``group`` once mapped: fixed-width columns and
+    fixed-shape tensors at their output width, others as stored uncompressed."""
     meta = parquet.metadata.row_group(group)
+    leaves = {meta.column(i).path_in_schema.split(".")[0]: 0 for i in range(meta.num_columns)}
+    for i in range(meta.num_columns):
+        leaves[meta.column(i).path_in_schema.split(".")[0]] += meta.column(i).total_uncompressed_size
     total = 0
-    for i, field in enumerate(schema):
-        width = (
-            field.type.bit_width // 8
-            if pa.types.is_primitive(field.type) and field.type.bit_width >= 8
-            else 0
-        )
-        total += width * meta.num_rows if width else meta.column(i).total_uncompressed_size
+    for field in schema:
+        width = _row_width(field.type)
+        total += width * meta.num_rows if width else leaves.get(field.name, 0)
     return total
+
+
+def _row_width(dtype: pa.DataType) -> int:
+    """Bytes a row of ``dtype`` takes in memory when fixed (0: variable)."""
+    if isinstance(dtype, pa.FixedShapeTensorType):
+        dtype = dtype.storage_type
+    if pa.types.is_fixed_size_list(dtype):
+        return int(dtype.list_size) * _row_width(dtype.value_type)
+    if pa.types.is_primitive(dtype) and dtype.bit_width >= 8:
+        return int(dtype.bit_width // 8)
+    return 0
+
+
+def _slice_rows(rows: int, output_bytes: int) -> int:
+    """Rows per output row group so that each holds about :data:`ROW_GROUP_BYTES` at most."""
+    if output_bytes <= ROW_GROUP_BYTES or rows <= 1:
+        return max(rows, 1)
+    return max(1, rows * ROW_GROUP_BYTES // output_bytes)
 
 
 def _sliced(batches: Iterator[pa.Table], rows: int, slices: int, schema: pa.Schema) -> Iterator[pa.Table]:

@@ -289,3 +289,19 @@ def test_encoded_images_larger_than_the_workers_memory(tmp_path: Path) -> None:
         (median,) = sketch.quantiles([0.5])
         below, upto = (cdf[int(median) - 1] if median >= 1 else 0.0), cdf[int(median)]
         assert below - sketch.rank_error <= 0.5 <= upto + sketch.rank_error
+
+
+def test_large_tensor_row_groups_are_written_in_slices(
+    client: Client, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from normpipe import writer
+
+    paths = datagen.images(tmp_path / "imgs", rows=300, files=1, size=16)
+    normpipe.run(paths[0], tmp_path / "whole", tensors={"image": {}}, client=client)
+    monkeypatch.setattr(writer, "ROW_GROUP_BYTES", 100_000)  # 3x16x16 float32: 3 KB a row
+    normpipe.run(paths[0], tmp_path / "sliced", tensors={"image": {}}, client=client)
+    name = paths[0].name
+    sliced = pq.ParquetFile(tmp_path / "sliced" / name)
+    assert pq.ParquetFile(paths[0]).metadata.num_row_groups == 1
+    assert sliced.metadata.num_row_groups == 10  # 300 rows of 3 KB in slices of 32 rows
+    assert sliced.read().equals(pq.read_table(tmp_path / "whole" / name))
