@@ -305,3 +305,39 @@ def test_large_tensor_row_groups_are_written_in_slices(
     assert pq.ParquetFile(paths[0]).metadata.num_row_groups == 1
     assert sliced.metadata.num_row_groups == 10  # 300 rows of 3 KB in slices of 32 rows
     assert sliced.read().equals(pq.read_table(tmp_path / "whole" / name))
+
+
+def test_digits_images_per_channel_and_per_element(client: Client, tmp_path: Path) -> None:
+    """scikit-learn's 1,797 handwritten digits (8x8, 16 grey levels) as a uint8
+    fixed_shape_tensor [1, 8, 8]: per channel and per pixel statistics equal numpy."""
+    from sklearn.datasets import load_digits
+
+    digits = load_digits()
+    images = digits.images.astype(np.uint8)[:, None]  # (1797, 1, 8, 8)
+    storage = pa.FixedSizeListArray.from_arrays(pa.array(images.reshape(-1)), 64)
+    column = pa.ExtensionArray.from_storage(pa.fixed_shape_tensor(pa.uint8(), [1, 8, 8]), storage)
+    table = pa.table({"pixels": column, "digit": digits.target.astype(np.float64)})
+    data = tmp_path / "digits"
+    data.mkdir()
+    tensors = {"pixels": {"per": "channel"}, "pixels_by_element": {"per": "element"}}
+    doubled = table.append_column("pixels_by_element", column)
+    for i, start in enumerate(range(0, 1797, 600)):
+        pq.write_table(doubled.slice(start, 600), data / f"part-{i}.parquet", row_group_size=250)
+    stats = normpipe.fit(data, tensors=tensors, client=client)
+    x = images.astype(np.float64)
+    channel = stats.tensors["pixels"].state
+    np.testing.assert_allclose(channel.moments.mean, [x.mean()], rtol=1e-12)
+    np.testing.assert_allclose(channel.std, [x.std()], rtol=1e-12)
+    (median,) = channel.sketches[0].quantiles([0.5])
+    assert median == np.quantile(x, 0.5, method="inverted_cdf")  # 16 levels: exact
+    element = stats.tensors["pixels_by_element"].state
+    flat = x.reshape(1797, 64)
+    np.testing.assert_allclose(element.moments.mean, flat.mean(axis=0), rtol=1e-12, atol=1e-15)
+    np.testing.assert_allclose(element.std, flat.std(axis=0), rtol=1e-12, atol=1e-15)
+    np.testing.assert_array_equal(element.moments.max, flat.max(axis=0))
+    # pixels that are 0 in every image (a constant element) map to 0 with scale 1
+    out = stats.transform(doubled, columns=["pixels_by_element"]).column("pixels_by_element")
+    mapped = np.asarray(out.combine_chunks().storage.values).reshape(1797, 64)
+    constant = flat.max(axis=0) == flat.min(axis=0)
+    assert constant.any()
+    assert not mapped[:, constant].any()
