@@ -178,7 +178,10 @@ class ModelOptions(_Model):
     )
     norm: Literal["batch", "layer", "none", "instance"] = "batch"
     dropout: float = Field(default=0.0, ge=0.0, lt=1.0)
-    time: str | None = Field(default=None, description="sequence: the column ordering each series")
+    time: str | None = Field(
+        default=None,
+        description="sequence: the column ordering each series (left out: the feature is a window tensor)",
+    )
     series: str | None = Field(default=None, description="sequence: the column naming the series")
     window: int = Field(default=24, ge=1, description="sequence: past rows per window")
 
@@ -316,8 +319,6 @@ def load_model_config(
             raise ConfigError(f"{where}: '{key}' is required; set it in the config or on the command line")
     if not config.features:
         raise ConfigError(f"{where}: 'features' is required: the input columns of the model")
-    if config.model.kind == "sequence" and not config.model.time:
-        raise ConfigError(f"{where}: model.kind 'sequence' needs model.time, the column ordering each series")
     if config.model.norm == "instance" and config.model.kind == "mlp":
         raise ConfigError(
             f"{where}: model.norm 'instance' is for model.kind 'sequence' or 'cnn'; use batch, layer or none"

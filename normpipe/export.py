@@ -360,10 +360,11 @@ class ServingModel(nn.Module):
 
 def serving_model(network: nn.Module, card: Mapping[str, Any], stats: "Stats | None") -> ServingModel:
     """The :class:`ServingModel` of a trained model (its card and its stats artifact)."""
-    if card["architecture"]["kind"] == "sequence":
+    if card["architecture"]["kind"] == "sequence" and card["train_config"].get("time"):
         raise ArtifactError(
-            "only the MLP and CNN models can be exported for now; a sequence model needs windows of "
-            "past rows, which 'normpipe predict' builds from the Parquet data"
+            "a sequence model on rows ordered by time cannot be exported: it needs windows of past "
+            "rows, which 'normpipe predict' builds from the Parquet data (a model on a window tensor "
+            "column can)"
         )
     if stats is not None and stats.fitted.groups is not None:
         raise ArtifactError("a model trained on per-group statistics cannot be exported yet")

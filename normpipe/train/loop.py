@@ -273,8 +273,14 @@ def train(
     normalize = stats if apply_stats else None
     torch.manual_seed(config.seed)  # before the model is built: its initial weights too
     if config.model == "sequence":
-        if config.time is None:
-            raise ConfigError("the sequence model needs 'time', the column that orders each series")
+        if config.time is None:  # windows stored as a tensor column: streamed like any rows
+            return fit_model(
+                _window_model(source, stats, config),
+                _loader(source, config, "train", stats, apply_stats),
+                _loader(source, config, "valid", stats, apply_stats),
+                inverse,
+                config,
+            )
         if config.fold is not None:
             raise ConfigError("the sequence model validates on the latest windows; k-fold is not supported")
         windows = SequenceWindows(
@@ -320,6 +326,24 @@ def train(
 def _features(source: str | os.PathLike[str], config: TrainConfig, stats: Stats | None) -> FeatureLayout:
     dataset = discover(source)
     return feature_layout(dataset.schema, config.features, stats, dataset.source, dataset)
+
+
+def _window_model(
+    source: str | os.PathLike[str], stats: Stats | None, config: TrainConfig
+) -> SequenceRegressor:
+    """The sequence model on a window tensor column (shape ``[time]`` or ``[time,
+    channels]``), the only feature; the target continues its first channel."""
+    layout = _features(source, config, stats)
+    name = config.features[0] if len(config.features) == 1 else ""
+    tensor = layout.tensors.get(name)
+    if tensor is None or tensor.shape is None or len(tensor.shape) > 2:
+        raise ConfigError(
+            "the sequence model needs 'time', the column that orders each series, or one window "
+            "tensor column (shape [time] or [time, channels]) as its only feature"
+        )
+    steps, channels = (tensor.shape[0], tensor.shape[1] if len(tensor.shape) == 2 else 1)
+    norm: Any = config.norm
+    return SequenceRegressor(channels, steps, 0, config.hidden, norm, config.dropout)
 
 
 def _cnn(source: str | os.PathLike[str], stats: Stats | None, config: TrainConfig) -> CNN:

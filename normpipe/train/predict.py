@@ -53,7 +53,7 @@ def predict(
     target = card["target"]
     sha = card.get("stats_sha256") or ""
     with committed_output(out) as tmp:
-        if card["architecture"]["kind"] == "sequence":
+        if card["architecture"]["kind"] == "sequence" and card["train_config"].get("time"):
             files = [_predict_sequence(model, card, stats, dataset, tmp, run_on)]
         else:
             layout = feature_layout(dataset.schema, card["features"], stats, dataset.source, dataset)

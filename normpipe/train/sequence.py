@@ -79,7 +79,8 @@ class RevIN(nn.Module):
 
 
 class SequenceRegressor(nn.Module):
-    """Forecast the next value of one channel from a window ``(batch, window, channels)``.
+    """Forecast the next value of one channel from a window ``(batch, window, channels)``
+    (or flat rows ``(batch, window * channels)``: a window tensor column).
 
     The window is flattened into an :class:`MLP`; ``norm`` picks RevIN on the input
     (``instance``) or the MLP's hidden normalization (``layer``, ``batch``, ``none``).
@@ -100,6 +101,7 @@ class SequenceRegressor(nn.Module):
         if not 0 <= target_channel < n_channels or window < 1:
             raise ValueError("window must be >= 1 and target_channel one of the channels")
         self.target_channel = target_channel
+        self.window = window
         self.revin = RevIN(n_channels) if norm == "instance" else None
         self.mlp = MLP(n_channels * window, hidden, "none" if norm == "instance" else norm, dropout)
         self.norm = norm
@@ -114,6 +116,8 @@ class SequenceRegressor(nn.Module):
         }
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if x.dim() == 2:  # flat rows: a window tensor column, time-major, channels last
+            x = x.reshape(x.shape[0], self.window, -1)
         if self.revin is None:
             out: torch.Tensor = self.mlp(x.flatten(1))
             return out

@@ -116,8 +116,8 @@ def test_example_data_and_configs(tmp_path: Path) -> None:
             "'instance' is for model.kind 'sequence'",
         ),
         (
-            {"data": "d", "output": "o", "target": "y", "features": ["x"], "model": {"kind": "sequence"}},
-            "needs model.time",
+            {"data": "d", "output": "o", "target": "y", "features": ["x"], "model": {"window": 0}},
+            "model.window",
         ),
         (
             {"data": "d", "output": "o", "target": "y", "features": ["x"], "training": {"lr": -1}},
