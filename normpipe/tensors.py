@@ -43,7 +43,7 @@ from normpipe.core.tensor import (
 )
 from normpipe.dataset import Dataset
 from normpipe.errors import ArtifactError, InputError, first_problem
-from normpipe.scalers import FittedScaler, MaxAbs, Method, MinMax, Robust, ZScore, parse_scaler
+from normpipe.scalers import FittedScaler, Method, parse_scaler
 
 __all__ = [
     "TENSOR_METHODS",
@@ -232,19 +232,20 @@ def _range_moments(layout: TensorLayout, low: float, high: float) -> GroupMoment
 
 
 def fit_tensor(name: str, spec: TensorSpec, state: TensorState) -> FittedTensor:
-    """Per-slot parameters of ``spec``'s method from ``state``: moment methods for every
-    slot at once (the rules of per-group normalization), robust slot by slot from the
-    sketches; ``range`` fits minmax/maxabs from the declared range."""
+    """Per-slot parameters of ``spec``'s method from ``state``: a slot is a group of
+    values, so a method with per-group rules (:meth:`Method.fit_groups`: zscore, minmax,
+    maxabs) fits every slot at once from the per-slot moments; one fitted from quantiles
+    (robust) fits slot by slot from the sketches; ``range`` fits minmax/maxabs from the
+    declared range."""
     method = spec.scaler()
     layout = state.layout
     if method is None:
         return FittedTensor(spec, layout, None)
     if spec.range is not None:
         params = method.fit_groups(_range_moments(layout, *spec.range), None)
-    elif isinstance(method, ZScore | MinMax | MaxAbs):
+    elif type(method).fit_groups is not Method.fit_groups:  # the method's own per-group rules
         params = method.fit_groups(state.moments, None)
-    else:
-        assert isinstance(method, Robust)
+    else:  # quantile-based: each slot from its sketch
         fitted = [
             method.fit(state.slot_state(s).finalize(method.probabilities()), None, f"{name}[{s}]")
             for s in range(layout.slots)
