@@ -293,9 +293,12 @@ class FittedTensor:
         scaler = FittedScaler(self.scaler.spec, per_position)
         return scaler.invert(values) if inverse else scaler.apply(values)
 
-    def map_column(self, column: pa.ChunkedArray | pa.Array, where: str, inverse: bool = False) -> pa.Array:
+    def map_column(
+        self, column: pa.ChunkedArray | pa.Array, where: str, inverse: bool = False
+    ) -> pa.Array | pa.ChunkedArray:
         """The mapped column: the same kind of list (decoded images: a tensor of the
-        layout's shape), null rows null, float values; mapped a slice of rows at a time."""
+        layout's shape), null rows null, float values; mapped a slice of rows at a
+        time, each slice one chunk of the result (not copied into one array)."""
         if isinstance(column, pa.ChunkedArray):
             column = column.combine_chunks() if column.num_chunks != 1 else column.chunk(0)
         target = self.output_type(column.type)
@@ -307,7 +310,7 @@ class FittedTensor:
             parts.append(_rebuild(target, block, self.map_values(block.values, inverse)))
         if len(parts) == 1:
             return parts[0]
-        return pa.concat_arrays(parts) if parts else pa.array([], type=target)
+        return pa.chunked_array(parts, type=target)
 
 
 def _rebuild(target: pa.DataType, block: TensorBlock, mapped: npt.NDArray[np.float64]) -> pa.Array:

@@ -41,6 +41,11 @@ READ_BYTES = 64 * 2**20
 #: and one slice, not the whole row group mapped.
 ROW_GROUP_BYTES = 64 * 2**20
 
+#: The same for output holding list columns (tensors, decoded images): Parquet's writer
+#: needs about four times a nested column's values (levels, pages, compression), so
+#: their row groups are cut smaller.
+NESTED_ROW_GROUP_BYTES = 16 * 2**20
+
 #: Footer key that names the sha256 of the stats artifact used for the transform.
 STATS_SHA256_KEY = b"normpipe.stats_sha256"
 
@@ -93,7 +98,13 @@ def write_file(
             stack.enter_context(storage_errors(dest_root.url, "write"))
             sink = stack.enter_context(dest_root.fs.open(dest.as_posix(), "wb"))
         source = _mapped(file, parquet, scalers, dtype, groups, target_schema)
-        large = any(_group_bytes(parquet, g) > READ_BYTES for g in range(parquet.num_row_groups))
+        # reading ahead holds a second row group, mapped: not for large ones (wide tables,
+        # or tensors whose output grows past a row group's bytes)
+        large = any(
+            _group_bytes(parquet, g) > READ_BYTES
+            or _output_bytes(parquet, g, target_schema) > _row_group_limit(target_schema)
+            for g in range(parquet.num_row_groups)
+        )
         mapped = read_ahead(source) if parquet.num_row_groups > 1 and not large else source
         first = next(mapped, None)  # the codecs are chosen on the first row group
         leaves = [parquet.schema.column(i).path for i in range(len(parquet.schema))]
@@ -141,7 +152,9 @@ def _mapped(
             # read whole; mapped (and written) in slices of rows when its output is large
             # (decoded images, tensors widened to float: several times their input)
             table = file.read(parquet, group)
-            step = _slice_rows(table.num_rows, _output_bytes(parquet, group, schema))
+            step = _slice_rows(
+                table.num_rows, _output_bytes(parquet, group, schema), _row_group_limit(schema)
+            )
             for start in range(0, max(table.num_rows, 1), step):
                 part = table.slice(start, step) if step < table.num_rows else table
                 mapped = apply_table(part, scalers, dtype, groups, file.path)
@@ -204,11 +217,17 @@ def _row_width(dtype: pa.DataType) -> int:
     return 0
 
 
-def _slice_rows(rows: int, output_bytes: int) -> int:
-    """Rows per output row group so that each holds about :data:`ROW_GROUP_BYTES` at most."""
-    if output_bytes <= ROW_GROUP_BYTES or rows <= 1:
+def _row_group_limit(schema: pa.Schema) -> int:
+    """:data:`NESTED_ROW_GROUP_BYTES` for output with list columns, else :data:`ROW_GROUP_BYTES`."""
+    nested = any(pa.types.is_nested(getattr(f.type, "storage_type", f.type)) for f in schema)
+    return min(NESTED_ROW_GROUP_BYTES, ROW_GROUP_BYTES) if nested else ROW_GROUP_BYTES
+
+
+def _slice_rows(rows: int, output_bytes: int, limit: int) -> int:
+    """Rows per output row group so that each holds about ``limit`` bytes at most."""
+    if output_bytes <= limit or rows <= 1:
         return max(rows, 1)
-    return max(1, rows * ROW_GROUP_BYTES // output_bytes)
+    return max(1, rows * limit // output_bytes)
 
 
 def _sliced(batches: Iterator[pa.Table], rows: int, slices: int, schema: pa.Schema) -> Iterator[pa.Table]:

@@ -341,3 +341,28 @@ def test_digits_images_per_channel_and_per_element(client: Client, tmp_path: Pat
     constant = flat.max(axis=0) == flat.min(axis=0)
     assert constant.any()
     assert not mapped[:, constant].any()
+
+
+@pytest.mark.slow
+def test_tensor_output_larger_than_the_workers_memory(tmp_path: Path) -> None:
+    """PNGs of 128x128 written as float32 tensors (390 MB of output, 67 MB a row group
+    once decoded) through one 300 MB worker: row groups are mapped and written in slices
+    of rows, without reading ahead, each slice's chunks kept apart."""
+    rng = np.random.default_rng(6)
+    pixels, _ = datagen.draw_discs(rng, 60, size=128)
+    encoded = [_png(p) for p in pixels]
+    data = tmp_path / "imgs"
+    data.mkdir()
+    picks = rng.integers(0, 60, size=2000)
+    table = pa.table({"image": pa.array([encoded[i] for i in picks], pa.binary()), "n": picks})
+    pq.write_table(table, data / "part-0.parquet", row_group_size=500)
+    with dask_client(ClusterConfig(workers=1, threads_per_worker=1, memory_limit="300MB")) as client:
+        stats, manifest = normpipe.run(data, tmp_path / "out", tensors={"image": {}}, client=client)
+        peaks = client.run(_peak_rss_bytes)
+    assert max(peaks.values()) < 300_000_000, peaks
+    out = pq.ParquetFile(tmp_path / "out" / "part-0.parquet")
+    assert manifest["rows_out"] == out.metadata.num_rows == 2000
+    assert out.metadata.num_row_groups > 4  # 500-row groups of 98 MB cut into slices
+    first = out.read_row_group(0).column("image").combine_chunks()
+    expected = stats.transform(table.slice(0, len(first)), columns=["image"]).column("image")
+    assert first.equals(expected.combine_chunks())

@@ -218,10 +218,11 @@ CHUNK_BYTES = 16 * 2**20
 
 
 def row_chunks(
-    column: pa.Array | pa.ChunkedArray, layout: TensorLayout, budget: int = CHUNK_BYTES
+    column: pa.Array | pa.ChunkedArray, layout: TensorLayout, budget: int | None = None
 ) -> Iterator[tuple[int, pa.Array]]:
     """``column`` in consecutive slices of rows whose float64 values take about ``budget``
-    bytes: each slice's first row and the slice."""
+    bytes (default :data:`CHUNK_BYTES`): each slice's first row and the slice."""
+    budget = CHUNK_BYTES if budget is None else budget
     if isinstance(column, pa.ChunkedArray):
         column = column.combine_chunks() if column.num_chunks != 1 else column.chunk(0)
     rows = len(column)
