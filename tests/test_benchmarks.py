@@ -75,3 +75,14 @@ def test_shapes_harness_quick(tmp_path: Path) -> None:
         assert set(shape) == {"pyarrow read", "pyarrow read+write", "normpipe fit", "normpipe run", "DuckDB"}
         assert all(m["wall"] > 0 and m["peak"] > 0 for m in shape.values())
     assert table.count("| normpipe run |") == 2
+
+
+def test_images_harness_quick(tmp_path: Path) -> None:
+    table, measured = harness("images.py", tmp_path, "--rows", "300", "--size", "16", "--files", "2")
+    tools = measured["tools"]
+    assert len(tools) == 8
+    assert all(m["images"] == 300 for m in tools.values()), tools
+    # normpipe's per-channel std equals the exact one; the usual loop's does not
+    fit = next(m for name, m in tools.items() if name.startswith("normpipe fit"))
+    assert fit["std_error"] < 1e-12
+    assert "images/s" in table
