@@ -214,7 +214,7 @@ class _TensorModel(_Model):
     dtype: str
     spec: TensorSpec  # shape, layout, per, method, range, output dtype as declared
     shape: list[int] | None  # as resolved (declared, from the type, or from metadata)
-    slots: int = Field(ge=1)
+    slots: int = Field(ge=0)  # 0: per position of variable-length lists, none seen
     rows: int = Field(ge=0, le=MAX_COUNT)
     nulls: int = Field(ge=0, le=MAX_COUNT)
     nans: int = Field(ge=0, le=MAX_COUNT)
@@ -383,13 +383,13 @@ SHOWN_SLOTS = 64
 
 def _tensor_json(tensor: TensorStats) -> dict[str, Any]:
     state, layout = tensor.state, tensor.state.layout
-    shown = layout.slots <= SHOWN_SLOTS
+    shown = state.slots <= SHOWN_SLOTS
     fitted = tensor.fitted.scaler
     return {
         "dtype": tensor.dtype,
         "spec": tensor.spec.model_dump(mode="json"),
         "shape": list(layout.shape) if layout.shape is not None else None,
-        "slots": layout.slots,
+        "slots": state.slots,
         "rows": state.rows,
         "nulls": state.nulls,
         "nans": state.nans,
@@ -410,12 +410,12 @@ def _tensor_from_model(name: str, model: _TensorModel, k: int) -> TensorStatisti
     layout = TensorLayout(
         tuple(model.shape) if model.shape is not None else None, model.spec.layout, model.spec.per
     )
-    if layout.slots != model.slots:
+    if not layout.positional and layout.slots != model.slots:
         raise ValueError(f"{model.slots} slots for a layout of {layout.slots}")
-    moments = GroupMoments.from_json(np.arange(layout.slots), model.moments)
+    moments = GroupMoments.from_json(np.arange(model.slots), model.moments)
     sketches = tuple(QuantileSketch.from_base64(s.sketch, k, s.compaction) for s in model.sketches)
-    if len(sketches) != (0 if layout.per == "element" else layout.slots):
-        raise ValueError(f"{len(sketches)} sketches for {layout.slots} slots")
+    if len(sketches) != (0 if layout.per == "element" else model.slots):
+        raise ValueError(f"{len(sketches)} sketches for {model.slots} slots")
     state = TensorState(
         layout, moments, sketches, model.rows, model.nulls, model.nans, model.posinf, model.neginf
     )

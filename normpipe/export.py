@@ -304,6 +304,10 @@ def _positions(stats: "Stats | None", names: Sequence[str]) -> tuple[list[str], 
         fitted = tensor.fitted
         if fitted.scaler is None:
             raise ArtifactError(f"tensor column '{name}': l2 normalization cannot be exported yet")
+        if fitted.layout.shape is None:
+            raise ArtifactError(
+                f"tensor column '{name}' holds variable-length lists; a model input has a fixed shape"
+            )
         size = fitted.layout.size
         spread = {k: np.broadcast_to(fitted.layout.expand(v), size) for k, v in fitted.scaler.params.items()}
         for i in range(size):

@@ -38,6 +38,7 @@ from normpipe.core.tensor import (
     TensorLayout,
     TensorState,
     is_tensor_type,
+    positions_of,
     row_chunks,
     tensor_block,
 )
@@ -64,8 +65,9 @@ class TensorSpec(BaseModel):
     """How one tensor column is normalized (the ``tensors`` section of a config).
 
     ``shape`` may be left out when the column is an ``arrow.fixed_shape_tensor`` or its
-    field metadata has ``shape``; without any, the column is a variable-length list
-    and ``per`` must be ``all``. ``method`` is a name or a mapping with its options
+    field metadata has ``shape``; without any, the column is a variable-length list,
+    with statistics per position (``per: element``: position ``p`` pools the ``p``-th
+    value of every list that long) or over every value (``per: all``). ``method`` is a name or a mapping with its options
     (``feature_range`` for minmax, ``quantile_range`` for robust).
     """
 
@@ -191,10 +193,10 @@ def resolve_layout(name: str, field: pa.Field, spec: TensorSpec, where: str) -> 
         )
     if shape is None and pa.types.is_fixed_size_list(storage):
         shape = (storage.list_size,)
-    if shape is None and spec.per != "all":
+    if shape is None and spec.per == "channel":
         raise InputError(
-            f"{where}: column '{name}' is a variable-length list; declare its shape (shape: [...]) "
-            "or pool every value with per: all"
+            f"{where}: column '{name}' is a variable-length list; declare its shape (shape: [...]), "
+            "or take statistics per position (per: element) or over every value (per: all)"
         )
     return TensorLayout(shape, spec.layout, spec.per)
 
@@ -218,9 +220,8 @@ def first_image_shape(dataset: Dataset, name: str, layout: str = "CHW") -> tuple
     raise InputError(f"{dataset.source}: column '{name}' holds no image; nothing to fit")
 
 
-def _range_moments(layout: TensorLayout, low: float, high: float) -> GroupMoments:
+def _range_moments(slots: int, low: float, high: float) -> GroupMoments:
     """Moments that say only "every slot spans [low, high]": what minmax and maxabs read."""
-    slots = layout.slots
     return GroupMoments(
         np.arange(slots),
         np.ones(slots, dtype=np.int64),
@@ -241,19 +242,20 @@ def fit_tensor(name: str, spec: TensorSpec, state: TensorState) -> FittedTensor:
     layout = state.layout
     if method is None:
         return FittedTensor(spec, layout, None)
+    slots = state.slots
     if spec.range is not None:
-        params = method.fit_groups(_range_moments(layout, *spec.range), None)
+        params = method.fit_groups(_range_moments(slots, *spec.range), None)
     elif type(method).fit_groups is not Method.fit_groups:  # the method's own per-group rules
         params = method.fit_groups(state.moments, None)
     else:  # quantile-based: each slot from its sketch
         fitted = [
             method.fit(state.slot_state(s).finalize(method.probabilities()), None, f"{name}[{s}]")
-            for s in range(layout.slots)
+            for s in range(slots)
         ]
         params = fitted[0].params.map(
             lambda key, _: np.array([f.params[key] for f in fitted], dtype=np.float64)
         )
-    params = params.map(lambda _, v: np.asarray(v, dtype=np.float64).reshape(layout.slots))
+    params = params.map(lambda _, v: np.asarray(v, dtype=np.float64).reshape(slots))
     return FittedTensor(spec, layout, FittedScaler(method, params))
 
 
@@ -282,14 +284,31 @@ class FittedTensor:
             return pa.large_list(pa.field(dtype.value_field.name, value))
         return pa.list_(pa.field(dtype.value_field.name, value))
 
-    def map_values(self, values: npt.NDArray[np.float64], inverse: bool = False) -> npt.NDArray[np.float64]:
-        """The map of ``rows x size`` values (or the pooled values of ``per: all``)."""
+    def map_values(
+        self,
+        values: npt.NDArray[np.float64],
+        inverse: bool = False,
+        offsets: npt.NDArray[np.int64] | None = None,
+    ) -> npt.NDArray[np.float64]:
+        """The map of ``rows x size`` values (or the pooled values of variable-length
+        lists, which per position need their ``offsets``)."""
         if self.scaler is None:
             if inverse:
                 raise ArtifactError("l2 normalization has no inverse (each row's norm is not kept)")
             norm = np.sqrt(np.einsum("ij,ij->i", values, values))[:, None]
             return values / np.where((norm > 0) & np.isfinite(norm), norm, 1.0)
-        per_position = self.scaler.params.map(lambda _, v: self.layout.expand(v))
+        if self.layout.positional:
+            assert offsets is not None
+            positions = positions_of(offsets)
+            slots = int(next(iter(self.scaler.params.values())).size)
+            if positions.size and positions.max() >= slots:
+                raise InputError(
+                    f"a list holds {int(positions.max()) + 1} values, longer than any seen at fit time "
+                    f"({slots}); fit on data that includes such lists, or use per: all"
+                )
+            per_position = self.scaler.params.map(lambda _, v: np.take(v, positions))
+        else:
+            per_position = self.scaler.params.map(lambda _, v: self.layout.expand(v))
         scaler = FittedScaler(self.scaler.spec, per_position)
         return scaler.invert(values) if inverse else scaler.apply(values)
 
@@ -307,7 +326,8 @@ class FittedTensor:
             block = tensor_block(rows, self.layout, where, start, skip=self.spec.on_error == "skip")
             if self.scaler is None and block.offsets is not None:
                 raise InputError(f"{where}: l2 normalization needs a fixed shape; declare shape: [...]")
-            parts.append(_rebuild(target, block, self.map_values(block.values, inverse)))
+            mapped = self.map_values(block.values, inverse, block.offsets)
+            parts.append(_rebuild(target, block, mapped))
         if len(parts) == 1:
             return parts[0]
         return pa.chunked_array(parts, type=target)

@@ -366,3 +366,23 @@ def test_tensor_output_larger_than_the_workers_memory(tmp_path: Path) -> None:
     first = out.read_row_group(0).column("image").combine_chunks()
     expected = stats.transform(table.slice(0, len(first)), columns=["image"]).column("image")
     assert first.equals(expected.combine_chunks())
+
+
+def test_variable_lists_per_position_through_the_pass_and_the_artifact(
+    client: Client, tmp_path: Path, rng: np.random.Generator
+) -> None:
+    data = _dataset(tmp_path / "data", rng, files=2, rows=300)
+    stats, _ = normpipe.run(
+        tmp_path / "data", tmp_path / "out", tensors={"seq": {"per": "element"}}, client=client
+    )
+    lengths, values = data["lengths"], data["seq"]
+    offsets = np.concatenate([[0], np.cumsum(lengths)])
+    state = stats.tensors["seq"].state
+    assert state.slots == lengths.max()
+    first = values[offsets[:-1]]  # position 0 of every list
+    assert state.moments.mean[0] == pytest.approx(first.mean(), rel=1e-12)
+    loaded = Stats.load(tmp_path / "out" / "_stats.json")
+    assert loaded.to_bytes() == (tmp_path / "out" / "_stats.json").read_bytes()
+    written = ds.dataset(tmp_path / "out", format="parquet").to_table().column("seq").combine_chunks()
+    again = loaded.transform(ds.dataset(tmp_path / "data", format="parquet").to_table(), columns=["seq"])
+    assert again.column("seq").combine_chunks().equals(written)

@@ -108,10 +108,10 @@ def tensor_table(stats: Any) -> Table:
             f"{state.nulls:,}",
             f"{state.nans + state.posinf + state.neginf:,}",
         )
-        if layout.slots > SLOT_ROWS:
+        if state.slots > SLOT_ROWS:
             params = ", ".join(f"{k}={_span(v)}" for k, v in scaler.params.items()) if scaler else ""
             table.add_row(
-                f"{name} ({layout.slots:,} slots)",
+                f"{name} ({state.slots:,} slots)",
                 *head,
                 _span(m.mean),
                 _span(state.std),
@@ -120,9 +120,9 @@ def tensor_table(stats: Any) -> Table:
                 params,
             )
             continue
-        for slot in range(layout.slots):
+        for slot in range(state.slots):
             params = ", ".join(f"{k}={fmt(v[slot])}" for k, v in scaler.params.items()) if scaler else ""
-            label = f"{name}[{slot}]" if layout.slots > 1 else name
+            label = f"{name}[{slot}]" if state.slots > 1 else name
             first = head if slot == 0 else ("", "", "", "", "")
             empty = m.count[slot] == 0
             table.add_row(

@@ -25,7 +25,7 @@ import numpy.typing as npt
 import pyarrow as pa
 
 from normpipe.core.column import ColumnState, to_float64
-from normpipe.core.groups import GroupMoments
+from normpipe.core.groups import GroupIndex, GroupMoments
 from normpipe.core.images import decode_images
 from normpipe.core.moments import Moments
 from normpipe.core.sketch import DEFAULT_K, QuantileSketch, ascending
@@ -38,6 +38,7 @@ __all__ = [
     "TensorLayout",
     "TensorState",
     "is_tensor_type",
+    "positions_of",
     "row_chunks",
     "tensor_block",
 ]
@@ -80,10 +81,16 @@ class TensorLayout:
 
     @property
     def slots(self) -> int:
-        """How many groups of values have their own statistics."""
+        """How many groups of values have their own statistics (0 for positions of
+        variable-length lists: as many as the longest list seen)."""
         if self.per == "all":
             return 1
         return self.size if self.per == "element" else self.channels
+
+    @property
+    def positional(self) -> bool:
+        """Variable-length lists with statistics per position (``per: element``, no shape)."""
+        return self.shape is None and self.per == "element"
 
     def grouped(self, values: npt.NDArray[np.float64]) -> npt.NDArray[np.float64]:
         """``values`` (rows x size, or all values of variable lists) as a view
@@ -110,7 +117,7 @@ class TensorLayout:
 
     def describe(self) -> str:
         if self.shape is None:
-            return f"variable length, per {self.per}"
+            return f"variable length, per {'position' if self.per == 'element' else self.per}"
         layout = f" {self.layout}" if self.per == "channel" else ""
         return f"{'x'.join(map(str, self.shape))}{layout}, per {self.per}"
 
@@ -199,8 +206,8 @@ def _lists(column: pa.Array, layout: TensorLayout, where: str, first_row: int) -
         row = int(np.flatnonzero(wrong)[0])
         raise InputError(
             f"{where}: row {first_row + row} holds {int(lengths[row])} values, the shape "
-            f"{list(layout.shape)} needs {layout.size} (ragged lists); fix the data or declare "
-            "per: all without a shape"
+            f"{list(layout.shape)} needs {layout.size} (ragged lists); fix the data, or leave the "
+            "shape out and take statistics per position (per: element) or over every value (per: all)"
         )
     size = layout.size
     if valid.all() and offsets[-1] - offsets[0] == rows * size:
@@ -322,6 +329,8 @@ class TensorState:
     @classmethod
     def from_block(cls, block: TensorBlock, layout: TensorLayout, k: int = DEFAULT_K) -> TensorState:
         """The statistics of one block's valid rows."""
+        if layout.positional:
+            return cls._positions(block, layout)
         values = block.values if block.offsets is not None else block.values[block.valid]
         grouped = layout.grouped(values)
         moments, nans, posinf, neginf = _slot_moments(grouped)
@@ -333,6 +342,25 @@ class TensorState:
             )
         nulls = block.rows - int(block.valid.sum())
         return cls(layout, moments, sketches, block.rows, nulls, nans, posinf, neginf, block.skipped)
+
+    @classmethod
+    def _positions(cls, block: TensorBlock, layout: TensorLayout) -> TensorState:
+        """Per-position moments of variable-length lists: position ``p`` holds the
+        ``p``-th value of every list that long (the per-group moments, keyed by position)."""
+        assert block.offsets is not None
+        values = block.values
+        positions = positions_of(block.offsets)
+        longest = int(positions.max()) + 1 if positions.size else 0
+        moments = GroupMoments.from_block(GroupIndex(np.arange(longest), positions), values)
+        nans = int(np.isnan(values).sum())
+        posinf, neginf = int(np.count_nonzero(values == np.inf)), int(np.count_nonzero(values == -np.inf))
+        nulls = block.rows - int(block.valid.sum())
+        return cls(layout, moments, (), block.rows, nulls, nans, posinf, neginf, block.skipped)
+
+    @property
+    def slots(self) -> int:
+        """The slots these statistics hold (for positions: the longest list seen)."""
+        return int(self.moments.count.size)
 
     @classmethod
     def merge_all(cls, states: Sequence[TensorState]) -> TensorState:
@@ -375,6 +403,12 @@ class TensorState:
     def std(self) -> npt.NDArray[np.float64]:
         """Population std per slot (ddof=0)."""
         return self.moments.std
+
+
+def positions_of(offsets: npt.NDArray[np.int64]) -> npt.NDArray[np.int64]:
+    """Each value's position in its list, for lists at ``offsets`` (from 0)."""
+    lengths = np.diff(offsets)
+    return np.arange(int(offsets[-1])) - np.repeat(offsets[:-1], lengths)
 
 
 def _finite(values: npt.NDArray[np.float64]) -> npt.NDArray[np.float64]:

@@ -221,3 +221,38 @@ def test_bad_shapes_are_one_line(rng: np.random.Generator) -> None:
         TensorSpec(per="element", method="robust")
     with pytest.raises(ValueError, match="tensor columns take one of"):
         TensorSpec(method="quantile")
+
+
+def test_variable_lists_per_position_equal_numpy(rng: np.random.Generator) -> None:
+    """Position p pools the p-th value of every list that long: the moments equal numpy's
+    per position, any split merges to them, and each value maps with its position's
+    parameters; a longer list than any seen at fit time is one line."""
+    lengths = rng.integers(0, 9, size=600)
+    values = rng.normal(size=int(lengths.sum())) * 3 + np.concatenate([np.arange(n) * 10.0 for n in lengths])
+    offsets = np.concatenate([[0], np.cumsum(lengths)]).astype(np.int32)
+    valid = rng.random(600) > 0.1
+    column = pa.ListArray.from_arrays(pa.array(offsets), pa.array(values), mask=pa.array(~valid))
+    layout = TensorLayout(None, "CHW", "element")
+    state = _state(column, layout)
+    by_position = [
+        np.array([values[offsets[i] + p] for i in range(600) if valid[i] and lengths[i] > p])
+        for p in range(8)
+    ]
+    assert state.slots == 8
+    for p, expected in enumerate(by_position):
+        assert state.moments.count[p] == expected.size
+        assert state.moments.mean[p] == pytest.approx(expected.mean(), rel=1e-12)
+        assert state.std[p] == pytest.approx(expected.std(), rel=1e-12)
+    parts = [_state(column.slice(a, 150), layout) for a in range(0, 600, 150)]
+    merged = TensorState.merge_all(parts)
+    np.testing.assert_allclose(merged.moments.mean, state.moments.mean, rtol=1e-12)
+    np.testing.assert_allclose(merged.moments.m2, state.moments.m2, rtol=1e-12)
+    fitted = fit_tensor("seq", TensorSpec(per="element", method="zscore", dtype="float64"), state)
+    out = fitted.map_column(column, "t").to_pylist()
+    for i in np.flatnonzero(valid)[:50]:
+        row = values[offsets[i] : offsets[i + 1]]
+        expected = [(v - state.moments.mean[p]) / state.std[p] for p, v in enumerate(row)]
+        np.testing.assert_allclose(out[i], expected, rtol=1e-12)
+    longer = pa.array([[1.0] * 9])
+    with pytest.raises(InputError, match=r"a list holds 9 values, longer than any seen at fit time \(8\)"):
+        fitted.map_column(longer, "t")
