@@ -394,7 +394,12 @@ class Stats:
 
     def __repr__(self) -> str:
         methods = ", ".join(f"{n}={c.scaler.method}" for n, c in self.columns.items())
-        return f"Stats(rows={self.rows}, k={self.k}, columns: {methods})"
+        tensors = ", ".join(
+            f"{n}={t.spec.method_name} per {t.state.layout.per}" for n, t in self.tensors.items()
+        )
+        return f"Stats(rows={self.rows}, k={self.k}, columns: {methods}" + (
+            f"; tensors: {tensors})" if tensors else ")"
+        )
 
 
 def fit(

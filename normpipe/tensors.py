@@ -67,8 +67,9 @@ class TensorSpec(BaseModel):
     ``shape`` may be left out when the column is an ``arrow.fixed_shape_tensor`` or its
     field metadata has ``shape``; without any, the column is a variable-length list,
     with statistics per position (``per: element``: position ``p`` pools the ``p``-th
-    value of every list that long) or over every value (``per: all``). ``method`` is a name or a mapping with its options
-    (``feature_range`` for minmax, ``quantile_range`` for robust).
+    value of every list that long) or over every value (``per: all``). ``method`` is a
+    name or a mapping with its options (``feature_range`` for minmax,
+    ``quantile_range`` for robust).
     """
 
     model_config = ConfigDict(extra="forbid", frozen=True)
