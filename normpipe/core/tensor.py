@@ -1,11 +1,13 @@
-"""Tensor columns: each row holds an array of a fixed shape (an image, an embedding, a
-window), stored as Arrow ``fixed_size_list``, ``list`` or the ``arrow.fixed_shape_tensor``
-extension type.
+"""Tensor columns: each row holds an array (an image, an embedding, a window), stored as
+Arrow ``fixed_size_list``, ``list`` or the ``arrow.fixed_shape_tensor`` extension type,
+or as encoded images in a ``binary`` column (:mod:`normpipe.core.images`).
 
 A :class:`TensorLayout` says which values share statistics: ``per="element"`` gives
 every position of the shape its own (an array of moments), ``per="channel"`` reduces
 the other axes (the channel axis is the first with ``layout="CHW"``, the last with
-``"HWC"``), ``per="all"`` pools every value (the only choice for variable-length lists).
+``"HWC"``), ``per="all"`` pools every value. Variable-length lists (no shape) take
+``element``, one slot per position (the ``p``-th value of every list that long), or
+``all``.
 Each such group of values is a *slot*. :class:`TensorState` holds per slot the same
 mergeable statistics as a scalar column: count, mean and M2 (the parallel update of
 :class:`~normpipe.core.groups.GroupMoments`), min, max, and for ``channel`` and ``all``
@@ -49,7 +51,7 @@ Layout = Literal["CHW", "HWC"]
 
 def is_tensor_type(dtype: pa.DataType) -> bool:
     """A list, fixed-size list or fixed-shape tensor of numbers (one level deep), or
-    encoded images (``binary``, see :mod:`normpipe.images`)."""
+    encoded images (``binary``, see :mod:`normpipe.core.images`)."""
     if pa.types.is_binary(dtype) or pa.types.is_large_binary(dtype):
         return True
     if isinstance(dtype, pa.FixedShapeTensorType):
