@@ -73,8 +73,9 @@ def _output(config: RunConfig, dataset: Dataset) -> Location:
     return output
 
 
-def _plan(config: RunConfig, dataset: Dataset) -> list[str]:
-    """The columns to analyze; checked (in every file's footer) before any cluster starts."""
+def _plan(config: RunConfig, dataset: Dataset) -> tuple[list[str], dict[str, TensorLayout]]:
+    """The columns to analyze and the tensor columns' layouts; checked (in every file's
+    footer) before any cluster starts."""
     if config.group_by and dataset.schema.get_field_index(config.group_by) < 0:
         names = listing(dataset.schema.names)
         raise ConfigError(
@@ -88,7 +89,7 @@ def _plan(config: RunConfig, dataset: Dataset) -> list[str]:
     for name in config.tensors:
         if name in (config.columns or ()):
             raise ConfigError(f"column '{name}' is listed in both columns and tensors; list it in one")
-    _tensor_layouts(config, dataset)  # a missing or mistyped tensor column is named first
+    layouts = _tensor_layouts(config, dataset)  # a missing or mistyped tensor column is named first
     columns = select_columns(
         dataset.schema, config.columns, [*exclude, *config.tensors], dataset.source, bool(config.tensors)
     )
@@ -101,7 +102,7 @@ def _plan(config: RunConfig, dataset: Dataset) -> list[str]:
     if config.group_by:
         _check_group_plan(config, dataset, columns)
     check_footers(dataset, columns, config.tensors)
-    return columns
+    return columns, layouts
 
 
 def _tensor_layouts(config: RunConfig, dataset: Dataset) -> dict[str, TensorLayout]:
@@ -156,8 +157,13 @@ def _check_artifact_columns(stats: Stats, dataset: Dataset) -> None:
 
 
 def _fit(
-    config: RunConfig, dataset: Dataset, columns: list[str], client: Client, progress: Progress | None
+    config: RunConfig,
+    dataset: Dataset,
+    plan: tuple[list[str], dict[str, TensorLayout]],
+    client: Client,
+    progress: Progress | None,
 ) -> Stats:
+    columns, layouts = plan
     state = engine.analyze(
         client,
         dataset,
@@ -169,7 +175,7 @@ def _fit(
         distinct=columns if config.distinct else (),
         group_by=config.group_by,
         unit_bytes=config.unit_size,
-        tensors=_tensor_layouts(config, dataset),
+        tensors=layouts,
         skip_images=[name for name, spec in config.tensors.items() if spec.on_error == "skip"],
     )
     if state.rows == 0:
@@ -278,9 +284,9 @@ def fit(
         options["source"] = os.fspath(source)
     cfg = _config(config, options)
     dataset = _dataset(cfg)
-    columns = _plan(cfg, dataset)
+    plan = _plan(cfg, dataset)
     with _client(cfg, client) as c:
-        stats = _fit(cfg, dataset, columns, c, progress)
+        stats = _fit(cfg, dataset, plan, c, progress)
     if cfg.stats:
         stats.save(cfg.stats, cfg.storage_options)
     return stats
@@ -429,9 +435,9 @@ def run(
     cfg = _config(config, options)
     dataset = _dataset(cfg)
     output_path = _output(cfg, dataset)
-    columns = _plan(cfg, dataset)
+    plan = _plan(cfg, dataset)
     with _client(cfg, client) as c:
-        stats = _fit(cfg, dataset, columns, c, progress)
+        stats = _fit(cfg, dataset, plan, c, progress)
         if cfg.stats:
             stats.save(cfg.stats, cfg.storage_options)
         manifest = _write_output(cfg, stats, dataset, output_path, c, progress, stats_inside=not cfg.stats)

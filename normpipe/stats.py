@@ -22,6 +22,7 @@ import numpy.typing as npt
 
 from normpipe.core.column import ColumnState, ColumnSummary, TableState
 from normpipe.core.groups import GroupMoments
+from normpipe.core.tensor import TensorState
 from normpipe.errors import ConfigError, InputError
 from normpipe.fingerprint import Fingerprint
 from normpipe.fitted import FittedTransform, unknown_column
@@ -37,7 +38,7 @@ from normpipe.scalers import (
 )
 from normpipe.statistics import ColumnStatistics, GroupStatistics, Statistics, TensorStatistics
 from normpipe.storage import locate
-from normpipe.tensors import FittedTensor, fit_tensor
+from normpipe.tensors import FittedTensor, TensorSpec, fit_tensor
 
 if TYPE_CHECKING:
     from normpipe.export import ColumnMaps
@@ -113,11 +114,11 @@ class TensorStats:
         return self.statistics.dtype
 
     @property
-    def spec(self) -> Any:
+    def spec(self) -> TensorSpec:
         return self.statistics.spec
 
     @property
-    def state(self) -> Any:
+    def state(self) -> TensorState:
         return self.statistics.state
 
 
@@ -200,7 +201,7 @@ class Stats:
         exact: Mapping[str, Mapping[float, float]] | None = None,
         group_by: str | None = None,
         unseen: Literal["global", "error"] = "global",
-        tensors: Mapping[str, Any] | None = None,
+        tensors: Mapping[str, TensorSpec] | None = None,
     ) -> Stats:
         """Finalize a merged :class:`TableState` and fit each column's scaler
         (with ``exact``, quantiles by column and probability replace the sketch's;
