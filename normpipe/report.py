@@ -271,8 +271,49 @@ def render_html(stats: Stats, reports: Sequence[ColumnReport], title: str) -> st
         parts.append('<table class="stats">')
         parts += [f"<tr><td>{e(k)}</td><td>{e(v)}</td></tr>" for k, v in report.table]
         parts += ["</table>", "</section>"]
+    parts += _tensor_sections(stats)
     parts.append("</body></html>")
     return "\n".join(parts) + "\n"
+
+
+#: Tensor columns with up to this many slots get a row per slot; others one of ranges.
+TENSOR_ROWS = 64
+
+
+def _tensor_sections(stats: Stats) -> list[str]:
+    """A section per tensor column: its layout and counts, and per slot the moments,
+    range and fitted parameters."""
+    e = html.escape
+    parts = []
+    for name, tensor in stats.tensors.items():
+        state, scaler = tensor.state, tensor.fitted.scaler
+        m, std = state.moments, state.std
+        method = f"{tensor.spec.method_name} per {state.layout.per}"
+        parts += [
+            f'<section class="tensor" data-column="{e(name)}">',
+            f'<h2>{e(name)} <span class="method">{e(method)}</span></h2>',
+            f'<p class="meta">{e(state.layout.describe())}; {state.rows:,} rows, {state.nulls:,} null '
+            f"({state.skipped:,} undecodable images skipped), {state.nans:,} NaN, "
+            f"{state.posinf + state.neginf:,} ±inf; {state.slots:,} slots</p>",
+            '<table class="stats"><tr><th>slot</th><th>count</th><th>mean</th><th>std</th>'
+            "<th>min</th><th>max</th><th>params</th></tr>",
+        ]
+        for slot in range(min(state.slots, TENSOR_ROWS)):
+            params = (
+                ", ".join(f"{k}={_fmt(float(v[slot]))}" for k, v in scaler.params.items()) if scaler else ""
+            )
+            empty = m.count[slot] == 0
+            cells = [
+                str(slot),
+                f"{int(m.count[slot]):,}",
+                *(_fmt(None if empty else float(v[slot])) for v in (m.mean, std, m.min, m.max)),
+                params,
+            ]
+            parts.append("<tr>" + "".join(f"<td>{e(c)}</td>" for c in cells) + "</tr>")
+        if state.slots > TENSOR_ROWS:
+            parts.append(f'<tr><td colspan="7">… {state.slots - TENSOR_ROWS:,} more slots</td></tr>')
+        parts += ["</table>", "</section>"]
+    return parts
 
 
 def png_name(name: str) -> str:

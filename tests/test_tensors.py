@@ -23,6 +23,7 @@ import normpipe
 from normpipe import datagen
 from normpipe.cluster import dask_client
 from normpipe.config import ClusterConfig
+from normpipe.report import report_html
 from normpipe.stats import Stats
 from tests.test_bad_input import Run, assert_clean_failure, cli, no_output  # noqa: F401
 
@@ -83,6 +84,9 @@ def test_run_equals_numpy_and_reads_back_everywhere(
     assert seq.moments.count[0] == data["seq"].size
     np.testing.assert_allclose(seq.moments.mean, [data["seq"].mean()], rtol=1e-12)
     assert "y" in stats.columns  # scalar columns alongside, in the same pass
+    page = report_html(stats)  # the report shows each channel's statistics
+    assert '<section class="tensor" data-column="img">' in page
+    assert f"<td>{tensor.moments.mean[2]:.6g}</td><td>{tensor.std[2]:.6g}</td>" in page
     # the output, through readers normpipe did not write
     assert json.loads((tmp_path / "out" / "_SUCCESS").read_text())["rows_out"] == 1200
     table = ds.dataset(tmp_path / "out", format="parquet").to_table()
