@@ -16,24 +16,29 @@ training time; a PNG shows the fold-mean validation RMSE per epoch.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import os
+import tempfile
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
 
 from normpipe.commit import SUCCESS, committed_output, local_path
 from normpipe.core.column import TableState
+from normpipe.core.images import decode_images, is_image_type
 from normpipe.core.tensor import TensorBlock, TensorState, tensor_block
 from normpipe.dataset import discover, select_columns
 from normpipe.scalers import ZScore
 from normpipe.scan import blocks
 from normpipe.stats import Stats
-from normpipe.tensors import TensorSpec
+from normpipe.tensors import TensorSpec, first_image_shape
 from normpipe.train.data import split_mask
 from normpipe.train.features import feature_layout
 from normpipe.train.loop import TrainConfig, TrainingDiverged, train
@@ -242,6 +247,61 @@ def compare(
     if folds < 2:
         raise ValueError(f"folds must be >= 2, got {folds}")
     columns = list(dict.fromkeys([*config.features, config.target]))
+    with tempfile.TemporaryDirectory(prefix="normpipe-compare-") as scratch:
+        data = decoded_images(source, columns, Path(scratch))
+        return _compare(data, config, columns, scalers, norms, folds, target_rmse, within, sketch_k, progress)
+
+
+def decoded_images(source: str | os.PathLike[str], columns: Sequence[str], directory: Path) -> str:
+    """``source`` itself, or when ``columns`` hold encoded images, a copy of ``columns``
+    below ``directory`` with the images decoded once into ``uint8`` CHW tensors (null where
+    they do not decode): every cell and epoch of a comparison then reads pixels instead
+    of decoding every image again. Files, row groups and row order are kept, so the
+    folds are the same."""
+    dataset = discover(source)
+    schema = dataset.schema
+    images = [n for n in columns if schema.get_field_index(n) >= 0 and is_image_type(schema.field(n).type)]
+    if not images:
+        return os.fspath(source)
+    shapes = {name: first_image_shape(dataset, name) for name in images}
+    for file in dataset.files:
+        dest = directory / file.relpath
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        with contextlib.ExitStack() as stack:
+            writer = None
+            for block in blocks(file, file.open(dataset.fs), list(columns)):
+                table = block.table
+                for name in images:
+                    c, h, w = shapes[name]
+                    where = f"{file.path}: column '{name}'"
+                    column = table.column(name).combine_chunks()
+                    decoded = decode_images(column, (h, w, c), where, block.first_row, skip=True)
+                    chw = np.ascontiguousarray(decoded.pixels.transpose(0, 3, 1, 2), dtype=np.uint8)
+                    storage = pa.FixedSizeListArray.from_arrays(
+                        pa.array(chw.reshape(-1)), c * h * w, mask=pa.array(~decoded.valid)
+                    )
+                    tensor = pa.ExtensionArray.from_storage(
+                        pa.fixed_shape_tensor(pa.uint8(), [c, h, w]), storage
+                    )
+                    table = table.set_column(table.schema.get_field_index(name), name, tensor)
+                if writer is None:
+                    writer = stack.enter_context(pq.ParquetWriter(dest, table.schema))
+                writer.write_table(table, row_group_size=max(table.num_rows, 1))
+    return os.fspath(directory)
+
+
+def _compare(
+    source: str,
+    config: TrainConfig,
+    columns: list[str],
+    scalers: Sequence[str],
+    norms: Sequence[str],
+    folds: int,
+    target_rmse: float | None,
+    within: float,
+    sketch_k: int,
+    progress: Callable[[Run], None] | None,
+) -> CompareResult:
     stats_per_fold = (
         fold_stats(source, columns, folds, config.seed, sketch_k) if any(s != "none" for s in scalers) else []
     )

@@ -17,7 +17,7 @@ import normpipe
 from normpipe import datagen
 from normpipe.errors import ConfigError
 from normpipe.export import export_model
-from normpipe.train.compare import compare
+from normpipe.train.compare import compare, decoded_images
 from normpipe.train.features import feature_layout, feature_rows
 from normpipe.train.loop import TrainConfig, load_model, save_model, train
 from normpipe.train.models import CNN
@@ -153,3 +153,24 @@ def test_compare_over_image_normalizations(images: dict[str, Path]) -> None:
         (s, n) for s in ("none", "zscore") for n in ("batch", "instance")
     }
     assert all(np.isfinite(c["rmse_mean"]) for c in cells)
+
+
+def test_compare_decodes_images_once_into_equal_pixels(images: dict[str, Path], tmp_path: Path) -> None:
+    copy = Path(decoded_images(images["raw"], ["image", "radius"], tmp_path / "decoded"))
+    for raw in sorted(images["raw"].glob("*.parquet")):
+        original = pq.read_table(raw)
+        decoded = pq.read_table(copy / raw.name)
+        assert (
+            pq.ParquetFile(copy / raw.name).metadata.num_row_groups
+            == pq.ParquetFile(raw).metadata.num_row_groups
+        )
+        assert decoded.column("radius").equals(original.column("radius"))
+        pixels = np.stack(
+            [
+                np.asarray(Image.open(io.BytesIO(b))).transpose(2, 0, 1)
+                for b in original.column("image").to_pylist()
+            ]
+        )
+        stored = np.asarray(decoded.column("image").combine_chunks().storage.values).reshape(pixels.shape)
+        np.testing.assert_array_equal(stored, pixels)
+    assert decoded_images(images["norm"], ["image", "radius"], tmp_path / "none") == str(images["norm"])
