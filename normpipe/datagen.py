@@ -19,6 +19,8 @@ import numpy.typing as npt
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from normpipe.core.images import chw_tensor
+
 __all__ = [
     "BENCHMARK_FEATURES",
     "EXTRA_FEATURES",
@@ -273,10 +275,7 @@ def _image_column(pixels: npt.NDArray[np.uint8], encoding: Literal["png", "tenso
             Image.fromarray(picture).save(buffer, format="PNG", compress_level=1)  # noise: fast, not small
             encoded.append(buffer.getvalue())
         return pa.array(encoded, type=pa.binary())
-    _, h, w, c = pixels.shape
-    chw = np.ascontiguousarray(pixels.transpose(0, 3, 1, 2)).reshape(-1)
-    storage = pa.FixedSizeListArray.from_arrays(pa.array(chw), c * h * w)
-    return pa.ExtensionArray.from_storage(pa.fixed_shape_tensor(pa.uint8(), [c, h, w]), storage)
+    return chw_tensor(pixels)
 
 
 def windows(

@@ -20,7 +20,7 @@ import pyarrow as pa
 
 from normpipe.errors import ConfigError, InputError
 
-__all__ = ["DecodedImages", "decode_images", "image_shape", "is_image_type"]
+__all__ = ["DecodedImages", "chw_tensor", "decode_images", "image_shape", "is_image_type"]
 
 
 def is_image_type(dtype: pa.DataType) -> bool:
@@ -116,3 +116,13 @@ def decode_images(
         pixels[i] = decoded
         valid[i] = True
     return DecodedImages(pixels, valid, skipped)
+
+
+def chw_tensor(pixels: npt.NDArray[np.uint8], valid: npt.NDArray[np.bool_] | None = None) -> pa.Array:
+    """HWC ``uint8`` pixels (``rows x h x w x c``) as a ``uint8`` ``fixed_shape_tensor``
+    of shape ``[c, h, w]`` (null where not ``valid``): images stored as tensors."""
+    _, h, w, c = pixels.shape
+    chw = np.ascontiguousarray(pixels.transpose(0, 3, 1, 2), dtype=np.uint8).reshape(-1)
+    mask = pa.array(~valid) if valid is not None and not valid.all() else None
+    storage = pa.FixedSizeListArray.from_arrays(pa.array(chw), c * h * w, mask=mask)
+    return pa.ExtensionArray.from_storage(pa.fixed_shape_tensor(pa.uint8(), [c, h, w]), storage)

@@ -27,12 +27,11 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import pyarrow as pa
 import pyarrow.parquet as pq
 
 from normpipe.commit import SUCCESS, committed_output, local_path
 from normpipe.core.column import TableState
-from normpipe.core.images import decode_images, is_image_type
+from normpipe.core.images import chw_tensor, decode_images, is_image_type
 from normpipe.core.tensor import TensorBlock, TensorState, tensor_block
 from normpipe.dataset import discover, select_columns
 from normpipe.scalers import ZScore
@@ -276,13 +275,7 @@ def decoded_images(source: str | os.PathLike[str], columns: Sequence[str], direc
                     where = f"{file.path}: column '{name}'"
                     column = table.column(name).combine_chunks()
                     decoded = decode_images(column, (h, w, c), where, block.first_row, skip=True)
-                    chw = np.ascontiguousarray(decoded.pixels.transpose(0, 3, 1, 2), dtype=np.uint8)
-                    storage = pa.FixedSizeListArray.from_arrays(
-                        pa.array(chw.reshape(-1)), c * h * w, mask=pa.array(~decoded.valid)
-                    )
-                    tensor = pa.ExtensionArray.from_storage(
-                        pa.fixed_shape_tensor(pa.uint8(), [c, h, w]), storage
-                    )
+                    tensor = chw_tensor(decoded.pixels, decoded.valid)
                     table = table.set_column(table.schema.get_field_index(name), name, tensor)
                 if writer is None:
                     writer = stack.enter_context(pq.ParquetWriter(dest, table.schema))
