@@ -174,3 +174,16 @@ def test_compare_decodes_images_once_into_equal_pixels(images: dict[str, Path], 
         stored = np.asarray(decoded.column("image").combine_chunks().storage.values).reshape(pixels.shape)
         np.testing.assert_array_equal(stored, pixels)
     assert decoded_images(images["norm"], ["image", "radius"], tmp_path / "none") == str(images["norm"])
+
+
+def test_datagen_tensor_encoding_equals_the_png_pixels(tmp_path: Path) -> None:
+    (png,) = datagen.images(tmp_path / "png", rows=40, files=1, size=8)
+    (tensor,) = datagen.images(tmp_path / "tensor", rows=40, files=1, size=8, encoding="tensor")
+    decoded = np.stack(
+        [
+            np.asarray(Image.open(io.BytesIO(b))).transpose(2, 0, 1)
+            for b in pq.read_table(png).column("image").to_pylist()
+        ]
+    )
+    stored = pq.read_table(tensor).column("image").combine_chunks()
+    np.testing.assert_array_equal(np.asarray(stored.storage.values).reshape(decoded.shape), decoded)
