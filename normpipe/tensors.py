@@ -335,23 +335,26 @@ class FittedTensor:
 
 
 def _rebuild(target: pa.DataType, block: TensorBlock, mapped: npt.NDArray[np.float64]) -> pa.Array:
+    """``mapped`` values as ``target``: null rows null (a fixed-size list holds zeros under
+    them), each value converted to the output type once."""
     storage = target.storage_type if isinstance(target, pa.FixedShapeTensorType) else target
-    if not block.valid.all() and block.offsets is None:
-        mapped = np.where(block.valid[:, None], mapped, 0.0)  # null rows hold zeros, not NaN
-    values = pa.array(np.ascontiguousarray(mapped, dtype=storage.value_type.to_pandas_dtype()).reshape(-1))
-    mask = pa.array(~block.valid) if not block.valid.all() else None
+    dtype = storage.value_type.to_pandas_dtype()
+    everywhere = bool(block.valid.all())
+    mask = None if everywhere else pa.array(~block.valid)
     if pa.types.is_fixed_size_list(storage):
-        if block.offsets is not None:  # pooled values of a fixed-size list: null rows hold zeros
-            full = np.zeros((block.rows, storage.list_size), dtype=values.type.to_pandas_dtype())
-            full[block.valid] = np.asarray(values).reshape(-1, storage.list_size)
-            values = pa.array(full.reshape(-1))
+        if block.offsets is not None:  # the valid rows' values, pooled: spread back over every row
+            full = np.zeros((block.rows, storage.list_size), dtype=dtype)
+            full[block.valid] = mapped.reshape(-1, storage.list_size)
+        else:
+            full = mapped if everywhere else np.where(block.valid[:, None], mapped, 0.0)
+        values = pa.array(np.ascontiguousarray(full, dtype=dtype).reshape(-1))
         array = pa.FixedSizeListArray.from_arrays(values, type=storage, mask=mask)
     else:
-        offsets = block.offsets
+        offsets, kept = block.offsets, mapped
         if offsets is None:  # a fixed shape read from a list: the valid rows' values
             offsets = np.concatenate([[0], np.cumsum(np.where(block.valid, mapped.shape[1], 0))])
-            kept = np.ascontiguousarray(mapped[block.valid], dtype=storage.value_type.to_pandas_dtype())
-            values = pa.array(kept.reshape(-1))
+            kept = mapped if everywhere else mapped[block.valid]
+        values = pa.array(np.ascontiguousarray(kept, dtype=dtype).reshape(-1))
         kind = pa.LargeListArray if pa.types.is_large_list(storage) else pa.ListArray
         index_type = pa.int64() if pa.types.is_large_list(storage) else pa.int32()
         array = kind.from_arrays(pa.array(offsets, type=index_type), values, type=storage, mask=mask)
