@@ -62,17 +62,21 @@ class QuietOwnErrors(WorkerPlugin):
 
 
 @contextmanager
-def _quiet_own_errors(client: Client) -> Iterator[None]:
-    """:class:`QuietOwnErrors` on the workers while the block runs, then removed (the
-    workers of a cluster normpipe did not start log as before). Best effort: a remote
-    cluster may refuse plugins."""
+def _quiet_own_errors(client: Client, restore: bool = True) -> Iterator[None]:
+    """:class:`QuietOwnErrors` on the workers while the block runs; with ``restore``
+    removed afterwards (the workers of a cluster normpipe did not start log as before).
+    normpipe's own cluster keeps it until it closes: when one task's bad input ends the
+    run, tasks still executing elsewhere fail the same way while the cluster shuts down,
+    and their records must stay quiet too. Best effort: a remote cluster may refuse
+    plugins."""
     with contextlib.suppress(Exception):
         client.register_plugin(QuietOwnErrors(), name=QuietOwnErrors.name)
     try:
         yield
     finally:
-        with contextlib.suppress(Exception):
-            client.unregister_worker_plugin(QuietOwnErrors.name)
+        if restore:
+            with contextlib.suppress(Exception):
+                client.unregister_worker_plugin(QuietOwnErrors.name)
 
 
 @contextmanager
@@ -145,7 +149,7 @@ def dask_client(config: ClusterConfig | None = None) -> Iterator[Client]:
         written = {n for n in {*os.environ, *before} if os.environ.get(n) != before.get(n)}
         _restore_environ(before, written)
     try:
-        with cluster, Client(cluster) as client, _quiet_own_errors(client):
+        with cluster, Client(cluster) as client, _quiet_own_errors(client, restore=False):
             yield client
     finally:
         _restore_environ(before, written)  # a nanny that restarted its worker wrote them again

@@ -390,3 +390,37 @@ def test_variable_lists_per_position_through_the_pass_and_the_artifact(
     written = ds.dataset(tmp_path / "out", format="parquet").to_table().column("seq").combine_chunks()
     again = loaded.transform(ds.dataset(tmp_path / "data", format="parquet").to_table(), columns=["seq"])
     assert again.column("seq").combine_chunks().equals(written)
+
+
+@pytest.mark.slow
+def test_bad_images_in_every_file_are_one_line_with_process_workers(tmp_path: Path) -> None:
+    """Every task fails on the same bad input at about the same time: the first failure
+    ends the run, and the others, still executing while normpipe's cluster shuts down,
+    must not print their workers' tracebacks."""
+    import subprocess
+    import sys
+
+    datagen.images(tmp_path / "imgs", rows=400, files=4, size=8)
+    config = tmp_path / "c.yaml"
+    config.write_text("cluster: {workers: 2}\ntensors:\n  image: {shape: [3, 4, 4]}\n")
+    for _ in range(4):  # a race: repeated
+        done = subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "normpipe.cli",
+                "run",
+                str(tmp_path / "imgs"),
+                "-o",
+                str(tmp_path / "out"),
+                "--config",
+                str(config),
+            ],
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
+        assert done.returncode == 2
+        lines = (done.stdout + done.stderr).strip().splitlines()
+        assert len(lines) == 1, done.stdout + done.stderr
+        assert "images are 4x4 with 3" in lines[0]
