@@ -23,6 +23,7 @@ from normpipe.core import exact
 from normpipe.core.column import ColumnState, TableState, signed_log, to_float64
 from normpipe.core.groups import GroupIndex, GroupMoments
 from normpipe.core.tensor import TensorLayout, TensorState, row_chunks, tensor_block
+from normpipe.core.vocab import VocabState, kind_of
 from normpipe.dataset import check_file_schema
 from normpipe.errors import InputError
 from normpipe.scan import blocks
@@ -56,12 +57,15 @@ def analyze_unit(
     group_by: str | None = None,
     tensors: Mapping[str, TensorLayout] | None = None,
     skip_images: Collection[str] = (),
+    categories: Mapping[str, VocabState] | None = None,
+    counts: Collection[str] = (),
 ) -> TableState:
     """The :class:`TableState` of ``columns`` over every row of ``unit`` (with the
-    signed-log moments of ``log``, the distinct sketch of ``distinct``, with
-    ``group_by`` the per-group moments of every column, and the per-slot states of the
-    tensor columns in ``tensors``; images of those in ``skip_images`` that do not decode
-    are skipped and counted).
+    signed-log moments of ``log``, the distinct sketch of ``distinct``, the value counts
+    of ``counts``, with ``group_by`` the per-group moments of every column, the per-slot
+    states of the tensor columns in ``tensors`` (images of those in ``skip_images`` that
+    do not decode are skipped and counted), and the value counts of the categorical
+    columns in ``categories``, each given as its empty state: kind, limit, sketch size).
 
     Raises
     ------
@@ -73,14 +77,15 @@ def analyze_unit(
         name: _tensor_state(unit, fs, name, layout, k, name in skip_images)
         for name, layout in tensors.items()
     }
+    vocabs = {name: _vocab_state(unit, fs, name, empty) for name, empty in (categories or {}).items()}
     if group_by is not None:
         parts = [
-            _analyze_groups(piece, _open(piece, fs, columns), columns, k, log, distinct, group_by)
+            _analyze_groups(piece, _open(piece, fs, columns), columns, k, log, distinct, counts, group_by)
             for piece in unit.pieces
         ]
         state = TableState.merge_all(parts) if parts else TableState(0, _empty(columns, k))
-        return replace(state, tensors=found)
-    gathered = _Gathered(columns, k, log, distinct)
+        return replace(state, tensors=found, categories=vocabs)
+    gathered = _Gathered(columns, k, log, distinct, counts)
     for piece in unit.pieces if columns else ():
         parquet = _open(piece, fs, columns)
         groups = range(piece.start, piece.stop)
@@ -94,7 +99,27 @@ def analyze_unit(
             for block in blocks(piece.file, parquet, [name], groups, piece.first_row):
                 gathered.add(name, block.table.column(0))
     pa.default_memory_pool().release_unused()  # hand decode buffers back between tasks
-    return TableState(unit.rows, gathered.states(), tensors=found)
+    return TableState(unit.rows, gathered.states(), tensors=found, categories=vocabs)
+
+
+def _vocab_state(
+    unit: Unit, fs: fsspec.AbstractFileSystem | None, name: str, empty: VocabState
+) -> VocabState:
+    """The value counts of categorical column ``name`` over ``unit``, a row group at a time."""
+    parts = [empty]
+    for piece in unit.pieces:
+        parquet = piece.file.open(fs)
+        field = parquet.schema_arrow.field(name) if name in parquet.schema_arrow.names else None
+        if field is None or kind_of(field.type) != empty.kind:
+            got = "no such column" if field is None else f"type {field.type}"
+            raise InputError(
+                f"{piece.file.path}: categorical column '{name}' has {got}; every file needs it "
+                f"as {empty.kind} values (exclude the file, or the column from categories)"
+            )
+        for block in blocks(piece.file, parquet, [name], range(piece.start, piece.stop), piece.first_row):
+            parts.append(VocabState.from_block(block.table.column(0), empty.kind, empty.limit, empty.lg_size))
+        parts = [VocabState.merge_all(parts)]
+    return VocabState.merge_all(parts)
 
 
 def _tensor_state(
@@ -129,8 +154,15 @@ def _empty(columns: Sequence[str], k: int) -> dict[str, ColumnState]:
 class _Gathered:
     """Per-column states, with small chunks gathered until :data:`BLOCK_VALUES`."""
 
-    def __init__(self, columns: Sequence[str], k: int, log: Collection[str], distinct: Collection[str]):
-        self.k, self.log, self.distinct = k, log, distinct
+    def __init__(
+        self,
+        columns: Sequence[str],
+        k: int,
+        log: Collection[str],
+        distinct: Collection[str],
+        counts: Collection[str] = (),
+    ):
+        self.k, self.log, self.distinct, self.counts = k, log, distinct, counts
         self.done: dict[str, list[ColumnState]] = {name: [] for name in columns}
         self.waiting: dict[str, list[tuple[npt.NDArray[np.float64], int]]] = {name: [] for name in columns}
         self.sizes = dict.fromkeys(columns, 0)
@@ -159,7 +191,9 @@ class _Gathered:
     def _state(self, name: str, parts: list[tuple[npt.NDArray[np.float64], int]]) -> ColumnState:
         values = parts[0][0] if len(parts) == 1 else np.concatenate([v for v, _ in parts])
         nulls = sum(n for _, n in parts)
-        return ColumnState.from_values(values, nulls, self.k, name in self.log, name in self.distinct)
+        return ColumnState.from_values(
+            values, nulls, self.k, name in self.log, name in self.distinct, name in self.counts
+        )
 
     def states(self) -> dict[str, ColumnState]:
         states = {}
@@ -176,6 +210,7 @@ def _analyze_groups(
     k: int,
     log: Collection[str],
     distinct: Collection[str],
+    counts: Collection[str],
     group_by: str,
 ) -> TableState:
     """Row group by row group: the group of each row once, then every column's global
@@ -190,7 +225,8 @@ def _analyze_groups(
         index = GroupIndex.from_arrow(file.read(parquet, i, [group_by]).column(0))
         for name in columns:
             chunk = file.read(parquet, i, [name]).column(0)
-            states[name] = states[name].merge(ColumnState.from_block(chunk, k, name in log, name in distinct))
+            state = ColumnState.from_block(chunk, k, name in log, name in distinct, name in counts)
+            states[name] = states[name].merge(state)
             values = to_float64(chunk)
             groups[name].append(GroupMoments.from_block(index, values))
             if name in logs:

@@ -11,25 +11,28 @@ import hashlib
 import os
 from collections.abc import Iterator
 from contextlib import contextmanager, nullcontext
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from typing import Any
 
 import pyarrow as pa
 from distributed import Client
 
 from normpipe import engine
+from normpipe.categories import CategorySpec
 from normpipe.cluster import dask_client
 from normpipe.commit import check_output, commit, write_manifest
 from normpipe.config import RunConfig, load_config
 from normpipe.core.images import is_image_type
 from normpipe.core.tensor import TensorLayout
-from normpipe.dataset import Dataset, check_footers, discover, listing, select_columns
+from normpipe.core.vocab import Kind, VocabState, kind_of
+from normpipe.dataset import Dataset, check_footers, discover, listing, pandas_index_columns, select_columns
 from normpipe.engine import Progress
 from normpipe.errors import ArtifactError, ConfigError, InputError
+from normpipe.impute import indicator_name
 from normpipe.scalers import GROUP_METHODS, REPORTED_PROBABILITIES
 from normpipe.stats import Stats
 from normpipe.storage import Location, locate
-from normpipe.tensors import first_image_shape, resolve_layout
+from normpipe.tensors import FittedTensor, first_image_shape, resolve_layout
 
 __all__ = ["REPORT_IN_OUTPUT", "STATS_IN_OUTPUT", "fit", "run", "transform", "update"]
 
@@ -73,9 +76,22 @@ def _output(config: RunConfig, dataset: Dataset) -> Location:
     return output
 
 
-def _plan(config: RunConfig, dataset: Dataset) -> tuple[list[str], dict[str, TensorLayout]]:
-    """The columns to analyze and the tensor columns' layouts; checked (in every file's
-    footer) before any cluster starts."""
+@dataclass(frozen=True)
+class _Plan:
+    """What a fit analyzes: numeric columns, tensor layouts, categorical columns (with
+    their specs and whether ``auto`` found them) and the columns whose values are counted
+    for ``most_frequent``."""
+
+    columns: list[str]
+    layouts: dict[str, TensorLayout]
+    categories: dict[str, tuple[CategorySpec, bool]]
+    kinds: dict[str, Kind]
+    counts: list[str]
+
+
+def _plan(config: RunConfig, dataset: Dataset) -> _Plan:
+    """The columns to analyze and how; checked (in every file's footer) before any
+    cluster starts."""
     if config.group_by and dataset.schema.get_field_index(config.group_by) < 0:
         names = listing(dataset.schema.names)
         raise ConfigError(
@@ -90,8 +106,16 @@ def _plan(config: RunConfig, dataset: Dataset) -> tuple[list[str], dict[str, Ten
         if name in (config.columns or ()):
             raise ConfigError(f"column '{name}' is listed in both columns and tensors; list it in one")
     layouts = _tensor_layouts(config, dataset)  # a missing or mistyped tensor column is named first
+    kinds = _categorical_kinds(config, dataset, [*exclude, *config.tensors])
+    categories = {
+        name: (config.categories.get(name, CategorySpec()), name not in config.categories) for name in kinds
+    }
     columns = select_columns(
-        dataset.schema, config.columns, [*exclude, *config.tensors], dataset.source, bool(config.tensors)
+        dataset.schema,
+        config.columns,
+        [*exclude, *config.tensors, *(n for n in config.categories if n not in exclude)],
+        dataset.source,
+        bool(config.tensors or categories),
     )
     for name in config.overrides:
         if name not in columns:
@@ -99,10 +123,65 @@ def _plan(config: RunConfig, dataset: Dataset) -> tuple[list[str], dict[str, Ten
                 f"override for column '{name}', which is not normalized; "
                 f"normalized columns: {listing(columns)}"
             )
+    _check_imputation(config, dataset, columns, list(categories))
     if config.group_by:
         _check_group_plan(config, dataset, columns)
-    check_footers(dataset, columns, config.tensors)
-    return columns, layouts
+    check_footers(dataset, columns, config.tensors, categories)
+    counts = [name for name in columns if config.impute_for(name).strategy == "most_frequent"]
+    return _Plan(columns, layouts, categories, kinds, counts)
+
+
+def _categorical_kinds(config: RunConfig, dataset: Dataset, exclude: list[str]) -> dict[str, Kind]:
+    """The kind of values of each declared categorical column and, with ``categorical:
+    auto``, of every other string or boolean column (not a stored pandas index)."""
+    schema = dataset.schema
+    kinds: dict[str, Kind] = {}
+    for name in config.categories:
+        index = schema.get_field_index(name)
+        if index < 0:
+            raise ConfigError(
+                f"categorical column '{name}' is not in {dataset.source}; columns: {listing(schema.names)}"
+            )
+        if name in exclude or name in (config.columns or ()):
+            raise ConfigError(
+                f"column '{name}' is categorical and also listed elsewhere; list it in one place"
+            )
+        kind = kind_of(schema.field(index).type)
+        if kind is None or kind == "float":
+            raise ConfigError(
+                f"categorical column '{name}' is {schema.field(index).type}; categories are strings, "
+                "integers or booleans (leave a float column to a method)"
+            )
+        kinds[name] = kind
+    if config.categorical == "auto":
+        left = set(exclude) | set(pandas_index_columns(schema)) | set(config.columns or ())
+        for field in schema:
+            kind = kind_of(field.type)
+            if field.name not in kinds and field.name not in left and kind in ("string", "boolean"):
+                kinds[field.name] = kind
+    return kinds
+
+
+def _check_imputation(config: RunConfig, dataset: Dataset, columns: list[str], categories: list[str]) -> None:
+    """Imputation names mapped columns, and indicators do not overwrite a column."""
+    for name, spec in config.impute_overrides.items():
+        if name not in columns and name not in categories:
+            raise ConfigError(
+                f"impute_overrides for column '{name}', which is not normalized or coded; "
+                f"columns: {listing([*columns, *categories])}"
+            )
+        if name in categories and spec.strategy in ("mean", "median"):
+            raise ConfigError(
+                f"column '{name}' is categorical: impute it with most_frequent or constant, "
+                f"not {spec.strategy}"
+            )
+    for name in [*columns, *categories]:
+        flag = indicator_name(name)
+        if config.impute_for(name).missing_indicator and dataset.schema.get_field_index(flag) >= 0:
+            raise ConfigError(
+                f"the missing indicator of column '{name}' would be '{flag}', which is already a column; "
+                "rename that column or turn missing_indicator off"
+            )
 
 
 def _tensor_layouts(config: RunConfig, dataset: Dataset) -> dict[str, TensorLayout]:
@@ -148,7 +227,7 @@ def _check_group_plan(config: RunConfig, dataset: Dataset, columns: list[str]) -
 
 def _check_artifact_columns(stats: Stats, dataset: Dataset) -> None:
     schema = dataset.schema
-    for name in [*stats.columns, *stats.tensors]:
+    for name in [*stats.columns, *stats.tensors, *stats.categories]:
         if schema.get_field_index(name) < 0:
             raise ArtifactError(
                 f"column '{name}' is in the stats artifact but not in {dataset.files[0].path}; "
@@ -159,11 +238,11 @@ def _check_artifact_columns(stats: Stats, dataset: Dataset) -> None:
 def _fit(
     config: RunConfig,
     dataset: Dataset,
-    plan: tuple[list[str], dict[str, TensorLayout]],
+    plan: _Plan,
     client: Client,
     progress: Progress | None,
 ) -> Stats:
-    columns, layouts = plan
+    columns, layouts = plan.columns, plan.layouts
     state = engine.analyze(
         client,
         dataset,
@@ -177,6 +256,11 @@ def _fit(
         unit_bytes=config.unit_size,
         tensors=layouts,
         skip_images=[name for name, spec in config.tensors.items() if spec.on_error == "skip"],
+        categories={
+            name: VocabState.empty(plan.kinds[name], spec.limit, spec.lg_size)
+            for name, (spec, _) in plan.categories.items()
+        },
+        counts=plan.counts,
     )
     if state.rows == 0:
         raise InputError(f"{dataset.source}: the dataset has no rows; nothing to fit")
@@ -193,13 +277,15 @@ def _fit(
     return Stats.from_state(
         state,
         specs,
-        {name: str(schema.field(name).type) for name in [*columns, *config.tensors]},
+        {name: str(schema.field(name).type) for name in [*columns, *config.tensors, *plan.categories]},
         config.sketch_k,
         dataset.fingerprint(),
         exact=exact,
         group_by=config.group_by,
         unseen=config.unseen,
         tensors=config.tensors,
+        categories=plan.categories,
+        imputes={name: config.impute_for(name) for name in [*columns, *plan.categories]},
     )
 
 
@@ -228,7 +314,11 @@ def _write_output(
             client,
             dataset,
             tmp,
-            {**stats.scalers, **{n: m for n, m in stats.tensor_maps.items() if m.spec.output == "tensor"}},
+            {
+                n: m
+                for n, m in stats.fitted.maps.items()
+                if not (isinstance(m, FittedTensor) and m.spec.output == "none")
+            },
             config.dtype,
             sha,
             progress,
@@ -343,7 +433,7 @@ def update(
         artifact.statistics.check_not_counted(dataset.fingerprint().counted(), where)
     _check_artifact_columns(artifact, dataset)
     columns = list(artifact.columns)
-    check_footers(dataset, columns, artifact.tensors)
+    check_footers(dataset, columns, artifact.tensors, artifact.categories)
     log = [name for name, c in artifact.columns.items() if c.state.log is not None]
     distinct = [name for name, c in artifact.columns.items() if c.state.distinct is not None]
     with _client(cfg, client) as c:
@@ -361,6 +451,11 @@ def update(
             unit_bytes=cfg.unit_size,
             tensors={name: t.state.layout for name, t in artifact.tensors.items()},
             skip_images=[name for name, t in artifact.tensors.items() if t.spec.on_error == "skip"],
+            categories={
+                name: VocabState.empty(c.state.kind, c.state.limit, c.state.lg_size)
+                for name, c in artifact.categories.items()
+            },
+            counts=[name for name, c in artifact.columns.items() if c.state.counts is not None],
         )
     merged = artifact.absorb(state, dataset.fingerprint(), allow_repeat=True, what=where)
     if cfg.stats:
@@ -406,7 +501,7 @@ def transform(
     dataset = _dataset(cfg)
     output_path = _output(cfg, dataset)
     _check_artifact_columns(artifact, dataset)
-    check_footers(dataset, artifact.columns, artifact.tensors)
+    check_footers(dataset, artifact.columns, artifact.tensors, artifact.categories)
     with _client(cfg, client) as c:
         manifest = _write_output(cfg, artifact, dataset, output_path, c, progress, stats_inside=save_stats)
     if save_stats:

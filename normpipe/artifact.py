@@ -41,6 +41,13 @@ the bound of the compactions before the sketch (``compaction``, see
 :mod:`normpipe.core.sketch`): quantiles are within it with 99% confidence.
 ``count`` is the number of finite values; ``var`` and ``std`` use ddof=0; ``mean``,
 ``var``, ``std``, ``min``, ``max`` are ``null`` for a column with no finite value.
+``categories`` (present only when there are categorical columns) holds each one's value
+counts (exact, as ``[value, count]`` pairs by count, or past ``limit`` a base64
+frequent-items sketch with ``max_error``, the largest error of a count), the vocabulary
+in code order (code ``i`` is ``vocabulary[i]``; ``oov`` the first out-of-vocabulary code),
+why ``auto`` coded it or not (``reason``), and its imputation (``impute``, ``fill``); a
+scalar column's ``impute`` and ``fill`` likewise, and ``counts`` when ``most_frequent``
+needs them.
 ``tensors`` (present only when there are tensor columns) holds per slot (element,
 channel or all, see :mod:`normpipe.core.tensor`) the moments as exact base64 arrays,
 one KLL sketch per slot for channel and all, readable means and stds for up to
@@ -50,6 +57,8 @@ The artifact loads as data (``json``), never as code.
 
 from __future__ import annotations
 
+import base64
+import binascii
 import hashlib
 import json
 import os
@@ -60,16 +69,25 @@ from typing import Any, Literal
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from normpipe.categories import CategorySpec
 from normpipe.core.column import ColumnState
 from normpipe.core.groups import GroupMoments
 from normpipe.core.moments import Moments
 from normpipe.core.sketch import DistinctSketch, QuantileSketch, rank_error_bound
 from normpipe.core.tensor import TensorLayout, TensorState
+from normpipe.core.vocab import Kind, VocabState
 from normpipe.errors import ArtifactError, InputError, first_problem
 from normpipe.fingerprint import Fingerprint
+from normpipe.impute import ImputeSpec
 from normpipe.scalers import Auto, FittedScaler, Method, RequestSpec, ScalerSpec
-from normpipe.statistics import ColumnStatistics, GroupStatistics, Statistics, TensorStatistics
-from normpipe.stats import ColumnStats, GroupStats, Stats, TensorStats, fit
+from normpipe.statistics import (
+    CategoryStatistics,
+    ColumnStatistics,
+    GroupStatistics,
+    Statistics,
+    TensorStatistics,
+)
+from normpipe.stats import CategoryStats, ColumnStats, GroupStats, Stats, TensorStats, fit
 from normpipe.storage import is_remote, locate
 from normpipe.tensors import TensorSpec
 
@@ -187,6 +205,73 @@ class _ColumnModel(_Model):
     log: _MomentsModel | None = None  # moments of sign(x) log1p(|x|), when a method needed them
     distinct: str | None = None  # base64 HLL sketch, when asked for
     table: list[float] | None = None  # the quantile transform's quantiles
+    counts: _VocabModel | None = None  # value counts, for most_frequent
+    impute: ImputeSpec = Field(default_factory=ImputeSpec)  # absent: none
+    fill: float | None = None  # the fitted fill value (readable; checked against the statistics)
+
+
+Value = str | bool | int | float
+
+
+class _VocabModel(_Model):
+    kind: Kind
+    total: int = Field(ge=0, le=MAX_COUNT)
+    nulls: int = Field(ge=0, le=MAX_COUNT)
+    limit: int = Field(ge=1)
+    lg_size: int = Field(ge=3, le=26)
+    counts: list[tuple[Value, int]] | None = None  # exact: each value and its count, by count
+    sketch: str | None = None  # past the limit: base64 frequent_strings_sketch
+    max_error: int = 0  # the largest error of a count (not read back)
+
+    @classmethod
+    def of(cls, state: VocabState) -> dict[str, Any]:
+        counts = None
+        if state.sketch is None:
+            vocabulary = state.vocabulary()
+            counts = [[v, c] for v, c in zip(vocabulary.values, vocabulary.counts, strict=True)]
+        return {
+            "kind": state.kind,
+            "total": state.total,
+            "nulls": state.nulls,
+            "limit": state.limit,
+            "lg_size": state.lg_size,
+            "counts": counts,
+            "sketch": base64.b64encode(state.sketch).decode() if state.sketch is not None else None,
+            "max_error": state.max_error,
+        }
+
+    def state(self) -> VocabState:
+        if (self.counts is None) == (self.sketch is None):
+            raise ValueError("counts hold either exact counts or a sketch")
+        if self.sketch is not None:
+            sketch = base64.b64decode(self.sketch, validate=True)
+            return VocabState(self.kind, {}, self.nulls, self.total, sketch, self.limit, self.lg_size)
+        counts = {_typed(v, self.kind): c for v, c in self.counts or []}
+        if sum(counts.values()) != self.total:
+            raise ValueError("the counts do not add up to the total")
+        return VocabState(self.kind, counts, self.nulls, self.total, None, self.limit, self.lg_size)
+
+
+def _typed(value: Value, kind: Kind) -> Any:
+    """A JSON value as the kind of the counts (JSON writes 2.0 as a float, reads it back as one)."""
+    if kind == "float":
+        return float(value)
+    if kind == "integer" and isinstance(value, int | float) and not isinstance(value, bool):
+        return int(value)
+    return value
+
+
+class _CategoryModel(_Model):
+    dtype: str
+    spec: CategorySpec
+    auto: bool = False  # found by categorical: auto
+    counts: _VocabModel
+    coded: bool  # false: auto left it as it is (reason)
+    reason: str
+    vocabulary: list[Value]  # the values in code order (code i: vocabulary[i])
+    oov: int | None  # the first out-of-vocabulary code
+    impute: ImputeSpec = Field(default_factory=ImputeSpec)
+    fill: Value | None = None
 
 
 class _GroupColumnModel(_Model):
@@ -240,6 +325,7 @@ class _ArtifactModel(_Model):
     columns: dict[str, _ColumnModel]
     groups: _GroupsModel | None = None  # per-group normalization (--group-by)
     tensors: dict[str, _TensorModel] = Field(default_factory=dict)  # tensor columns
+    categories: dict[str, _CategoryModel] = Field(default_factory=dict)  # categorical columns
     checksum: str | None = None  # absent in files written before it was added
 
 
@@ -299,6 +385,25 @@ def _column_json(column: ColumnStats) -> dict[str, Any]:
         "log": _MomentsModel.of(column.state.log),
         "distinct": column.state.distinct.to_base64() if column.state.distinct is not None else None,
         "table": list(column.scaler.table) if column.scaler.table else None,
+        "counts": _VocabModel.of(column.state.counts) if column.state.counts is not None else None,
+        "impute": column.impute.model_dump(mode="json"),
+        "fill": column.fill,
+    }
+
+
+def _category_json(category: CategoryStats) -> dict[str, Any]:
+    fitted = category.fitted
+    return {
+        "dtype": category.dtype,
+        "spec": category.spec.model_dump(mode="json"),
+        "auto": category.statistics.auto,
+        "counts": _VocabModel.of(category.state),
+        "coded": fitted is not None,
+        "reason": category.reason,
+        "vocabulary": fitted.values.to_pylist() if fitted is not None else [],
+        "oov": fitted.oov if fitted is not None else None,
+        "impute": category.impute.model_dump(mode="json"),
+        "fill": category.fill,
     }
 
 
@@ -330,6 +435,7 @@ def _column_from_model(model: _ColumnModel, k: int, is_exact: bool = False) -> C
         model.at_max,
         model.log.moments() if model.log is not None else None,
         DistinctSketch.from_base64(model.distinct) if model.distinct is not None else None,
+        model.counts.state() if model.counts is not None else None,
     )
     exact = {float(p): q for p, q in model.quantiles.items() if q is not None} if is_exact else None
     return ColumnStatistics(model.dtype, state, exact)
@@ -451,6 +557,11 @@ def to_json(stats: Stats) -> dict[str, Any]:
         "columns": {name: _column_json(c) for name, c in stats.columns.items()},
         **({"groups": _groups_json(stats.groups)} if stats.groups is not None else {}),
         **({"tensors": {n: _tensor_json(t) for n, t in stats.tensors.items()}} if stats.tensors else {}),
+        **(
+            {"categories": {n: _category_json(c) for n, c in stats.categories.items()}}
+            if stats.categories
+            else {}
+        ),
     }
 
 
@@ -518,11 +629,23 @@ def from_bytes(data: bytes, where: str = "stats artifact") -> Stats:
             raise ArtifactError(
                 f"{where}: tensor column '{name}' is damaged ({err}); recreate it with 'normpipe fit'"
             ) from None
+    categories = {}
+    for name, category in model.categories.items():
+        try:
+            state = category.counts.state()
+        except (ValueError, RuntimeError, binascii.Error) as err:
+            raise ArtifactError(
+                f"{where}: categorical column '{name}' is damaged ({err}); recreate it with 'normpipe fit'"
+            ) from None
+        categories[name] = CategoryStatistics(category.dtype, category.spec, state, category.auto)
     fingerprint = Fingerprint.from_json(model.dataset.model_dump(mode="json"))
-    statistics = Statistics(model.rows, k, fingerprint, columns, groups, model.exact, tensors)
+    statistics = Statistics(model.rows, k, fingerprint, columns, groups, model.exact, tensors, categories)
     requests = {name: _request(column) for name, column in model.columns.items()}
+    imputes = {name: c.impute for name, c in model.columns.items()}
+    imputes.update({name: c.impute for name, c in model.categories.items()})
     try:  # the summaries come from the states, as after a pass (ColumnState.finalize)
-        stats = fit(statistics, requests, model.groups.unseen if model.groups is not None else "global")
+        unseen = model.groups.unseen if model.groups is not None else "global"
+        stats = fit(statistics, requests, unseen, imputes)
     except (InputError, ValueError) as err:
         raise ArtifactError(f"{where}: {err}; recreate it with 'normpipe fit'") from None
     for name, column in model.columns.items():
@@ -532,6 +655,24 @@ def from_bytes(data: bytes, where: str = "stats artifact") -> Stats:
             raise ArtifactError(
                 f"{where}: column '{name}' is damaged ({err}); recreate it with 'normpipe fit'"
             ) from None
+    for name, category in model.categories.items():
+        fitted = stats.categories[name]
+        vocabulary = fitted.fitted.values.to_pylist() if fitted.fitted is not None else []
+        if (category.coded, vocabulary, category.fill) != (
+            fitted.fitted is not None,
+            [_typed(v, fitted.state.kind) for v in category.vocabulary],
+            fitted.fill,
+        ):
+            raise ArtifactError(
+                f"{where}: categorical column '{name}' is damaged (its vocabulary does not follow from "
+                "its counts); recreate it with 'normpipe fit'"
+            )
+    for name, column in model.columns.items():
+        if column.fill != stats.columns[name].fill:
+            raise ArtifactError(
+                f"{where}: column '{name}' is damaged (its fill value does not follow from its statistics); "
+                "recreate it with 'normpipe fit'"
+            )
     for name, tensor in model.tensors.items():
         try:
             _check_tensor(tensor, stats.tensors[name])

@@ -15,8 +15,10 @@ from typing import Any, Literal, get_args
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_serializer, field_validator
 
+from normpipe.categories import CategorySpec
 from normpipe.core.sketch import DEFAULT_K
 from normpipe.errors import ConfigError, first_problem
+from normpipe.impute import ImputeSpec
 from normpipe.scalers import Request, RequestSpec, ZScore
 from normpipe.tensors import TensorSpec
 from normpipe.units import DEFAULT_UNIT_BYTES
@@ -79,6 +81,10 @@ STATISTICS_OPTIONS = (
     "group_by",
     "unseen",
     "tensors",
+    "categories",
+    "categorical",
+    "impute",
+    "impute_overrides",
 )
 
 
@@ -96,6 +102,22 @@ class RunConfig(_Model):
         default_factory=dict,
         description="tensor columns (images, embeddings, windows) by name: shape, layout, per, method",
     )
+    categories: dict[str, CategorySpec] = Field(
+        default_factory=dict,
+        description="categorical columns (strings, dictionaries, integer codes, booleans) by name: "
+        "coded by a vocabulary (min_frequency, max_categories, hash_buckets)",
+    )
+    categorical: Literal["none", "auto"] = Field(
+        default="none",
+        description="auto: every other string or boolean column is coded when it looks categorical "
+        "(identifiers are left as they are); none: only those in categories",
+    )
+    impute: ImputeSpec = Field(
+        default_factory=ImputeSpec,
+        description="missing values of every column: none (kept), mean, median, most_frequent, "
+        "constant; missing_indicator adds <column>_missing",
+    )
+    impute_overrides: dict[str, ImputeSpec] = Field(default_factory=dict, description="impute per column")
     dtype: Literal["float64", "float32"] = "float64"
     sketch_k: int = Field(default=DEFAULT_K, ge=8, le=65535)
     quantiles: Literal["sketch", "exact"] = Field(
@@ -161,6 +183,9 @@ class RunConfig(_Model):
 
     def spec_for(self, column: str) -> Spec:
         return self.overrides.get(column, self.method)
+
+    def impute_for(self, column: str) -> ImputeSpec:
+        return self.impute_overrides.get(column, self.impute)
 
     def log_columns(self, columns: list[str]) -> list[str]:
         """The columns whose method needs the moments of the signed log."""

@@ -352,10 +352,20 @@ def pandas_index_columns(schema: pa.Schema) -> list[str]:
 
 
 def check_file_schema(
-    path: str, schema: pa.Schema, columns: Iterable[str], tensors: Iterable[str] = ()
+    path: str,
+    schema: pa.Schema,
+    columns: Iterable[str],
+    tensors: Iterable[str] = (),
+    categories: Iterable[str] = (),
 ) -> None:
-    """Every analyzed column must be present and numeric in every file, and every tensor
-    column a list of numbers."""
+    """Every analyzed column must be present and numeric in every file, every tensor
+    column a list of numbers, and every categorical column present."""
+    for name in categories:
+        if schema.get_field_index(name) < 0:
+            raise InputError(
+                f"{path}: categorical column '{name}' is missing from this file; "
+                "add it or leave it out of categories"
+            )
     for name in tensors:
         index = schema.get_field_index(name)
         if index < 0:
@@ -384,17 +394,19 @@ def check_file_schema(
             )
 
 
-def check_footers(dataset: Dataset, columns: Iterable[str], tensors: Iterable[str] = ()) -> None:
+def check_footers(
+    dataset: Dataset, columns: Iterable[str], tensors: Iterable[str] = (), categories: Iterable[str] = ()
+) -> None:
     """Check every file's schema (:func:`check_file_schema`) from its footer here, before
     any task runs on the cluster (:attr:`Dataset.footers`, read once per dataset).
 
     A file that is not Parquet or whose columns disagree with the others is reported as
     one :class:`InputError` line naming the first such file in the dataset's order.
     """
-    names, tensor_names = list(columns), list(tensors)
+    names, tensor_names, coded = list(columns), list(tensors), list(categories)
     checked: set[int] = set()
     for file, footer in zip(dataset.files, dataset.footers, strict=True):
         if id(footer.schema) not in checked:  # files sharing the first schema: checked once
-            check_file_schema(file.path, footer.schema, names, tensor_names)
+            check_file_schema(file.path, footer.schema, names, tensor_names, coded)
             if footer.schema is dataset.schema:
                 checked.add(id(footer.schema))

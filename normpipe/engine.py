@@ -25,6 +25,7 @@ from normpipe.analyzers import analyze_unit, collect_brackets, merge_brackets, m
 from normpipe.core import exact
 from normpipe.core.column import TableState
 from normpipe.core.tensor import TensorLayout
+from normpipe.core.vocab import VocabState
 from normpipe.dataset import Dataset
 from normpipe.errors import ClusterError, NormpipeError
 from normpipe.mappers import ColumnMap, GroupedScalers, OutputDtype
@@ -139,21 +140,31 @@ def analyze(
     unit_bytes: int = DEFAULT_UNIT_BYTES,
     tensors: Mapping[str, TensorLayout] | None = None,
     skip_images: Sequence[str] = (),
+    categories: Mapping[str, VocabState] | None = None,
+    counts: Sequence[str] = (),
 ) -> TableState:
     """One pass over every row of ``dataset``: the merged state of ``columns``
     (plus the signed-log moments of ``log``, the distinct sketches of ``distinct``, the
-    per-group moments with ``group_by``, and the per-slot states of ``tensors``, whose
-    undecodable images are skipped for the names in ``skip_images``).
+    value counts of ``counts``, the per-group moments with ``group_by``, the per-slot
+    states of ``tensors``, whose undecodable images are skipped for the names in
+    ``skip_images``, and the value counts of the categorical columns in ``categories``,
+    each given as its empty state).
 
     A task reads one unit's rows of one batch of columns (:func:`column_batches`); each
     batch has its own tree reduction, and the client joins the batches' roots. The
-    tensor columns go with the first batch."""
-    options = {"log": frozenset(log), "distinct": frozenset(distinct), "group_by": group_by}
+    tensor and categorical columns go with the first batch."""
+    options = {
+        "log": frozenset(log),
+        "distinct": frozenset(distinct),
+        "counts": frozenset(counts),
+        "group_by": group_by,
+    }
     work = units(client, dataset, unit_bytes)
     leaves: list[Future[Any]] = []
     roots = []
     for i, batch in enumerate(column_batches(columns, k, split_every) or [[]]):
         with_tensors = dict(tensors or {}) if i == 0 else {}
+        with_categories = dict(categories or {}) if i == 0 else {}
         batch_leaves = [
             client.submit(
                 analyze_unit,
@@ -164,6 +175,7 @@ def analyze(
                 **options,
                 tensors=with_tensors,
                 skip_images=frozenset(skip_images),
+                categories=with_categories,
                 pure=False,
             )
             for u in work

@@ -16,8 +16,10 @@ import numpy as np
 import numpy.typing as npt
 import pyarrow as pa
 
+from normpipe.categories import FittedCategories
 from normpipe.dataset import listing
 from normpipe.errors import ArtifactError
+from normpipe.impute import Imputed, indicator_name
 from normpipe.mappers import ColumnMap, GroupedScalers, apply_table
 from normpipe.methods import FittedScaler
 from normpipe.tensors import FittedTensor
@@ -47,6 +49,15 @@ class FittedTransform:
     scalers: Mapping[str, FittedScaler]
     groups: GroupedScalers | None = None
     tensors: Mapping[str, FittedTensor] = field(default_factory=dict)
+    #: The vocabulary of each coded categorical column.
+    categories: Mapping[str, FittedCategories] = field(default_factory=dict)
+    #: The map of each imputed column (a scaler's or a vocabulary's, with its fill).
+    imputed: Mapping[str, Imputed] = field(default_factory=dict)
+
+    @property
+    def maps(self) -> dict[str, ColumnMap]:
+        """Every column's map as the Parquet path applies it (imputation included)."""
+        return {**self.scalers, **self.tensors, **self.categories, **self.imputed}
 
     def _scaler(self, name: str) -> FittedScaler:
         if name not in self.scalers:
@@ -70,9 +81,13 @@ class FittedTransform:
     def transform_column(
         self, name: str, values: npt.ArrayLike, groups: npt.ArrayLike | None = None
     ) -> npt.NDArray[np.float64]:
-        """Forward map of one column's values (float64; NaN stays NaN); ``groups``: the
-        group key of each value, for an artifact fitted per group."""
-        return self._scaler_for(name, groups).apply(np.asarray(values, dtype=np.float64))
+        """Forward map of one column's values (float64; NaN stays NaN unless the column is
+        imputed); ``groups``: the group key of each value, for an artifact fitted per group."""
+        values = np.asarray(values, dtype=np.float64)
+        imputed = self.imputed.get(name)
+        if imputed is not None and imputed.fill is not None:
+            values = np.where(np.isnan(values), imputed.fill, values)
+        return self._scaler_for(name, groups).apply(values)
 
     def inverse_column(
         self, name: str, values: npt.ArrayLike, groups: npt.ArrayLike | None = None
@@ -83,7 +98,7 @@ class FittedTransform:
 
     def _map(self, data: Any, columns: Sequence[str] | None, inverse: bool) -> Any:
         """The one entry of :meth:`transform` and :meth:`inverse_transform`."""
-        maps: dict[str, ColumnMap] = {**self.scalers, **self.tensors}
+        maps = self.maps
         names = list(maps) if columns is None else list(columns)
         present = set(data.column_names if isinstance(data, pa.Table) else data.columns)
         for name in names:
@@ -118,15 +133,35 @@ class FittedTransform:
             rows = grouped.rows(pa.array(df[grouped.by], from_pandas=True), "the frame")
         out = df.copy()
         for name, scaler in scalers.items():
-            if isinstance(scaler, FittedTensor):  # a column of arrays: mapped as Arrow lists
-                mapped = scaler.map_column(pa.array(df[name], from_pandas=True), f"column '{name}'", inverse)
-                out[name] = mapped.to_pandas().to_numpy()
+            if not isinstance(scaler, FittedScaler):  # arrays, categories, imputation: as Arrow
+                FittedTransform._map_pandas_arrow(df, out, name, scaler, grouped, inverse)
                 continue
             values = df[name].to_numpy(dtype=np.float64, na_value=np.nan)
             if grouped is not None and rows is not None and name in grouped.params:
                 scaler = grouped.scaler_rows(name, *rows, scaler)
             out[name] = scaler.invert(values) if inverse else scaler.apply(values)
         return out
+
+    @staticmethod
+    def _map_pandas_arrow(
+        df: pd.DataFrame,
+        out: pd.DataFrame,
+        name: str,
+        found: ColumnMap,
+        grouped: GroupedScalers | None,
+        inverse: bool,
+    ) -> None:
+        """Map column ``name`` of ``df`` into ``out`` through :func:`apply_table`; an
+        indicator column it adds goes right after it, one it reads is dropped."""
+        flag = indicator_name(name)
+        names = [name, *(n for n in (flag, grouped.by if grouped else None) if n is not None and n in df)]
+        table = pa.table({n: pa.array(df[n], from_pandas=True) for n in dict.fromkeys(names)})
+        mapped = apply_table(table, {name: found}, "float64", grouped, "the frame", inverse)
+        out[name] = mapped.column(name).to_pandas().to_numpy()  # by position: df's index is kept
+        if flag in mapped.column_names and flag not in df:
+            out.insert(list(out.columns).index(name) + 1, flag, mapped.column(flag).to_numpy())
+        elif inverse and flag in df and flag not in mapped.column_names:
+            out.drop(columns=[flag], inplace=True)
 
     def transform(self, data: Frame, columns: Sequence[str] | None = None) -> Frame:
         """Normalize a pandas or Polars frame or an Arrow table; returns a new one of the

@@ -14,15 +14,17 @@ import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 
+from normpipe.categories import CategorySpec
 from normpipe.core.column import ColumnState, TableState
 from normpipe.core.groups import GroupMoments
 from normpipe.core.tensor import TensorState
+from normpipe.core.vocab import VocabState
 from normpipe.dataset import listing
 from normpipe.errors import InputError
 from normpipe.fingerprint import Fingerprint
 from normpipe.tensors import TensorSpec
 
-__all__ = ["ColumnStatistics", "GroupStatistics", "Statistics", "TensorStatistics"]
+__all__ = ["CategoryStatistics", "ColumnStatistics", "GroupStatistics", "Statistics", "TensorStatistics"]
 
 
 @dataclass(frozen=True)
@@ -46,6 +48,18 @@ class TensorStatistics:
 
 
 @dataclass(frozen=True)
+class CategoryStatistics:
+    """One categorical column: its Arrow type, what was declared for it, whether it was
+    found by ``categorical: auto`` (then the fit decides whether it is coded), and its
+    value counts."""
+
+    dtype: str
+    spec: CategorySpec
+    state: VocabState
+    auto: bool = False
+
+
+@dataclass(frozen=True)
 class GroupStatistics:
     """Per-group moments of each column (and of its signed log where kept), by ``by``."""
 
@@ -65,6 +79,7 @@ class Statistics:
     groups: GroupStatistics | None = None
     exact: bool = False
     tensors: Mapping[str, TensorStatistics] = field(default_factory=dict)
+    categories: Mapping[str, CategoryStatistics] = field(default_factory=dict)
 
     @classmethod
     def from_state(
@@ -76,10 +91,12 @@ class Statistics:
         exact: Mapping[str, Mapping[float, float]] | None = None,
         group_by: str | None = None,
         tensors: Mapping[str, TensorSpec] | None = None,
+        categories: Mapping[str, tuple[CategorySpec, bool]] | None = None,
     ) -> Statistics:
         """The statistics of a merged :class:`TableState` of the columns in ``dtypes``
         (``exact``: measured quantiles by column and probability; ``tensors``: the
-        tensor columns' specs, their types also in ``dtypes``).
+        tensor columns' specs; ``categories``: the categorical columns' specs and whether
+        ``auto`` found them; their types also in ``dtypes``).
 
         Raises
         ------
@@ -88,8 +105,9 @@ class Statistics:
         """
         columns = {}
         tensors = tensors or {}
+        categories = categories or {}
         for name, dtype in dtypes.items():
-            if name in tensors:
+            if name in tensors or name in categories:
                 continue
             column = state.columns[name]
             moments = column.moments
@@ -106,7 +124,11 @@ class Statistics:
         found = {
             name: TensorStatistics(dtypes[name], spec, state.tensors[name]) for name, spec in tensors.items()
         }
-        return cls(state.rows, k, dataset, columns, groups, exact is not None, found)
+        coded = {
+            name: CategoryStatistics(dtypes[name], spec, state.categories[name], auto)
+            for name, (spec, auto) in categories.items()
+        }
+        return cls(state.rows, k, dataset, columns, groups, exact is not None, found, coded)
 
     def table_state(self) -> TableState:
         """These statistics as a :class:`TableState`, to merge into other statistics."""
@@ -116,6 +138,7 @@ class Statistics:
             self.groups.moments if self.groups is not None else {},
             self.groups.logs if self.groups is not None else {},
             {name: t.state for name, t in self.tensors.items()},
+            {name: c.state for name, c in self.categories.items()},
         )
 
     def check_not_counted(self, files: Mapping[tuple[str, int], str], what: str) -> None:
@@ -164,6 +187,8 @@ class Statistics:
                 merged = replace(merged, log=None)
             if (column.state.distinct is None) != (other.distinct is None):
                 merged = replace(merged, distinct=None)
+            if (column.state.counts is None) != (other.counts is None):
+                merged = replace(merged, counts=None)
             columns[name] = ColumnStatistics(column.dtype, merged)
         k = min([self.k, *(c.sketch.k for c in state.columns.values())])
         return Statistics(
@@ -173,7 +198,26 @@ class Statistics:
             columns,
             self._absorb_groups(state, what),
             tensors=self._absorb_tensors(state, what),
+            categories=self._absorb_categories(state, what),
         )
+
+    def _absorb_categories(self, state: TableState, what: str) -> dict[str, CategoryStatistics]:
+        if set(state.categories) != set(self.categories):
+            name = sorted(set(state.categories) ^ set(self.categories))[0]
+            raise InputError(
+                f"categorical column '{name}' is in one side only ({what} and the new data); "
+                "merge statistics of the same categorical columns"
+            )
+        merged = {}
+        for name, column in self.categories.items():
+            other = state.categories[name]
+            if other.kind != column.state.kind:
+                raise InputError(
+                    f"categorical column '{name}' holds {other.kind} values in the new data and "
+                    f"{column.state.kind} values in {what}; merge statistics of the same types"
+                )
+            merged[name] = replace(column, state=column.state.merge(other))
+        return merged
 
     def _absorb_tensors(self, state: TableState, what: str) -> dict[str, TensorStatistics]:
         if set(state.tensors) != set(self.tensors):

@@ -20,12 +20,15 @@ from typing import TYPE_CHECKING, Any, Literal
 import numpy as np
 import numpy.typing as npt
 
+from normpipe.categories import CategorySpec, FittedCategories, choose, fit_categories
 from normpipe.core.column import ColumnState, ColumnSummary, TableState
 from normpipe.core.groups import GroupMoments
 from normpipe.core.tensor import TensorState
+from normpipe.core.vocab import VocabState
 from normpipe.errors import ConfigError, InputError
 from normpipe.fingerprint import Fingerprint
 from normpipe.fitted import FittedTransform, unknown_column
+from normpipe.impute import Imputed, ImputeSpec, category_fill, numeric_fill
 from normpipe.mappers import GroupedScalers
 from normpipe.scalers import (
     REPORTED_PROBABILITIES,
@@ -36,7 +39,13 @@ from normpipe.scalers import (
     group_params,
     parse_scaler,
 )
-from normpipe.statistics import ColumnStatistics, GroupStatistics, Statistics, TensorStatistics
+from normpipe.statistics import (
+    CategoryStatistics,
+    ColumnStatistics,
+    GroupStatistics,
+    Statistics,
+    TensorStatistics,
+)
 from normpipe.storage import locate
 from normpipe.tensors import FittedTensor, TensorSpec, fit_tensor
 
@@ -44,13 +53,13 @@ if TYPE_CHECKING:
     from normpipe.export import ColumnMaps
     from normpipe.fitted import Frame
 
-__all__ = ["ColumnStats", "GroupStats", "Stats", "TensorStats", "fit"]
+__all__ = ["CategoryStats", "ColumnStats", "GroupStats", "Stats", "TensorStats", "fit"]
 
 
 class ColumnStats:
     """Statistics of one column, its mergeable state and its fitted scaler."""
 
-    __slots__ = ("dtype", "exact", "request", "scaler", "state", "summary")
+    __slots__ = ("dtype", "exact", "fill", "impute", "request", "scaler", "state", "summary")
 
     def __init__(
         self,
@@ -60,6 +69,8 @@ class ColumnStats:
         scaler: FittedScaler,
         exact: Mapping[float, float] | None = None,
         request: Method | None = None,
+        impute: ImputeSpec | None = None,
+        fill: float | None = None,
     ):
         self.dtype = dtype
         self.state = state
@@ -70,6 +81,9 @@ class ColumnStats:
         self.request: Method = scaler.spec if request is None else request
         #: Exact quantiles (``--quantiles exact``) by probability, else ``None``.
         self.exact = dict(exact) if exact is not None else None
+        #: What to do with missing values, and the fitted fill value (``None``: none).
+        self.impute = impute if impute is not None else ImputeSpec()
+        self.fill = fill
 
     @classmethod
     def fitted(
@@ -79,8 +93,9 @@ class ColumnStats:
         state: ColumnState,
         spec: Method,
         exact: Mapping[float, float] | None = None,
+        impute: ImputeSpec | None = None,
     ) -> ColumnStats:
-        """Finalize ``state`` and fit ``spec``; quantiles from ``exact`` where given.
+        """Finalize ``state`` and fit ``spec`` and ``impute``; quantiles from ``exact`` where given.
 
         Raises
         ------
@@ -97,7 +112,51 @@ class ColumnStats:
                     "fit again with --quantiles exact and this method"
                 )
             summary = replace(summary, quantiles={p: exact[p] for p in probabilities})
-        return cls(dtype, state, summary, fit_scaler(spec, summary, state, name), exact, spec)
+        impute = impute if impute is not None else ImputeSpec()
+        fill = numeric_fill(name, impute, summary, state)
+        return cls(dtype, state, summary, fit_scaler(spec, summary, state, name), exact, spec, impute, fill)
+
+    @property
+    def imputed(self) -> Imputed | None:
+        """The scaler with its imputation, ``None`` when the column is not imputed."""
+        if not self.impute.active:
+            return None
+        return Imputed(self.scaler, self.impute.strategy, self.fill, self.impute.missing_indicator)
+
+
+class CategoryStats:
+    """One categorical column: its counts (:class:`CategoryStatistics`), its vocabulary
+    (``fitted``; ``None`` when ``auto`` left it as it is, for ``reason``) and imputation."""
+
+    __slots__ = ("fill", "fitted", "impute", "reason", "statistics")
+
+    def __init__(self, name: str, statistics: CategoryStatistics, impute: ImputeSpec | None = None) -> None:
+        self.statistics = statistics
+        self.impute = impute if impute is not None else ImputeSpec()
+        coded, self.reason = choose(statistics.state) if statistics.auto else (True, "declared")
+        self.fitted: FittedCategories | None = (
+            fit_categories(name, statistics.spec, statistics.state) if coded else None
+        )
+        self.fill = category_fill(name, self.impute, statistics.state) if coded else None
+
+    @property
+    def dtype(self) -> str:
+        return self.statistics.dtype
+
+    @property
+    def spec(self) -> CategorySpec:
+        return self.statistics.spec
+
+    @property
+    def state(self) -> VocabState:
+        return self.statistics.state
+
+    @property
+    def map(self) -> FittedCategories | Imputed | None:
+        """The column's map: codes, after its imputation where it asks for one."""
+        if self.fitted is None or not self.impute.active:
+            return self.fitted
+        return Imputed(self.fitted, self.impute.strategy, self.fill, self.impute.missing_indicator)
 
 
 class TensorStats:
@@ -170,10 +229,13 @@ class Stats:
         exact: bool = False,
         groups: GroupStats | None = None,
         tensors: Mapping[str, TensorStats] | None = None,
+        categories: Mapping[str, CategoryStats] | None = None,
     ) -> None:
         from normpipe import __version__
 
         self.columns: dict[str, ColumnStats] = dict(columns)
+        #: Categorical columns: value counts, vocabulary and imputation.
+        self.categories: dict[str, CategoryStats] = dict(categories or {})
         #: Tensor columns (images, embeddings, windows): per-slot statistics and maps.
         self.tensors: dict[str, TensorStats] = dict(tensors or {})
         #: Whether the recorded quantiles are exact (``--quantiles exact``).
@@ -202,17 +264,21 @@ class Stats:
         group_by: str | None = None,
         unseen: Literal["global", "error"] = "global",
         tensors: Mapping[str, TensorSpec] | None = None,
+        categories: Mapping[str, tuple[CategorySpec, bool]] | None = None,
+        imputes: Mapping[str, ImputeSpec] | None = None,
     ) -> Stats:
         """Finalize a merged :class:`TableState` and fit each column's scaler
         (with ``exact``, quantiles by column and probability replace the sketch's;
         with ``group_by``, the state's per-group moments fit each group's parameters;
-        ``tensors``: each tensor column's :class:`~normpipe.tensors.TensorSpec`)."""
+        ``tensors``: each tensor column's :class:`~normpipe.tensors.TensorSpec`;
+        ``categories``: each categorical column's spec and whether ``auto`` found it;
+        ``imputes``: the imputation of each column that has one)."""
         files = dataset if isinstance(dataset, Fingerprint) else Fingerprint.from_json(dataset)
-        names = [*specs, *(tensors or {})]
+        names = [*specs, *(tensors or {}), *(categories or {})]
         statistics = Statistics.from_state(
-            state, {n: dtypes[n] for n in names}, k, files, exact, group_by, tensors
+            state, {n: dtypes[n] for n in names}, k, files, exact, group_by, tensors, categories
         )
-        return fit(statistics, specs, unseen)
+        return fit(statistics, specs, unseen, imputes)
 
     @cached_property
     def statistics(self) -> Statistics:
@@ -226,12 +292,20 @@ class Stats:
             GroupStatistics(groups.by, groups.moments, groups.logs) if groups is not None else None,
             self.exact,
             {name: t.statistics for name, t in self.tensors.items()},
+            {name: c.statistics for name, c in self.categories.items()},
         )
 
     @property
     def requests(self) -> dict[str, Method]:
         """What was asked for, by column (``auto`` where it was)."""
         return {name: c.request for name, c in self.columns.items()}
+
+    @property
+    def imputes(self) -> dict[str, ImputeSpec]:
+        """The imputation of each scalar and categorical column that has one."""
+        found = {name: c.impute for name, c in self.columns.items()}
+        found.update({name: c.impute for name, c in self.categories.items()})
+        return {name: spec for name, spec in found.items() if spec.active}
 
     @property
     def unseen(self) -> Literal["global", "error"]:
@@ -259,7 +333,7 @@ class Stats:
             tensors[name] = (
                 tensor if chosen is None else replace(tensor, spec=tensor.spec.with_method(chosen, name))
             )
-        return fit(replace(statistics, tensors=tensors), requests, self.unseen)
+        return fit(replace(statistics, tensors=tensors), requests, self.unseen, self.imputes)
 
     # ---------------------------------------------------------------- merging
     def absorb(
@@ -279,12 +353,13 @@ class Stats:
             Columns differ, a file is counted twice, or a log method lost its log
             moments (one side was fitted without them).
         """
-        return fit(self.statistics.absorb(state, dataset, allow_repeat, what), self.requests, self.unseen)
+        merged = self.statistics.absorb(state, dataset, allow_repeat, what)
+        return fit(merged, self.requests, self.unseen, self.imputes)
 
     def merge(self, other: Stats, allow_repeat: bool = False, names: tuple[str, str] = ("A", "B")) -> Stats:
         """The statistics of both artifacts' rows (see :meth:`Statistics.merge`)."""
         merged = self.statistics.merge(other.statistics, allow_repeat, names)
-        return fit(merged, self.requests, self.unseen)
+        return fit(merged, self.requests, self.unseen, self.imputes)
 
     # ---------------------------------------------------------------- persistence
     def to_json(self) -> dict[str, Any]:
@@ -350,7 +425,10 @@ class Stats:
     def fitted(self) -> FittedTransform:
         """The fitted transform (per-group parameters computed here, once)."""
         groups = self.groups.mapper(self.scalers) if self.groups is not None else None
-        return FittedTransform(self.scalers, groups, self.tensor_maps)
+        imputed = {name: c.imputed for name, c in self.columns.items() if c.imputed is not None}
+        imputed.update({name: m for name, c in self.categories.items() if isinstance(m := c.map, Imputed)})
+        categories = {name: c.fitted for name, c in self.categories.items() if c.fitted is not None}
+        return FittedTransform(self.scalers, groups, self.tensor_maps, categories, imputed)
 
     @property
     def tensor_maps(self) -> dict[str, FittedTensor]:
@@ -398,16 +476,27 @@ class Stats:
         tensors = ", ".join(
             f"{n}={t.spec.method_name} per {t.state.layout.per}" for n, t in self.tensors.items()
         )
-        return f"Stats(rows={self.rows}, k={self.k}, columns: {methods}" + (
-            f"; tensors: {tensors})" if tensors else ")"
+        coded = ", ".join(
+            f"{n}={c.fitted.size} codes" if c.fitted is not None else f"{n}=left as it is"
+            for n, c in self.categories.items()
+        )
+        return (
+            f"Stats(rows={self.rows}, k={self.k}, columns: {methods}"
+            + (f"; tensors: {tensors}" if tensors else "")
+            + (f"; categories: {coded}" if coded else "")
+            + ")"
         )
 
 
 def fit(
-    statistics: Statistics, requests: Mapping[str, Method], unseen: Literal["global", "error"] = "global"
+    statistics: Statistics,
+    requests: Mapping[str, Method],
+    unseen: Literal["global", "error"] = "global",
+    imputes: Mapping[str, ImputeSpec] | None = None,
 ) -> Stats:
-    """Each column's requested method fitted on ``statistics``, with per-group parameters
-    where they were kept: a pure function, no pass over the data.
+    """Each column's requested method and imputation fitted on ``statistics``, with
+    per-group parameters where they were kept, and each categorical column's vocabulary:
+    a pure function, no pass over the data.
 
     Raises
     ------
@@ -416,15 +505,26 @@ def fit(
         method without log moments, a missing exact quantile, a method without
         per-group rules on grouped statistics).
     """
+    imputes = imputes or {}
     columns = {
-        name: ColumnStats.fitted(name, c.dtype, c.state, requests[name], c.exact)
+        name: ColumnStats.fitted(name, c.dtype, c.state, requests[name], c.exact, imputes.get(name))
         for name, c in statistics.columns.items()
+    }
+    categories = {
+        name: CategoryStats(name, c, imputes.get(name)) for name, c in statistics.categories.items()
     }
     found = statistics.groups
     groups = GroupStats(found.by, found.moments, found.logs, unseen) if found is not None else None
     tensors = {name: TensorStats(name, t) for name, t in statistics.tensors.items()}
     stats = Stats(
-        columns, statistics.rows, statistics.k, statistics.dataset, statistics.exact, groups, tensors
+        columns,
+        statistics.rows,
+        statistics.k,
+        statistics.dataset,
+        statistics.exact,
+        groups,
+        tensors,
+        categories,
     )
     stats.fitted  # noqa: B018  # fits each group now: a method without per-group rules fails here
     return stats

@@ -21,10 +21,20 @@ import fsspec
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from normpipe.categories import FittedCategories
 from normpipe.commit import destination
 from normpipe.dataset import SourceFile, check_file_schema
 from normpipe.errors import InputError
-from normpipe.mappers import ColumnMap, GroupedScalers, OutputDtype, apply_table, output_schema
+from normpipe.impute import Imputed, indicator_name
+from normpipe.mappers import (
+    ColumnMap,
+    GroupedScalers,
+    OutputDtype,
+    apply_table,
+    inner_map,
+    output_schema,
+    scalar_columns,
+)
 from normpipe.scan import read_ahead
 from normpipe.storage import Location, storage_errors
 from normpipe.tensors import FittedTensor
@@ -81,7 +91,8 @@ def write_file(
     parquet = file.open(fs)
     schema = parquet.schema_arrow
     tensors = [name for name, found in scalers.items() if isinstance(found, FittedTensor)]
-    check_file_schema(file.path, schema, [name for name in scalers if name not in tensors], tensors)
+    coded = [name for name, found in scalers.items() if isinstance(inner_map(found), FittedCategories)]
+    check_file_schema(file.path, schema, scalar_columns(scalers), tensors, coded)
     if groups is not None and schema.get_field_index(groups.by) < 0:
         raise InputError(f"{file.path}: no column '{groups.by}', which the stats are grouped by")
     target_schema = output_schema(schema, scalers, dtype)
@@ -189,7 +200,7 @@ def _mapped_batch(
     """The columns ``batch`` of row group ``group``, mapped."""
     extra = [groups.by] if groups is not None and groups.by not in batch else []
     mapped = apply_table(file.read(parquet, group, [*batch, *extra]), scalers, dtype, groups, file.path)
-    return mapped.select(batch)
+    return mapped.drop_columns(extra)  # the batch, with the indicators it adds
 
 
 def _output_bytes(parquet: pq.ParquetFile, group: int, schema: pa.Schema) -> int:
@@ -317,14 +328,20 @@ _SAMPLE_BYTES = 16 * 1024
 
 
 def _dictionary_encoded(parquet: pq.ParquetFile, scalers: Mapping[str, ColumnMap]) -> list[str]:
-    """The copied columns the input stored with a dictionary: they keep it. Normalized
-    columns, and columns the input stored plain, are written plain (trying a dictionary
-    on high-cardinality values is costly and the writer then falls back to plain)."""
+    """The copied columns the input stored with a dictionary: they keep it; categorical
+    codes and missing indicators (few distinct values) take one. Normalized columns, and
+    columns the input stored plain, are written plain (trying a dictionary on
+    high-cardinality values is costly and the writer then falls back to plain)."""
     meta = parquet.metadata
     if meta.num_row_groups == 0:
         return []
     group = meta.row_group(0)
-    names = []
+    names = [name for name, found in scalers.items() if isinstance(inner_map(found), FittedCategories)]
+    names += [
+        indicator_name(name)
+        for name, found in scalers.items()
+        if isinstance(found, Imputed) and found.indicator
+    ]
     for i in range(group.num_columns):
         column = group.column(i)
         name = column.path_in_schema

@@ -18,6 +18,7 @@ import pyarrow as pa
 from normpipe.core.groups import GroupMoments
 from normpipe.core.moments import Moments
 from normpipe.core.sketch import DEFAULT_K, DistinctSketch, QuantileSketch, ascending
+from normpipe.core.vocab import VocabState
 
 if TYPE_CHECKING:
     from normpipe.core.tensor import TensorState
@@ -101,6 +102,15 @@ def _total(counts: Sequence[int | None]) -> int | None:
     return None if any(c is None for c in counts) else sum(c for c in counts if c is not None)
 
 
+def _counts(ordered: npt.NDArray[np.float64], missing: int) -> VocabState:
+    """The count of each value of an ascending finite array."""
+    if not ordered.size:
+        return VocabState("float", {}, missing, 0)
+    starts = np.flatnonzero(np.r_[True, ordered[1:] != ordered[:-1]])
+    sizes = np.diff(np.r_[starts, ordered.size])
+    return VocabState.of("float", dict(zip(ordered[starts].tolist(), sizes.tolist(), strict=True)), missing)
+
+
 def _share(count: int | None, of: int) -> float:
     return count / of if count is not None and of else math.nan
 
@@ -129,6 +139,9 @@ class ColumnState:
         ``signed_log``); ``None`` when not asked for. ``None`` merges as "not kept".
     distinct : DistinctSketch or None
         HyperLogLog sketch of the distinct finite values; ``None`` when not asked for.
+    counts : VocabState or None
+        Count of each finite value (exact up to its limit, then a frequent-items sketch),
+        for the ``most_frequent`` imputation; ``None`` when not asked for.
     """
 
     moments: Moments = field(default_factory=Moments)
@@ -142,6 +155,7 @@ class ColumnState:
     at_max: int | None = 0
     log: Moments | None = None
     distinct: DistinctSketch | None = None
+    counts: VocabState | None = None
 
     @classmethod
     def empty(cls, k: int = DEFAULT_K) -> ColumnState:
@@ -154,8 +168,10 @@ class ColumnState:
         k: int = DEFAULT_K,
         log: bool = False,
         distinct: bool = False,
+        counts: bool = False,
     ) -> ColumnState:
-        """Summarize one block of a numeric column (``log`` and ``distinct`` add those states).
+        """Summarize one block of a numeric column (``log``, ``distinct`` and ``counts``
+        add those states).
 
         Examples
         --------
@@ -165,7 +181,7 @@ class ColumnState:
         (2, 2.0, 1, 1)
         """
         nulls = block.null_count if isinstance(block, pa.Array | pa.ChunkedArray) else 0
-        return cls.from_values(to_float64(block), nulls, k, log, distinct)
+        return cls.from_values(to_float64(block), nulls, k, log, distinct, counts)
 
     @classmethod
     def from_values(
@@ -175,6 +191,7 @@ class ColumnState:
         k: int = DEFAULT_K,
         log: bool = False,
         distinct: bool = False,
+        counts: bool = False,
     ) -> ColumnState:
         """:meth:`from_block` of float64 ``values`` in which ``nulls`` of the NaNs were nulls."""
         nans = posinf = neginf = 0
@@ -200,6 +217,7 @@ class ColumnState:
             _count_equal(ordered, moments.max),
             Moments.from_block(signed_log(values)) if log else None,
             DistinctSketch.from_block(values) if distinct else None,
+            _counts(ordered, nulls + nans) if counts else None,
         )
 
     @property
@@ -225,6 +243,7 @@ class ColumnState:
         distinct = sketches[0] if sketches else None
         for sketch in sketches[1:]:
             distinct = distinct.merge(sketch) if distinct is not None else sketch
+        tallies = [s.counts for s in states if s.counts is not None]
         return ColumnState(
             moments,
             first.sketch.merge_many([s.sketch for s in rest]),
@@ -237,6 +256,7 @@ class ColumnState:
             _total([s.at_max for s in states if s.moments.count and s.moments.max == moments.max]),
             log,
             distinct,
+            VocabState.merge_all(tallies) if tallies else None,
         )
 
     def finalize(self, probabilities: Sequence[float]) -> ColumnSummary:
@@ -294,13 +314,15 @@ class TableState:
     """Row count and one :class:`ColumnState` per analyzed column; with per-group
     normalization also per-group moments (``groups``) and, for log methods, per-group
     moments of the signed log (``group_logs``), by column; and one
-    :class:`~normpipe.core.tensor.TensorState` per tensor column (``tensors``)."""
+    :class:`~normpipe.core.tensor.TensorState` per tensor column (``tensors``); and the
+    value counts of each categorical column (``categories``)."""
 
     rows: int = 0
     columns: Mapping[str, ColumnState] = field(default_factory=dict)
     groups: Mapping[str, GroupMoments] = field(default_factory=dict)
     group_logs: Mapping[str, GroupMoments] = field(default_factory=dict)
     tensors: Mapping[str, TensorState] = field(default_factory=dict)
+    categories: Mapping[str, VocabState] = field(default_factory=dict)
 
     @classmethod
     def from_block(
@@ -332,6 +354,7 @@ class TableState:
             {name: g for part in parts for name, g in part.groups.items()},
             {name: g for part in parts for name, g in part.group_logs.items()},
             {name: t for part in parts for name, t in part.tensors.items()},
+            {name: v for part in parts for name, v in part.categories.items()},
         )
 
     @classmethod
@@ -358,4 +381,9 @@ class TableState:
         for s in states:
             for name, t in s.tensors.items():
                 tensors[name] = tensors[name].merge(t) if name in tensors else t
-        return cls(sum(s.rows for s in states), merged, groups, logs, tensors)
+        named: dict[str, list[VocabState]] = {}
+        for s in states:
+            for name, v in s.categories.items():
+                named.setdefault(name, []).append(v)
+        categories = {name: VocabState.merge_all(parts) for name, parts in named.items()}
+        return cls(sum(s.rows for s in states), merged, groups, logs, tensors, categories)
