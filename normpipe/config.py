@@ -209,6 +209,12 @@ class ModelOptions(_Model):
     )
     series: str | None = Field(default=None, description="sequence: the column naming the series")
     window: int = Field(default=24, ge=1, description="sequence: past rows per window")
+    embedding_dim: int | None = Field(
+        default=None,
+        ge=1,
+        description="mlp: width of each categorical feature's embedding "
+        "(default min(50, round(1.6 * indices ** 0.56)))",
+    )
 
     @field_validator("hidden", "channels")
     @classmethod

@@ -1,17 +1,20 @@
 """A model's input row: its features side by side, a tensor feature as all its values.
 
 Scalar features take one position each, a tensor feature (an image, an embedding) the
-``size`` values of its shape in its stored order. Every reader of model inputs (the
-training loader, predict) builds rows here, so they agree. A tensor column still stored
-as encoded images (``output: none``), or raw data read with ``normalize``, is decoded
-and normalized with the artifact's map as it is read.
+``size`` values of its shape in its stored order, a categorical feature one position
+holding its code (as a float; a null code becomes the extra "missing" index, the
+vocabulary's size, so the embedding learns a row for it). Every reader of model inputs
+(the training loader, predict) builds rows here, so they agree. A tensor column still
+stored as encoded images (``output: none``), or raw data read with ``normalize``, is
+decoded and normalized with the artifact's map as it is read; raw categories are coded
+with the artifact's vocabulary.
 """
 
 from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import numpy.typing as npt
@@ -20,8 +23,10 @@ import pyarrow as pa
 from normpipe.core.column import to_float64
 from normpipe.core.images import is_image_type
 from normpipe.core.tensor import TensorLayout, is_tensor_type, row_chunks, tensor_block
+from normpipe.core.vocab import kind_of
 from normpipe.dataset import Dataset, is_numeric, listing
 from normpipe.errors import ArtifactError, InputError
+from normpipe.impute import Imputed
 from normpipe.stats import Stats
 from normpipe.tensors import first_image_shape
 
@@ -36,10 +41,16 @@ class FeatureLayout:
     names: tuple[str, ...]
     widths: tuple[int, ...]
     tensors: dict[str, TensorLayout]
+    #: Categorical features: how many indices each embedding has (codes and "missing").
+    categories: dict[str, int] = field(default_factory=dict)
 
     @property
     def width(self) -> int:
         return sum(self.widths)
+
+    def embedded(self) -> list[tuple[int, int]]:
+        """``(position, indices)`` of each categorical feature in a row."""
+        return [(self.names.index(name), size) for name, size in self.categories.items()]
 
 
 def feature_layout(
@@ -59,12 +70,28 @@ def feature_layout(
     InputError
         A feature is missing, not numeric, or a tensor without a known shape.
     """
-    widths, tensors = [], {}
+    widths: list[int] = []
+    tensors: dict[str, TensorLayout] = {}
+    categories: dict[str, int] = {}
     for name in features:
         index = schema.get_field_index(name)
         if index < 0:
             raise InputError(f"feature '{name}' is not in {where}; columns: {listing(schema.names)}")
         dtype = schema.field(index).type
+        coded = stats.categories.get(name) if stats is not None else None
+        if coded is not None and coded.fitted is not None:
+            if tensors:
+                raise InputError(
+                    f"feature '{name}': categorical features go with the MLP, not after a tensor"
+                )
+            widths.append(1)
+            categories[name] = coded.fitted.size + 1
+            continue
+        if kind_of(dtype) in ("string", "boolean"):
+            raise ArtifactError(
+                f"feature '{name}' holds {dtype} values; declare it in categories (normpipe run) and "
+                "train with that stats artifact, or leave it out of the features"
+            )
         if is_numeric(dtype):
             widths.append(1)
             continue
@@ -92,7 +119,7 @@ def feature_layout(
             raise InputError(f"feature '{name}' has no fixed shape; a model input needs one")
         widths.append(math.prod(layout.shape))
         tensors[name] = layout
-    return FeatureLayout(tuple(features), tuple(widths), tensors)
+    return FeatureLayout(tuple(features), tuple(widths), tensors, categories)
 
 
 def feature_rows(
@@ -104,6 +131,9 @@ def feature_rows(
     parts = []
     for name in layout.names:
         column = table.column(name)
+        if name in layout.categories:
+            parts.append(_codes(name, column, layout.categories[name], stats, normalize, where)[:, None])
+            continue
         if name not in layout.tensors:
             values = to_float64(column)
             if normalize and stats is not None and name in stats.columns:
@@ -125,3 +155,23 @@ def feature_rows(
     if not parts:
         return np.empty((table.num_rows, 0), dtype=np.float32)
     return np.concatenate(parts, axis=1, dtype=np.float32)
+
+
+def _codes(
+    name: str, column: pa.ChunkedArray, indices: int, stats: Stats | None, raw: bool, where: str
+) -> npt.NDArray[np.float64]:
+    """The embedding index of each row: its code, ``indices - 1`` where it is null."""
+    category = stats.categories[name] if stats is not None else None
+    if category is not None and category.fitted is not None and (raw or not is_numeric(column.type)):
+        found = category.map
+        if found is not None and category.fill is not None and isinstance(found, Imputed):
+            column, _ = found.filled(column)
+        column = category.fitted.codes(column)
+    codes = to_float64(column)
+    bad = (codes < 0) | (codes >= indices - 1)
+    if bad.any():
+        raise InputError(
+            f"{where}: column '{name}' holds {codes[bad][0]:g}, not a code of its vocabulary "
+            f"(0 .. {indices - 2}); train on the output written with this stats artifact"
+        )
+    return np.where(np.isnan(codes), indices - 1, codes)

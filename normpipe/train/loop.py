@@ -35,7 +35,7 @@ from normpipe.stats import Stats
 from normpipe.storage import locate
 from normpipe.train.data import ParquetBatches, Split
 from normpipe.train.features import FeatureLayout, feature_layout
-from normpipe.train.models import CNN, MLP, Norm
+from normpipe.train.models import CNN, MLP, Norm, embedding_dim
 from normpipe.train.sequence import SequenceNorm, SequenceRegressor, SequenceWindows
 
 __all__ = [
@@ -83,6 +83,8 @@ class TrainConfig:
     time: str | None = None
     series: str | None = None
     window: int = 24
+    # mlp: each categorical feature's embedding width (None: from its vocabulary's size)
+    embedding_dim: int | None = None
 
 
 @dataclass
@@ -312,8 +314,9 @@ def train(
             raise ConfigError(
                 "norm 'instance' is for the sequence and cnn models; the MLP takes batch, layer or none"
             )
-        width = _features(source, config, stats).width
-        model = MLP(width, config.hidden, config.norm, config.dropout)
+        layout = _features(source, config, stats)
+        embedded = [(at, n, embedding_dim(n, config.embedding_dim)) for at, n in layout.embedded()]
+        model = MLP(layout.width, config.hidden, config.norm, config.dropout, embedded=embedded)
     return fit_model(
         model,
         _loader(source, config, "train", stats, apply_stats),

@@ -8,7 +8,7 @@ from typing import Literal
 import torch
 from torch import nn
 
-__all__ = ["CNN", "MLP", "Norm"]
+__all__ = ["CNN", "MLP", "Norm", "embedding_dim"]
 
 Norm = Literal["batch", "layer", "none"]
 ImageNorm = Literal["batch", "layer", "instance", "none"]
@@ -22,6 +22,19 @@ def _norm_layer(kind: Norm, width: int) -> nn.Module:
     if kind == "none":
         return nn.Identity()
     raise ValueError(f"norm must be 'batch', 'layer' or 'none', got {kind!r}")
+
+
+class _Embedded(nn.Module):
+    """The embedding of the index at ``position`` of each input row."""
+
+    def __init__(self, position: int, indices: int, dim: int) -> None:
+        super().__init__()
+        self.position = position
+        self.embedding = nn.Embedding(indices, dim)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out: torch.Tensor = self.embedding(x[:, self.position].long())
+        return out
 
 
 class MLP(nn.Module):
@@ -39,6 +52,10 @@ class MLP(nn.Module):
         Dropout after each block's activation.
     n_outputs : int
         Output width (1 for a single target).
+    embedded : sequence of (int, int, int)
+        ``(position, indices, dim)`` of each categorical feature: the input's value at
+        ``position`` is an index into an ``nn.Embedding(indices, dim)`` whose vector
+        replaces it (codes arrive as floats, exact up to 2^24).
 
     Notes
     -----
@@ -53,14 +70,19 @@ class MLP(nn.Module):
         norm: Norm = "batch",
         dropout: float = 0.0,
         n_outputs: int = 1,
+        embedded: Sequence[Sequence[int]] = (),
     ) -> None:
         super().__init__()
         if n_features < 1 or n_outputs < 1 or any(w < 1 for w in hidden):
             raise ValueError("n_features, n_outputs and every hidden width must be >= 1")
         if not 0.0 <= dropout < 1.0:
             raise ValueError(f"dropout must be in [0, 1), got {dropout}")
+        coded = [int(position) for position, _, _ in embedded]
+        self.embeddings = nn.ModuleList(_Embedded(int(p), int(n), int(dim)) for p, n, dim in embedded)
+        plain = [i for i in range(n_features) if i not in set(coded)]
+        self.register_buffer("plain", torch.tensor(plain, dtype=torch.long), persistent=False)
         layers: list[nn.Module] = []
-        width = n_features
+        width = len(plain) + sum(int(dim) for _, _, dim in embedded)
         for out in hidden:
             layers += [
                 nn.Linear(width, out, bias=norm != "batch"),
@@ -79,11 +101,27 @@ class MLP(nn.Module):
             "norm": norm,
             "dropout": dropout,
             "n_outputs": n_outputs,
+            "embedded": [[int(v) for v in e] for e in embedded],
         }
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if len(self.embeddings) > 0:
+            parts = [x.index_select(1, self.plain)]  # type: ignore[arg-type]
+            for embedded in self.embeddings:
+                parts.append(embedded(x))
+            x = torch.cat(parts, dim=1)
         out: torch.Tensor = self.net(x)
         return out
+
+
+def embedding_dim(indices: int, fixed: int | None = None) -> int:
+    """An embedding's width for ``indices`` rows: ``fixed`` when given, else
+    ``min(50, round(1.6 * indices ** 0.56))`` (fast.ai's rule of thumb, capped).
+
+    >>> embedding_dim(5), embedding_dim(4000), embedding_dim(4000, 8)
+    (4, 50, 8)
+    """
+    return fixed if fixed is not None else min(50, max(1, round(1.6 * indices**0.56)))
 
 
 def _norm2d(kind: ImageNorm, channels: int) -> nn.Module:

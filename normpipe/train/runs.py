@@ -33,6 +33,7 @@ def train_config(
         time=model.time,
         series=model.series,
         window=model.window,
+        embedding_dim=model.embedding_dim,
         **training.model_dump(),
     )
 

@@ -238,6 +238,10 @@ def test_every_statistics_option_changes_the_cache_key(tmp_path: Path) -> None:
         "group_by": "store",
         "unseen": "error",
         "tensors": {"emb": {"per": "all"}},
+        "categories": {"store": {"min_frequency": 5}},
+        "categorical": "auto",
+        "impute": "median",
+        "impute_overrides": {"x": "mean"},
     }
     assert set(changed) == set(STATISTICS_OPTIONS)
     key = _stats_cache_key(None, {"config": base, "dataset": dataset})
