@@ -12,6 +12,14 @@ For each column present in both:
 - **mean shift** in reference standard deviations, and the **std ratio**.
 - the change in the share of missing values (null or NaN).
 
+For each categorical column present in both:
+
+- **PSI** over the shares of the reference's :data:`CATEGORY_BINS` most frequent values
+  and one bin for all others (from the two artifacts' value counts; shares floored as
+  above), so a category that grows, shrinks or appears moves it;
+- the **unseen share**: values of the current run that the reference never counted;
+- the change in the share of missing values.
+
 A column is flagged when any measure passes its threshold, or when it is in one
 artifact only. No pass over the data: the artifacts hold everything needed.
 """
@@ -23,12 +31,16 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import numpy as np
+import numpy.typing as npt
 
+from normpipe.core.vocab import VocabState
 from normpipe.stats import Stats
 
-__all__ = ["ColumnDrift", "Thresholds", "drift"]
+__all__ = ["CATEGORY_BINS", "ColumnDrift", "Thresholds", "drift"]
 
 _FLOOR = 1e-4
+#: A categorical column's PSI bins: the reference's most frequent values, then "other".
+CATEGORY_BINS = 20
 
 
 @dataclass(frozen=True)
@@ -37,6 +49,7 @@ class Thresholds:
     ks: float = 0.1
     mean_shift: float = 0.25  # in reference standard deviations
     missing: float = 0.05  # change in the share of null/NaN values
+    unseen: float = 0.05  # share of a categorical column's values the reference never saw
 
 
 @dataclass
@@ -48,6 +61,7 @@ class ColumnDrift:
     mean_shift: float = math.nan
     std_ratio: float = math.nan
     missing_change: float = math.nan
+    unseen_share: float = math.nan
     reasons: list[str] = field(default_factory=list)
 
     @property
@@ -100,15 +114,53 @@ def _column(name: str, ref: Stats, cur: Stats, limits: Thresholds) -> ColumnDrif
     return result
 
 
+def _shares(state: VocabState, values: list[Any]) -> npt.NDArray[np.float64]:
+    """The share of each of ``values`` among the counted values, and of all others last."""
+    counts = state.vocabulary()
+    found = dict(zip(counts.values, counts.counts, strict=True))
+    shares = np.array([found.get(v, 0) for v in values], dtype=np.float64) / max(state.total, 1)
+    return np.append(shares, max(1.0 - shares.sum(), 0.0))
+
+
+def _category(name: str, ref: Stats, cur: Stats, limits: Thresholds) -> ColumnDrift:
+    result = ColumnDrift(name)
+    r_state, c_state = ref.categories[name].state, cur.categories[name].state
+    if not r_state.total or not c_state.total:
+        if bool(r_state.total) != bool(c_state.total):
+            result.reasons.append("no value in one of the two runs")
+        return result
+    top = list(r_state.vocabulary().values[:CATEGORY_BINS])
+    r_share = np.maximum(_shares(r_state, top), _FLOOR)
+    c_share = np.maximum(_shares(c_state, top), _FLOOR)
+    result.psi = float(np.sum((c_share - r_share) * np.log(c_share / r_share)))
+    seen = set(r_state.vocabulary().values)
+    current = c_state.vocabulary()
+    result.unseen_share = sum(
+        c for v, c in zip(current.values, current.counts, strict=True) if v not in seen
+    ) / (c_state.total)
+    missing = [s.nulls / (s.nulls + s.total) for s in (r_state, c_state)]
+    result.missing_change = abs(missing[1] - missing[0])
+    checks = [
+        ("PSI", result.psi, limits.psi),
+        ("unseen share", result.unseen_share, limits.unseen),
+        ("missing share change", result.missing_change, limits.missing),
+    ]
+    for label, value, limit in checks:
+        if math.isfinite(value) and value > limit:
+            result.reasons.append(f"{label} {value:.3g} > {limit:g}")
+    return result
+
+
 def drift(reference: Stats, current: Stats, thresholds: Thresholds | None = None) -> list[ColumnDrift]:
     """Per-column drift of ``current`` against ``reference`` (see the module notes)."""
     limits = thresholds or Thresholds()
-    names = list(dict.fromkeys([*reference.columns, *current.columns]))
     results = []
-    for name in names:
-        if name not in current.columns or name not in reference.columns:
-            where = "current" if name not in current.columns else "reference"
-            results.append(ColumnDrift(name, reasons=[f"column missing from the {where} artifact"]))
-        else:
-            results.append(_column(name, reference, current, limits))
+    for kind, measure in (("columns", _column), ("categories", _category)):
+        mine, theirs = getattr(reference, kind), getattr(current, kind)
+        for name in dict.fromkeys([*mine, *theirs]):
+            if name not in theirs or name not in mine:
+                where = "current" if name not in theirs else "reference"
+                results.append(ColumnDrift(name, reasons=[f"column missing from the {where} artifact"]))
+            else:
+                results.append(measure(name, reference, current, limits))
     return results

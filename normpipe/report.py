@@ -180,6 +180,7 @@ def _table(column: ColumnStats) -> list[tuple[str, str]]:
     rows: list[tuple[str, str]] = [
         ("count (finite)", _fmt(s.count)),
         ("null / NaN", f"{s.nulls:,} / {s.nans:,}"),
+        ("missing share", _missing(s.nulls + s.nans, s.count + s.nulls + s.nans + s.posinf + s.neginf)),
         ("+inf / -inf", f"{s.posinf:,} / {s.neginf:,}"),
         ("mean", _fmt(s.mean)),
         ("std (ddof=0)", _fmt(s.std)),
@@ -199,7 +200,15 @@ def _table(column: ColumnStats) -> list[tuple[str, str]]:
     if column.scaler.table:
         params = f"{len(column.scaler.table)} quantiles"
     rows.append(("fitted", params or "–"))
+    if column.impute.active:
+        fill = f" ({_fmt(column.fill)})" if column.fill is not None else ""
+        flag = ", with a missing indicator" if column.impute.missing_indicator else ""
+        rows.append(("missing values", f"imputed: {column.impute.strategy}{fill}{flag}"))
     return rows
+
+
+def _missing(missing: int, total: int) -> str:
+    return f"{missing / total:.2%}" if total else "–"
 
 
 def column_reports(stats: Stats, columns: Sequence[str] | None = None) -> list[ColumnReport]:
@@ -272,6 +281,7 @@ def render_html(stats: Stats, reports: Sequence[ColumnReport], title: str) -> st
         parts += [f"<tr><td>{e(k)}</td><td>{e(v)}</td></tr>" for k, v in report.table]
         parts += ["</table>", "</section>"]
     parts += _tensor_sections(stats)
+    parts += _category_sections(stats)
     parts.append("</body></html>")
     return "\n".join(parts) + "\n"
 
@@ -312,6 +322,55 @@ def _tensor_sections(stats: Stats) -> list[str]:
             parts.append("<tr>" + "".join(f"<td>{e(c)}</td>" for c in cells) + "</tr>")
         if state.slots > TENSOR_ROWS:
             parts.append(f'<tr><td colspan="7">… {state.slots - TENSOR_ROWS:,} more slots</td></tr>')
+        parts += ["</table>", "</section>"]
+    return parts
+
+
+#: A categorical column's section lists this many values.
+CATEGORY_ROWS = 30
+
+
+def _category_sections(stats: Stats) -> list[str]:
+    """A section per categorical column: counts, missing share, why it is (not) coded,
+    and its most frequent values with their codes and shares."""
+    e = html.escape
+    parts = []
+    for name, category in stats.categories.items():
+        state, fitted = category.state, category.fitted
+        vocabulary = state.vocabulary()
+        distinct = (
+            f"{state.distinct:,} distinct"
+            if state.distinct is not None
+            else (
+                f"more than {state.limit:,} distinct (counts from a sketch, each within ±{state.max_error:,})"
+            )
+        )
+        coded = f"{fitted.size:,} codes" if fitted is not None else "left as it is"
+        parts += [
+            f'<section class="category" data-column="{e(name)}">',
+            f'<h2>{e(name)} <span class="method">{e(coded)}</span></h2>',
+            f'<p class="reason">{e(category.reason)}</p>',
+            f'<p class="meta">{state.total:,} values, {state.nulls:,} missing '
+            f"({_missing(state.nulls, state.nulls + state.total)}); {e(distinct)}; "
+            f"imputation: {e(category.impute.strategy)}</p>",
+            '<table class="stats"><tr><th>value</th><th>code</th><th>count</th><th>share</th></tr>',
+        ]
+        codes = {v: i for i, v in enumerate(fitted.values.to_pylist())} if fitted is not None else {}
+        for value, count in zip(
+            vocabulary.values[:CATEGORY_ROWS], vocabulary.counts[:CATEGORY_ROWS], strict=True
+        ):
+            code = codes.get(value, fitted.oov if fitted is not None else None)
+            cells = [
+                str(value),
+                "–" if code is None else str(code),
+                f"{count:,}",
+                f"{count / state.total:.2%}",
+            ]
+            parts.append("<tr>" + "".join(f"<td>{e(c)}</td>" for c in cells) + "</tr>")
+        if len(vocabulary.values) > CATEGORY_ROWS:
+            parts.append(
+                f'<tr><td colspan="4">… {len(vocabulary.values) - CATEGORY_ROWS:,} more values</td></tr>'
+            )
         parts += ["</table>", "</section>"]
     return parts
 

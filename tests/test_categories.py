@@ -219,3 +219,65 @@ def test_bad_categorical_inputs_are_one_line(cli: Run, flight_parts: Path, tmp_p
         result = cli("run", flight_parts, "--output", tmp_path / "out", "--config", config)
         assert_clean_failure(result, expected)
         assert no_output(tmp_path)
+
+
+def _fit_frame(frame: pd.DataFrame, directory: Path, client: Client) -> normpipe.Stats:
+    directory.mkdir()
+    frame.to_parquet(directory / "part.parquet")
+    return normpipe.fit(directory, client=client, columns=["distance"], categories={"carrier": {}})
+
+
+def test_drift_on_category_shares(client: Client, flights: pd.DataFrame, tmp_path: Path) -> None:
+    from normpipe.drift import CATEGORY_BINS, drift
+
+    frame = flights[["carrier", "distance"]]
+    rng = np.random.default_rng(0)
+    half = rng.random(len(frame)) < 0.5
+    reference = _fit_frame(frame[half], tmp_path / "a", client)
+    same = _fit_frame(frame[~half], tmp_path / "b", client)
+    shifted = frame[frame["carrier"].isin(["UA", "B6"])].copy()
+    shifted.loc[shifted.index[: len(shifted) // 10], "carrier"] = "ZZ"  # a carrier never seen
+    moved = _fit_frame(shifted, tmp_path / "c", client)
+
+    (stable,) = [r for r in drift(reference, same) if r.column == "carrier"]
+    assert stable.psi < 0.01
+    assert not stable.drifted
+    (changed,) = [r for r in drift(reference, moved) if r.column == "carrier"]
+    assert changed.psi > 1.0
+    assert changed.unseen_share == pytest.approx((shifted["carrier"] == "ZZ").mean(), abs=1e-12)
+    assert any("PSI" in reason for reason in changed.reasons)
+    assert any("unseen share" in reason for reason in changed.reasons)
+    # the PSI's bins: the reference's top values and "other", as computed by hand
+    top = frame[half]["carrier"].value_counts().head(CATEGORY_BINS)
+    r = np.append(top.to_numpy() / half.sum(), 1 - top.sum() / half.sum())
+    counts = shifted["carrier"].value_counts()
+    c = np.array([counts.get(v, 0) for v in top.index]) / len(shifted)
+    c = np.append(c, 1 - c.sum())
+    r, c = np.maximum(r, 1e-4), np.maximum(c, 1e-4)
+    assert changed.psi == pytest.approx(float(np.sum((c - r) * np.log(c / r))), rel=1e-9)
+
+
+def test_report_and_inspect_show_categories_and_missing_shares(
+    cli: Run,  # noqa: F811
+    client: Client,
+    flight_parts: Path,
+    tmp_path: Path,
+) -> None:
+    from normpipe.report import report_html
+
+    stats = normpipe.fit(
+        flight_parts,
+        client=client,
+        columns=["air_time"],
+        categories={"tailnum": {}, "origin": {}},
+        impute="mean",
+    )
+    page = report_html(stats)
+    assert 'class="category" data-column="tailnum"' in page
+    assert "missing share</td><td>2.80%" in page  # air_time: 9,430 of 336,776 missing
+    assert "imputed: mean" in page
+    stats.save(tmp_path / "s.json")
+    result = cli("inspect", tmp_path / "s.json")
+    assert result.code == 0
+    assert "categorical columns" in result.stdout
+    assert "EWR 35.9%" in result.stdout

@@ -322,7 +322,9 @@ def drift(
     if as_json:
         typer.echo(json.dumps([r.to_json() for r in results], indent=2))
     else:
-        table = Table("column", "PSI", "KS", "mean shift (std)", "std ratio", "missing change", "drift")
+        table = Table(
+            "column", "PSI", "KS", "mean shift (std)", "std ratio", "missing change", "unseen share", "drift"
+        )
         for r in results:
             table.add_row(
                 r.column,
@@ -331,6 +333,7 @@ def drift(
                 fmt(r.mean_shift),
                 fmt(r.std_ratio),
                 fmt(r.missing_change),
+                fmt(r.unseen_share),
                 "; ".join(r.reasons) or "no",
             )
         console.print(table)

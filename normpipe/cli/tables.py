@@ -137,6 +137,46 @@ def tensor_table(stats: Any) -> Table:
     return table
 
 
+def _shown(value: Any) -> str:
+    text = repr(value) if not isinstance(value, str) else value
+    return text if len(text) <= 16 else text[:15] + "…"
+
+
+def category_table(stats: Any) -> Table:
+    """Each categorical column: its counts, vocabulary, top values and imputation."""
+    table = Table(title="categorical columns (codes by frequency, then value)")
+    headers = ("column", "values", "missing", "distinct", "codes", "top values", "impute", "why")
+    for header in headers:
+        table.add_column(
+            header, justify="right" if header in ("values", "missing", "distinct", "codes") else "left"
+        )
+    for name, category in stats.categories.items():
+        state, fitted = category.state, category.fitted
+        missing = state.nulls / (state.nulls + state.total) if state.nulls + state.total else float("nan")
+        distinct = (
+            f"{state.distinct:,}"
+            if state.distinct is not None
+            else f"> {state.limit:,} (±{state.max_error:,})"
+        )
+        vocabulary = state.vocabulary()
+        top = ", ".join(
+            f"{_shown(v)} {c / max(state.total, 1):.1%}"
+            for v, c in zip(vocabulary.values[:3], vocabulary.counts[:3], strict=False)
+        )
+        impute = category.impute.strategy + (" + indicator" if category.impute.missing_indicator else "")
+        table.add_row(
+            name,
+            f"{state.total:,}",
+            f"{missing:.2%}",
+            distinct,
+            f"{fitted.size:,}" if fitted is not None else "left as is",
+            top,
+            impute,
+            category.reason,
+        )
+    return table
+
+
 #: Past this many columns the commands that compute statistics print the first ones
 #: and a summary; ``normpipe inspect`` prints every column.
 SCREENFUL = 30
@@ -155,6 +195,15 @@ def print_stats(stats: Any, where: str | None = None) -> None:
         console.print(stats_table(stats, shown))
     if stats.tensors:
         console.print(tensor_table(stats))
+    if stats.categories:
+        console.print(category_table(stats))
+    imputed = {name: c for name, c in stats.columns.items() if c.impute.active}
+    for name, column in imputed.items():
+        fill = f" with {fmt(column.fill)}" if column.fill is not None else ""
+        flag = f"; indicator {name}_missing" if column.impute.missing_indicator else ""
+        console.print(
+            f"  {name}: missing values imputed ({column.impute.strategy}){fill}{flag}", highlight=False
+        )
     if len(shown) < len(names):
         methods = Counter(column.scaler.method for column in stats.columns.values())
         counts = ", ".join(f"{method} {count:,}" for method, count in methods.most_common())
