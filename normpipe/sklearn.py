@@ -16,12 +16,18 @@ from typing import Any, Literal
 
 import numpy as np
 import numpy.typing as npt
+import pyarrow as pa
+import pyarrow.compute
 from sklearn.base import BaseEstimator, OneToOneFeatureMixin, TransformerMixin
 from sklearn.utils.validation import check_is_fitted, validate_data
 
-from normpipe.core.column import ColumnState, TableState
+from normpipe.categories import CategorySpec
+from normpipe.core.column import ColumnState, TableState, to_float64
 from normpipe.core.sketch import DEFAULT_K
+from normpipe.core.vocab import VocabState, kind_of
 from normpipe.fingerprint import Fingerprint
+from normpipe.impute import ImputeSpec
+from normpipe.mappers import apply_table
 from normpipe.scalers import REPORTED_PROBABILITIES, parse_scaler
 from normpipe.stats import Stats
 
@@ -48,6 +54,19 @@ class Normalizer(OneToOneFeatureMixin, TransformerMixin, BaseEstimator):  # type
         The KLL sketch's ``k`` (the ``quantile`` method's table comes from the sketch).
     storage_options : dict, optional
         fsspec options of a Parquet source given to :meth:`fit` (e.g. S3 credentials).
+    categories : dict, optional
+        Categorical features by name, each with its options (``min_frequency``,
+        ``max_categories``, ``hash_buckets``; ``{}`` for the defaults): raw values
+        (strings, integers, booleans) in, codes out as floats (by frequency then value,
+        out-of-vocabulary values one code past the vocabulary, NaN for missing), as
+        scikit-learn's ``OrdinalEncoder``; the inverse gives the values back. Needs a
+        frame with named columns.
+    impute : str or dict, optional
+        Missing values of every feature: ``mean``, ``median``, ``most_frequent`` or
+        ``{"strategy": "constant", "fill_value": v}`` (filled before the map, as
+        ``SimpleImputer`` then the scaler); categorical features take most_frequent and
+        constant only. Missing indicators change the number of features: use
+        scikit-learn's ``MissingIndicator`` beside this transformer.
 
     Attributes
     ----------
@@ -72,12 +91,16 @@ class Normalizer(OneToOneFeatureMixin, TransformerMixin, BaseEstimator):  # type
         quantiles: Literal["exact", "sketch"] = "exact",
         sketch_k: int = DEFAULT_K,
         storage_options: Mapping[str, Any] | None = None,
+        categories: Mapping[str, Mapping[str, Any]] | None = None,
+        impute: str | Mapping[str, Any] | None = None,
     ) -> None:
         self.method = method
         self.overrides = overrides
         self.quantiles = quantiles
         self.sketch_k = sketch_k
         self.storage_options = storage_options
+        self.categories = categories
+        self.impute = impute
 
     def __sklearn_tags__(self) -> Any:
         tags = super().__sklearn_tags__()
@@ -90,28 +113,70 @@ class Normalizer(OneToOneFeatureMixin, TransformerMixin, BaseEstimator):  # type
         Parquet dataset at ``X`` (a path or URL) through normpipe's Dask pass."""
         if isinstance(X, str | os.PathLike):
             return self._fit_source(os.fspath(X))
-        values = validate_data(self, X, dtype=np.float64, ensure_all_finite=False, reset=True)
-        names = self._names()
+        coded = dict(self.categories or {})
+        frame = X if coded else None
+        if coded:
+            validate_data(self, X, dtype=None, ensure_all_finite=False, reset=True, skip_check_array=True)
+            self._check_frame(X, coded)
+            values = _numeric(X, [n for n in self._names() if n not in coded])
+        else:
+            values = validate_data(self, X, dtype=np.float64, ensure_all_finite=False, reset=True)
+        imputes = self._imputes()
+        names = [n for n in self._names() if n not in coded]
         requests = {name: parse_scaler(self._request(name)) for name in names}
         k = int(self.sketch_k)
         columns = {
-            name: ColumnState.from_values(np.array(values[:, j]), 0, k, requests[name].needs_log)
+            name: ColumnState.from_values(
+                np.array(values[:, j]), 0, k, requests[name].needs_log, counts=name in imputes
+            )
             for j, name in enumerate(names)
         }
+        vocabs = {}
+        for name, options in coded.items():
+            column = pa.array(frame[name], from_pandas=True)  # type: ignore[index]
+            kind = kind_of(column.type)
+            if kind is None or kind == "float":
+                raise ValueError(
+                    f"categorical feature '{name}' holds {column.type}; give strings, integers or booleans"
+                )
+            spec = CategorySpec(**options)
+            vocabs[name] = VocabState.from_block(column, kind, spec.limit, spec.lg_size)
         exact = None
         if self.quantiles == "exact":
             exact = {
                 name: _quantiles(values[:, j], requests[name].probabilities()) for j, name in enumerate(names)
             }
         self.stats_ = Stats.from_state(
-            TableState(values.shape[0], columns),
+            TableState(values.shape[0], columns, categories=vocabs),
             requests,
-            dict.fromkeys(names, "double"),
+            {**dict.fromkeys(names, "double"), **{n: str(v.kind) for n, v in vocabs.items()}},
             k,
             Fingerprint.of("in-memory", "", ()),
             exact=exact,
+            categories={name: (CategorySpec(**options), False) for name, options in coded.items()},
+            imputes={name: imputes[name] for name in self._names() if name in imputes},
         )
         return self
+
+    def _imputes(self) -> dict[str, ImputeSpec]:
+        """The imputation of every feature (none when ``impute`` is unset)."""
+        if self.impute is None:
+            return {}
+        spec = ImputeSpec.model_validate(self.impute)
+        if spec.missing_indicator:
+            raise ValueError("missing_indicator adds features; use sklearn.impute.MissingIndicator beside it")
+        coded = set(self.categories or {})
+        names = self._names()
+        if spec.strategy in ("mean", "median"):  # a categorical feature keeps its missing values
+            return {name: spec for name in names if name not in coded}
+        return dict.fromkeys(names, spec) if spec.active else {}
+
+    def _check_frame(self, X: Any, coded: Mapping[str, Any]) -> None:
+        if not hasattr(X, "columns"):
+            raise ValueError("categorical features need a frame with named columns (pandas)")
+        missing = [name for name in coded if name not in X.columns]
+        if missing:
+            raise ValueError(f"categorical feature '{missing[0]}' is not a column of X")
 
     def _fit_source(self, source: str) -> Normalizer:
         from normpipe.api import fit
@@ -128,8 +193,10 @@ class Normalizer(OneToOneFeatureMixin, TransformerMixin, BaseEstimator):  # type
 
     def _adopt(self, stats: Stats) -> Normalizer:
         self.stats_ = stats
-        self.feature_names_in_ = np.asarray(list(stats.columns), dtype=object)
-        self.n_features_in_ = len(stats.columns)
+        self.feature_names_in_ = np.asarray([*stats.columns, *stats.categories], dtype=object)
+        self.n_features_in_ = len(self.feature_names_in_)
+        if stats.categories:
+            self.categories = {name: c.spec.model_dump() for name, c in stats.categories.items()}
         return self
 
     @classmethod
@@ -150,24 +217,73 @@ class Normalizer(OneToOneFeatureMixin, TransformerMixin, BaseEstimator):  # type
 
     # ------------------------------------------------------------------ mapping
     def transform(self, X: Any) -> npt.NDArray[np.float64]:
-        """Each feature mapped (float64; NaN stays NaN)."""
+        """Each feature mapped (float64; NaN stays NaN unless imputed); categorical
+        features as their codes."""
         return self._map(X, inverse=False)
 
-    def inverse_transform(self, X: Any) -> npt.NDArray[np.float64]:
+    def inverse_transform(self, X: Any) -> npt.NDArray[Any]:
         """Back to original units (values clipped by ``clip`` or ``minmax(clip=True)``
-        stay clipped)."""
+        stay clipped); with categorical features an object array holding their values
+        (out-of-vocabulary codes: None)."""
         return self._map(X, inverse=True)
 
-    def _map(self, X: Any, inverse: bool) -> npt.NDArray[np.float64]:
+    def _map(self, X: Any, inverse: bool) -> npt.NDArray[Any]:
         check_is_fitted(self, "stats_")
-        values = validate_data(self, X, dtype=np.float64, ensure_all_finite=False, reset=False)
-        scalers = self.stats_.fitted.scalers
-        out: npt.NDArray[np.float64] = np.empty(values.shape, dtype=np.float64)
-        for j, name in enumerate(self._names()):
-            scaler = scalers[name]
-            column = np.array(values[:, j])
-            out[:, j] = scaler.invert(column) if inverse else scaler.apply(column)
+        coded = self.stats_.categories
+        if not coded:
+            values = validate_data(self, X, dtype=np.float64, ensure_all_finite=False, reset=False)
+            out: npt.NDArray[Any] = np.empty(values.shape, dtype=np.float64)
+            for j, name in enumerate(self._names()):
+                column = np.array(values[:, j])
+                fitted = self.stats_.fitted
+                out[:, j] = (
+                    fitted.inverse_column(name, column) if inverse else fitted.transform_column(name, column)
+                )
+            return out
+        validate_data(self, X, dtype=None, ensure_all_finite=False, reset=False, skip_check_array=True)
+        names = self._names()
+        out = np.empty((len(X), len(names)), dtype=object if inverse else np.float64)
+        maps = self.stats_.fitted.maps
+        for j, name in enumerate(names):
+            if name not in coded:
+                column = np.asarray(_as_float(_column(X, j, name)), dtype=np.float64)
+                fitted = self.stats_.fitted
+                out[:, j] = (
+                    fitted.inverse_column(name, column) if inverse else fitted.transform_column(name, column)
+                )
+                continue
+            table = pa.table({name: pa.array(_column(X, j, name), from_pandas=True)})
+            if inverse:
+                table = table.set_column(0, name, pa.compute.cast(table.column(0), pa.int64()))
+            mapped = apply_table(table, {name: maps[name]}, "float64", None, "X", inverse).column(0)
+            out[:, j] = mapped.to_pylist() if inverse else to_float64(mapped)
         return out
+
+
+def _column(X: Any, j: int, name: str) -> Any:
+    """Feature ``j`` (named ``name``) of a frame or an array."""
+    return X[name] if hasattr(X, "columns") else np.asarray(X)[:, j]
+
+
+def _as_float(column: Any) -> Any:
+    """A column's values with missing ones as NaN (pandas' NA included)."""
+    if hasattr(column, "to_numpy"):
+        return column.to_numpy(dtype=np.float64, na_value=np.nan)
+    return np.asarray(column, dtype=np.float64)
+
+
+def _numeric(X: Any, names: list[str]) -> npt.NDArray[np.float64]:
+    """The columns ``names`` of frame ``X`` as float64 (missing values as NaN)."""
+    if not names:
+        return np.empty((len(X), 0))
+    try:
+        return np.column_stack(
+            [np.asarray(X[name].to_numpy(dtype=np.float64, na_value=np.nan)) for name in names]
+        )
+    except (TypeError, ValueError):
+        raise ValueError(
+            f"feature of {names} is not numeric; list categorical features in categories"
+        ) from None
 
 
 def _quantiles(values: npt.NDArray[np.float64], probabilities: tuple[float, ...]) -> dict[float, float]:

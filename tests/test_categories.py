@@ -281,3 +281,33 @@ def test_report_and_inspect_show_categories_and_missing_shares(
     assert result.code == 0
     assert "categorical columns" in result.stdout
     assert "EWR 35.9%" in result.stdout
+
+
+def test_scikit_learn_transformer_takes_raw_categories(flights: pd.DataFrame) -> None:
+    from sklearn.linear_model import Ridge
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+
+    from normpipe.sklearn import Normalizer
+
+    frame = flights[["distance", "dep_delay", "carrier", "origin"]].head(50_000)
+    normalizer = Normalizer(categories={"carrier": {}, "origin": {"min_frequency": 0.34}}, impute="median")
+    out = normalizer.fit_transform(frame)
+    # the fill is the median of the observed values; the scaler's statistics are theirs too
+    # (not those of the filled column, as SimpleImputer followed by StandardScaler would give)
+    observed = frame[["distance", "dep_delay"]]
+    filled = SimpleImputer(strategy="median").fit_transform(observed)
+    scaler = StandardScaler().fit(observed)  # StandardScaler ignores NaN when fitting
+    np.testing.assert_allclose(out[:, :2], scaler.transform(filled), rtol=1e-9, atol=1e-12)
+    order = frame["carrier"].value_counts()
+    ranked = sorted(order.items(), key=lambda vc: (-vc[1], vc[0]))
+    codes = {v: float(i) for i, (v, _) in enumerate(ranked)}
+    np.testing.assert_array_equal(out[:, 2], frame["carrier"].map(codes).to_numpy())
+    kept = frame["origin"].value_counts() / len(frame) >= 0.34
+    assert out[:, 3].max() == kept.sum()  # the rarer origins share the out-of-vocabulary code
+    back = normalizer.inverse_transform(pd.DataFrame(out, columns=frame.columns))
+    assert list(back[:, 2]) == frame["carrier"].tolist()
+    assert list(normalizer.get_feature_names_out()) == list(frame.columns)
+    model = make_pipeline(Normalizer(categories={"carrier": {}, "origin": {}}, impute="mean"), Ridge())
+    model.fit(frame, flights["air_time"].head(50_000).fillna(0))
+    assert np.isfinite(model.predict(frame)).all()
