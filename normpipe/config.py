@@ -261,6 +261,7 @@ class TrainRunConfig(_ModelRun):
 
 CompareScaler = Literal["none", "zscore", "minmax", "robust", "maxabs"]
 CompareNorm = Literal["none", "batch", "layer", "instance"]
+CompareInputs = Literal["all", "numeric", "all+impute", "numeric+impute"]
 
 
 class CompareConfig(_ModelRun):
@@ -272,6 +273,18 @@ class CompareConfig(_ModelRun):
         default_factory=lambda: list(get_args(CompareScaler))[:4], min_length=1
     )
     norms: list[CompareNorm] = Field(default_factory=lambda: list(get_args(CompareNorm)), min_length=1)
+    inputs: list[CompareInputs] = Field(
+        default_factory=lambda: list(get_args(CompareInputs))[:1],
+        min_length=1,
+        description="all: every feature (categorical ones embedded); numeric: categorical features "
+        "left out; +impute: missing numeric values filled with each fold's impute statistic instead "
+        "of dropping the row",
+    )
+    impute: ImputeSpec = Field(default_factory=lambda: ImputeSpec(strategy="median"))
+    categories: dict[str, CategorySpec] = Field(
+        default_factory=dict,
+        description="categorical features' options (string and boolean features are anyway)",
+    )
     folds: int = Field(default=5, ge=2)
     target_rmse: float | None = Field(default=None, gt=0)
     within: float = Field(default=0.10, gt=0, description="default target: best final RMSE x (1 + within)")

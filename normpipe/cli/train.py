@@ -120,14 +120,17 @@ def compare(
     _needs_torch()
     from normpipe.train.runs import compare_from_config
 
-    total = cfg.folds * len(cfg.scalers) * len(cfg.norms)
+    total = cfg.folds * len(cfg.scalers) * len(cfg.norms) * len(cfg.inputs)
     done = 0
 
     def report(run: Any) -> None:
         nonlocal done
         done += 1
         outcome = "diverged" if run.diverged else f"RMSE {run.metrics['rmse']:.4g}"
-        console.print(f"[{done}/{total}] fold {run.fold} scaler={run.scaler} norm={run.norm}: {outcome}")
+        inputs = f" inputs={run.inputs}" if len(cfg.inputs) > 1 else ""
+        console.print(
+            f"[{done}/{total}] fold {run.fold}{inputs} scaler={run.scaler} norm={run.norm}: {outcome}"
+        )
 
     result, directory = compare_from_config(cfg, progress=report)
     console.print(result.markdown())

@@ -95,5 +95,8 @@ def compare_from_config(
         within=config.within,
         sketch_k=config.sketch_k,
         progress=progress,
+        inputs=config.inputs,
+        impute=config.impute,
+        categories=config.categories,
     )
     return result, result.save(output)

@@ -12,6 +12,7 @@ import pyarrow.parquet as pq
 import pytest
 from sklearn.preprocessing import MinMaxScaler, RobustScaler
 
+from normpipe.categories import CategorySpec
 from normpipe.train.compare import compare, fold_stats
 from normpipe.train.data import split_mask
 from normpipe.train.loop import TrainConfig
@@ -97,3 +98,43 @@ def test_compare_grid_report_and_divergence(raw: Path, tmp_path: Path) -> None:
     assert all(r.diverged for r in failed.runs)
     assert failed.cells()[0]["diverged"] == 2
     assert "| none | none |" in failed.markdown()
+
+
+def test_inputs_axis_with_and_without_categories_and_imputation(tmp_path: Path) -> None:
+    """A store's level carries most of the signal: the embedding of the store code beats
+    the numeric-only model; imputation keeps the rows with a missing numeric feature."""
+    rng = np.random.default_rng(7)
+    n = 4000
+    stores = np.array([f"s{i:02d}" for i in range(20)])
+    store = rng.choice(stores, n)
+    level = {s: float(v) for s, v in zip(stores, rng.normal(0, 3, stores.size), strict=True)}
+    x = rng.normal(0, 1, n)
+    y = np.array([level[s] for s in store]) + x + rng.normal(0, 0.1, n)
+    x[rng.random(n) < 0.2] = np.nan  # a fifth of the rows miss x
+    (tmp_path / "raw").mkdir()
+    for i in range(2):
+        rows = slice(i * n // 2, (i + 1) * n // 2)
+        table = pa.table({"x": x[rows], "store": store[rows], "y": y[rows]})
+        pq.write_table(table, tmp_path / "raw" / f"p{i}.parquet")
+    config = TrainConfig(
+        ["x", "store"], "y", hidden=(32,), norm="none", max_epochs=12, batch_size=64, lr=1e-2
+    )
+    inputs = ["numeric", "all", "all+impute"]
+    result = compare(tmp_path / "raw", config, scalers=["zscore"], norms=["none"], folds=2, inputs=inputs)
+    by_inputs = {c["inputs"]: c for c in result.cells()}
+    assert by_inputs["all"]["rmse_mean"] < 0.5 * by_inputs["numeric"]["rmse_mean"]
+    rows = {run.inputs: run.metrics["rows"] for run in result.runs if run.fold == 0}
+    assert rows["all+impute"] > 1.15 * rows["all"]  # the rows missing x are kept
+    assert "| all+impute | zscore | none |" in result.markdown()
+    # each fold's vocabulary is the training rows' value counts
+    per_fold = fold_stats(
+        tmp_path / "raw", ["x", "store", "y"], 2, seed=0, k=200, categories={"store": CategorySpec()}
+    )
+    frames = []
+    for path in sorted((tmp_path / "raw").glob("*.parquet")):
+        frame = pd.read_parquet(path)
+        frame["valid0"] = split_mask(0, path.name, 0, len(frame), (0.0, 0.5))
+        frames.append(frame)
+    every = pd.concat(frames)
+    counts = every[~every.valid0]["store"].value_counts()
+    assert dict(per_fold[0].categories["store"].state.counts) == counts.to_dict()
