@@ -341,21 +341,44 @@ def group_ids(stats: "Stats", keys: npt.ArrayLike) -> torch.Tensor:
 
 class ServingModel(nn.Module):
     """Raw features ``(rows, features)`` -> predictions ``(rows,)`` in the target's units:
-    the features' fitted maps, the network (float32, as in training), the target's
-    inverse map. A row with a missing or infinite normalized feature predicts NaN (the
-    Parquet path writes null). A tensor feature (an image) takes its ``size`` raw values
-    in its stored layout (decoded pixels for encoded images), as in
-    :mod:`normpipe.train.features`."""
+    the features' imputation (``fills``: each position's fill value, NaN for none), their
+    fitted maps, the network (float32, as in training), the target's inverse map. A row
+    with a missing or infinite normalized feature predicts NaN (the Parquet path writes
+    null). A tensor feature (an image) takes its ``size`` raw values in its stored layout
+    (decoded pixels for encoded images), as in :mod:`normpipe.train.features`. A
+    categorical feature takes its code (NaN: missing, the embedding's last index,
+    ``missing``); the ONNX export takes its raw values instead (:func:`export_model`)."""
 
-    def __init__(self, features: ColumnMaps, network: nn.Module, target: ColumnMaps) -> None:
+    fills: torch.Tensor
+    missing: torch.Tensor
+
+    def __init__(
+        self,
+        features: ColumnMaps,
+        network: nn.Module,
+        target: ColumnMaps,
+        fills: Sequence[float] | None = None,
+        missing: Sequence[float] | None = None,
+    ) -> None:
         super().__init__()
         self.features = features
         self.network = network.eval()
         self.network.requires_grad_(False)  # serving: no autograd graph, plain tensors out
         self.target = target
+        width = len(features.columns)
+        nothing = [math.nan] * width
+        self.register_buffer(
+            "fills", torch.tensor(list(fills or nothing), dtype=torch.float64).reshape(1, width)
+        )
+        self.register_buffer(
+            "missing", torch.tensor(list(missing or nothing), dtype=torch.float64).reshape(1, width)
+        )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = x.to(torch.float64)
+        x = torch.where(torch.isnan(x), self.fills, x)  # imputation (NaN fills: none)
         z = self.features(x)
+        z = torch.where(torch.isnan(z), self.missing, z)  # a category's missing index
         ok = torch.isfinite(z).all(dim=1)
         raw = self.network(z.to(torch.float32)).to(torch.float64)
         y = self.target(raw).squeeze(1)
@@ -374,7 +397,19 @@ def serving_model(network: nn.Module, card: Mapping[str, Any], stats: "Stats | N
         raise ArtifactError("a model trained on per-group statistics cannot be exported yet")
     flat, scalers = _positions(stats, card["features"])
     features = column_maps(scalers, flat)
-    return ServingModel(features, network, column_maps(scalers, [card["target"]], inverse=True))
+    fills, missing = [math.nan] * len(flat), [math.nan] * len(flat)
+    for i, name in enumerate(flat):
+        if stats is None:
+            break
+        column, category = stats.columns.get(name), stats.categories.get(name)
+        if column is not None and column.fill is not None:
+            fills[i] = column.fill
+        if category is not None and category.fitted is not None:
+            missing[i] = float(category.fitted.size)
+            if category.fill is not None:
+                fills[i] = float(category.fitted.codes(pa.array([category.fill])).to_pylist()[0])
+    target = column_maps(scalers, [card["target"]], inverse=True)
+    return ServingModel(features, network, target, fills, missing)
 
 
 def load_serving(model_dir: str | os.PathLike[str]) -> ServingModel:
@@ -392,7 +427,14 @@ def export_model(
     """Write the :class:`ServingModel` of ``model_dir`` to ``output`` as an ONNX model
     (input ``features``: float64 ``(rows, features)`` in the card's order; output
     ``prediction``: float64 ``(rows,)``) or a TorchScript archive; the file appears
-    whole (written beside it, then renamed)."""
+    whole (written beside it, then renamed).
+
+    A categorical feature is one more ONNX input of its own name, ``(rows,)`` of its raw
+    values (strings, int64 or bool as stored), coded inside the model by an
+    ``ai.onnx.ml.LabelEncoder`` holding the vocabulary (unseen values: the
+    out-of-vocabulary code; the empty string: missing); its position in ``features`` is
+    ignored. TorchScript takes its code in ``features`` (NaN: missing), the vocabulary
+    being in the model directory's ``stats.json``."""
     model = load_serving(model_dir)
     dest = local_path(output, "the exported model")
     dest.parent.mkdir(parents=True, exist_ok=True)
@@ -404,6 +446,16 @@ def export_model(
                 torch.jit.script(model).save(str(tmp))  # type: ignore[no-untyped-call]
         else:
             _to_onnx(model, tmp)
+            stats = _stats_of(model_dir)
+            coded = [
+                (i, name, stats.categories[name].fitted)
+                for i, name in enumerate(model.features.columns)
+                if stats is not None
+                and name in stats.categories
+                and stats.categories[name].fitted is not None
+            ]
+            if coded:
+                _categorical_inputs(tmp, coded, len(model.features.columns))
         os.replace(tmp, dest)
     finally:
         tmp.unlink(missing_ok=True)
@@ -438,3 +490,73 @@ def _to_onnx(model: ServingModel, path: Path) -> None:
             )
     finally:
         quiet.setLevel(level)
+
+
+def _stats_of(model_dir: str | os.PathLike[str]) -> "Stats | None":
+    from normpipe.train.loop import load_model
+
+    return load_model(model_dir)[2]
+
+
+def _categorical_inputs(path: Path, coded: Sequence[tuple[int, str, Any]], width: int) -> None:
+    """Give the ONNX model at ``path`` one input per categorical feature (its raw values)
+    whose codes, from an ``ai.onnx.ml.LabelEncoder``, replace that feature's column of
+    ``features`` before anything else runs."""
+    import onnx
+    from onnx import TensorProto, helper
+
+    model = onnx.load(str(path))
+    graph = model.graph
+    current = "features"
+    nodes, inputs = [], []
+    for position, name, fitted in coded:
+        values = fitted.values.to_pylist()
+        kind = fitted.kind
+        codes = list(range(len(values)))
+        missing = fitted.size  # the embedding's "missing" index
+        if kind == "string":
+            elem = TensorProto.STRING
+            encoder = helper.make_node(
+                "LabelEncoder",
+                [name],
+                [f"{name}__code"],
+                domain="ai.onnx.ml",
+                keys_strings=[*values, ""],
+                values_int64s=[*codes, missing],
+                default_int64=fitted.oov,
+            )
+        else:
+            elem = TensorProto.INT64
+            encoder = helper.make_node(
+                "LabelEncoder",
+                [name],
+                [f"{name}__code"],
+                domain="ai.onnx.ml",
+                keys_int64s=[int(v) for v in values],
+                values_int64s=codes,
+                default_int64=fitted.oov,
+            )
+        mask = [i == position for i in range(width)]
+        nodes += [
+            encoder,
+            helper.make_node("Cast", [f"{name}__code"], [f"{name}__float"], to=TensorProto.DOUBLE),
+            helper.make_node("Unsqueeze", [f"{name}__float", f"{name}__axis"], [f"{name}__column"]),
+            helper.make_node("Where", [f"{name}__mask", f"{name}__column", current], [f"{name}__features"]),
+        ]
+        graph.initializer.extend(
+            [
+                helper.make_tensor(f"{name}__axis", TensorProto.INT64, [1], [1]),
+                helper.make_tensor(f"{name}__mask", TensorProto.BOOL, [1, width], mask),
+            ]
+        )
+        inputs.append(helper.make_tensor_value_info(name, elem, ["rows"]))
+        current = f"{name}__features"
+    for node in graph.node:  # the network reads the coded features
+        node.input[:] = [current if i == "features" else i for i in node.input]
+    old = list(graph.node)
+    del graph.node[:]
+    graph.node.extend([*nodes, *old])
+    graph.input.extend(inputs)
+    if not any(o.domain == "ai.onnx.ml" for o in model.opset_import):
+        model.opset_import.append(helper.make_opsetid("ai.onnx.ml", 2))
+    onnx.save(model, str(path))

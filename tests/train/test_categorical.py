@@ -120,3 +120,40 @@ def test_a_string_feature_without_its_vocabulary_is_one_line(flight_data: dict[s
         ArtifactError, match=r"feature 'carrier' holds (large_)?string values; declare it in categories"
     ):
         feature_layout(schema, ["distance", "carrier"], None, "raw")
+
+
+def test_exported_model_takes_raw_categories(flight_data: dict[str, Path], tmp_path: Path) -> None:
+    import onnxruntime as ort
+
+    from normpipe.export import export_model
+
+    stats = normpipe.Stats.load(flight_data["norm"] / "_stats.json")
+    features = [*NUMERIC, *CATEGORIES]
+    result = train(flight_data["norm"], stats, _config(features, max_epochs=1))
+    directory = save_model(result, _config(features), stats, tmp_path / "model")
+    new = pq.read_table(flight_data["raw"] / "p1.parquet").slice(0, 500).to_pandas()
+    new.loc[0, "carrier"] = "ZZ"  # unseen
+    new.loc[1, "dest"] = None  # missing
+    (tmp_path / "new").mkdir()
+    new.to_parquet(tmp_path / "new" / "part.parquet")
+    predict(directory, tmp_path / "new", tmp_path / "pred")
+    expected = pd.read_parquet(tmp_path / "pred")["air_time_pred"].to_numpy(dtype=np.float64, na_value=np.nan)
+
+    onnx_path = export_model(directory, tmp_path / "model.onnx", "onnx")
+    session = ort.InferenceSession(str(onnx_path))
+    assert [i.name for i in session.get_inputs()] == ["features", *CATEGORIES]
+    numbers = np.column_stack([new[n].to_numpy(dtype=np.float64) for n in NUMERIC])
+    x = np.column_stack([numbers, np.full((len(new), len(CATEGORIES)), np.nan)])  # ignored positions
+    inputs = {"features": x, **{n: new[n].fillna("").to_numpy(dtype=object) for n in CATEGORIES}}
+    (got,) = session.run(None, inputs)
+    np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-3)
+
+    # TorchScript takes the codes (NaN: missing) in their positions
+    scripted = torch.jit.load(str(export_model(directory, tmp_path / "model.pt", "torchscript")))
+    codes = [
+        stats.categories[n].fitted.codes(pa.array(new[n])).to_numpy(zero_copy_only=False)  # type: ignore[union-attr]
+        for n in CATEGORIES
+    ]
+    coded = np.column_stack([numbers, *(np.asarray(c, dtype=np.float64) for c in codes)])
+    with torch.no_grad():
+        np.testing.assert_allclose(scripted(torch.from_numpy(coded)).numpy(), expected, rtol=1e-5, atol=1e-3)
