@@ -86,3 +86,14 @@ def test_images_harness_quick(tmp_path: Path) -> None:
     fit = next(m for name, m in tools.items() if name.startswith("normpipe fit"))
     assert fit["std_error"] < 1e-12
     assert "images/s" in table
+
+
+def test_categories_harness_quick(tmp_path: Path) -> None:
+    """The vocabulary benchmark runs every tool and checks their counts against DuckDB's
+    (the sketch's within its stated error)."""
+    table, measured = harness("categories.py", tmp_path, "--rows", "60000", "--files", "2", "--users", "120000")
+    tools = measured["tools"]
+    assert len(tools) == 7
+    assert all(m["verified"] == "ok" for m in tools.values()), tools
+    assert measured["cpu"] in table
+    assert "| normpipe fit, + user (sketch) |" in table
