@@ -91,7 +91,9 @@ def test_images_harness_quick(tmp_path: Path) -> None:
 def test_categories_harness_quick(tmp_path: Path) -> None:
     """The vocabulary benchmark runs every tool and checks their counts against DuckDB's
     (the sketch's within its stated error)."""
-    table, measured = harness("categories.py", tmp_path, "--rows", "60000", "--files", "2", "--users", "120000")
+    table, measured = harness(
+        "categories.py", tmp_path, "--rows", "60000", "--files", "2", "--users", "120000"
+    )
     tools = measured["tools"]
     assert len(tools) == 7
     assert all(m["verified"] == "ok" for m in tools.values()), tools
