@@ -271,6 +271,13 @@ def train(
                 "maps predictions back with one set of parameters; fit the training data's statistics "
                 "without --group-by"
             )
+        imputed = stats.columns[config.target].impute
+        if imputed.strategy != "none":
+            raise ArtifactError(
+                f"target '{config.target}' is imputed ({imputed.strategy}) in the stats artifact: its "
+                "missing values would train as made-up labels; set impute_overrides: "
+                f"{{{config.target}: none}} and run again"
+            )
         inverse = partial(stats.inverse_column, config.target)
     normalize = stats if apply_stats else None
     torch.manual_seed(config.seed)  # before the model is built: its initial weights too

@@ -157,3 +157,9 @@ def test_exported_model_takes_raw_categories(flight_data: dict[str, Path], tmp_p
     coded = np.column_stack([numbers, *(np.asarray(c, dtype=np.float64) for c in codes)])
     with torch.no_grad():
         np.testing.assert_allclose(scripted(torch.from_numpy(coded)).numpy(), expected, rtol=1e-5, atol=1e-3)
+
+
+def test_an_imputed_target_is_refused(flight_data: dict[str, Path], client: Client, tmp_path: Path) -> None:
+    stats = normpipe.fit(flight_data["raw"], client=client, columns=[*NUMERIC, "air_time"], impute="median")
+    with pytest.raises(ArtifactError, match=r"target 'air_time' is imputed \(median\)"):
+        train(flight_data["raw"], stats, _config(NUMERIC), apply_stats=True)
