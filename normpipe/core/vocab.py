@@ -34,7 +34,7 @@ __all__ = [
 
 #: Distinct values counted exactly before a state turns into a sketch.
 DEFAULT_LIMIT = 100_000
-#: log2 of the sketch's map size: 2^14 slots, an error of 3.5 / 2^14 * 0.75 ~ 2.1e-4 of the total.
+#: log2 of the sketch's map size: 2^14 slots, each count within 3.5 / 2^14 ~ 2.1e-4 of the total.
 DEFAULT_LG_SIZE = 14
 
 Kind = Literal["string", "integer", "boolean", "float"]
