@@ -67,6 +67,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
+from datasketches import frequent_strings_sketch
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from normpipe.categories import CategorySpec
@@ -245,11 +246,30 @@ class _VocabModel(_Model):
             raise ValueError("counts hold either exact counts or a sketch")
         if self.sketch is not None:
             sketch = base64.b64decode(self.sketch, validate=True)
+            frequent_strings_sketch.deserialize(sketch)  # damaged bytes fail here, as data
             return VocabState(self.kind, {}, self.nulls, self.total, sketch, self.limit, self.lg_size)
+        for value, count in self.counts or []:
+            if not isinstance(value, _KIND_VALUES[self.kind]) or (
+                self.kind != "boolean" and isinstance(value, bool)
+            ):
+                raise ValueError(f"value {value!r} is not {self.kind}")
+            if count < 1:
+                raise ValueError(f"value {value!r} has the count {count}")
         counts = {_typed(v, self.kind): c for v, c in self.counts or []}
+        if len(counts) != len(self.counts or []):
+            raise ValueError("a value is counted twice")
         if sum(counts.values()) != self.total:
             raise ValueError("the counts do not add up to the total")
         return VocabState(self.kind, counts, self.nulls, self.total, None, self.limit, self.lg_size)
+
+
+#: The JSON values each kind of counts holds.
+_KIND_VALUES: dict[str, type | tuple[type, ...]] = {
+    "string": str,
+    "integer": int,
+    "boolean": bool,
+    "float": (int, float),
+}
 
 
 def _typed(value: Value, kind: Kind) -> Any:

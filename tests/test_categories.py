@@ -311,3 +311,70 @@ def test_scikit_learn_transformer_takes_raw_categories(flights: pd.DataFrame) ->
     model = make_pipeline(Normalizer(categories={"carrier": {}, "origin": {}}, impute="mean"), Ridge())
     model.fit(frame, flights["air_time"].head(50_000).fillna(0))
     assert np.isfinite(model.predict(frame)).all()
+
+
+def _categorical_artifact() -> str:
+    from normpipe.core.column import ColumnState, TableState
+    from normpipe.scalers import parse_scaler
+
+    x = np.r_[np.arange(50.0), np.nan]
+    state = TableState(
+        51,
+        {"x": ColumnState.from_values(x, 1, 64, counts=True)},
+        categories={
+            "c": VocabState.from_block(pa.array(["a", "b", "a", None] * 12 + ["z", "a", "b"]), "string")
+        },
+    )
+    stats = normpipe.Stats.from_state(
+        state,
+        {"x": parse_scaler("zscore")},
+        {"x": "double", "c": "string"},
+        64,
+        {"source": "s", "root": "r", "files": [], "sha256": "0" * 64},
+        categories={"c": (CategorySpec(min_frequency=2), False)},
+        imputes={"x": normpipe.impute.ImputeSpec(strategy="most_frequent", missing_indicator=True)},
+    )
+    return stats.to_bytes().decode()
+
+
+def test_categorical_artifact_round_trip_and_fuzzed_edits_fail_as_data() -> None:
+    from hypothesis import HealthCheck, given, settings
+    from hypothesis import strategies as st
+
+    text = _categorical_artifact()
+    stats = normpipe.Stats.from_bytes(text.encode())
+    assert stats.to_bytes().decode() == text  # byte-identical after a reload
+    assert stats.categories["c"].fitted.values.to_pylist() == ["a", "b"]  # type: ignore[union-attr]
+    assert stats.columns["x"].fill == 0.0  # all values once: the smallest
+
+    anything = st.one_of(
+        st.none(),
+        st.booleans(),
+        st.integers(-3, 10**6),
+        st.floats(allow_nan=True),
+        st.text(max_size=6),
+        st.lists(
+            st.one_of(st.integers(), st.text(max_size=3), st.lists(st.integers(), max_size=2)), max_size=3
+        ),
+    )
+
+    @settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+    @given(data=st.data())
+    def edited(data: st.DataObject) -> None:
+        doc = json.loads(text)
+        doc.pop("checksum")
+        where = data.draw(st.sampled_from(["category", "counts", "column"]))
+        entry = {
+            "category": doc["categories"]["c"],
+            "counts": doc["categories"]["c"]["counts"],
+            "column": doc["columns"]["x"]["counts"],
+        }[where]
+        entry[data.draw(st.sampled_from(sorted(entry)))] = data.draw(anything)
+        try:
+            loaded = normpipe.Stats.from_bytes(json.dumps(doc).encode(), "fuzz")
+        except normpipe.ArtifactError:
+            return
+        frame = pd.DataFrame({"x": [1.0, np.nan], "c": ["a", None]})
+        loaded.transform(frame)  # a loaded artifact maps
+
+    edited()
