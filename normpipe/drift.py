@@ -91,9 +91,7 @@ def _column(name: str, ref: Stats, cur: Stats, limits: Thresholds) -> ColumnDrif
     edges = sorted(set(r_sketch.quantiles([i / 10 for i in range(1, 10)])))
     r_cdf = np.array([0.0, *r_sketch.cdf(edges), 1.0])
     c_cdf = np.array([0.0, *c_sketch.cdf(edges), 1.0])
-    r_share = np.maximum(np.diff(r_cdf), _FLOOR)
-    c_share = np.maximum(np.diff(c_cdf), _FLOOR)
-    result.psi = float(np.sum((c_share - r_share) * np.log(c_share / r_share)))
+    result.psi = _psi(np.diff(r_cdf), np.diff(c_cdf))
     levels = [i / 200 for i in range(201)]
     grid = sorted({*r_sketch.quantiles(levels), *c_sketch.quantiles(levels)})
     result.ks = float(np.max(np.abs(np.array(r_sketch.cdf(grid)) - np.array(c_sketch.cdf(grid)))))
@@ -102,12 +100,23 @@ def _column(name: str, ref: Stats, cur: Stats, limits: Thresholds) -> ColumnDrif
         result.mean_shift = abs(c.mean - r.mean) / r.std
         result.std_ratio = c.std / r.std
     result.missing_change = abs(_missing_share(cur, name) - _missing_share(ref, name))
-    checks = [
+    return _flagged(
+        result,
         ("PSI", result.psi, limits.psi),
         ("KS", result.ks, limits.ks),
         ("mean shift", result.mean_shift, limits.mean_shift),
         ("missing share change", result.missing_change, limits.missing),
-    ]
+    )
+
+
+def _psi(reference: npt.NDArray[np.float64], current: npt.NDArray[np.float64]) -> float:
+    """The population stability index of two vectors of bin shares (floored at 1e-4)."""
+    r, c = np.maximum(reference, _FLOOR), np.maximum(current, _FLOOR)
+    return float(np.sum((c - r) * np.log(c / r)))
+
+
+def _flagged(result: ColumnDrift, *checks: tuple[str, float, float]) -> ColumnDrift:
+    """``result`` with a reason for each measure above its limit."""
     for label, value, limit in checks:
         if math.isfinite(value) and value > limit:
             result.reasons.append(f"{label} {value:.3g} > {limit:g}")
@@ -130,9 +139,7 @@ def _category(name: str, ref: Stats, cur: Stats, limits: Thresholds) -> ColumnDr
             result.reasons.append("no value in one of the two runs")
         return result
     top = list(r_state.vocabulary().values[:CATEGORY_BINS])
-    r_share = np.maximum(_shares(r_state, top), _FLOOR)
-    c_share = np.maximum(_shares(c_state, top), _FLOOR)
-    result.psi = float(np.sum((c_share - r_share) * np.log(c_share / r_share)))
+    result.psi = _psi(_shares(r_state, top), _shares(c_state, top))
     seen = set(r_state.vocabulary().values)
     current = c_state.vocabulary()
     result.unseen_share = sum(
@@ -140,15 +147,12 @@ def _category(name: str, ref: Stats, cur: Stats, limits: Thresholds) -> ColumnDr
     ) / (c_state.total)
     missing = [s.nulls / (s.nulls + s.total) for s in (r_state, c_state)]
     result.missing_change = abs(missing[1] - missing[0])
-    checks = [
+    return _flagged(
+        result,
         ("PSI", result.psi, limits.psi),
         ("unseen share", result.unseen_share, limits.unseen),
         ("missing share change", result.missing_change, limits.missing),
-    ]
-    for label, value, limit in checks:
-        if math.isfinite(value) and value > limit:
-            result.reasons.append(f"{label} {value:.3g} > {limit:g}")
-    return result
+    )
 
 
 def drift(reference: Stats, current: Stats, thresholds: Thresholds | None = None) -> list[ColumnDrift]:

@@ -514,28 +514,15 @@ def _categorical_inputs(path: Path, coded: Sequence[tuple[int, str, Any]], width
         kind = fitted.kind
         codes = list(range(len(values)))
         missing = fitted.size  # the embedding's "missing" index
-        if kind == "string":
-            elem = TensorProto.STRING
-            encoder = helper.make_node(
-                "LabelEncoder",
-                [name],
-                [f"{name}__code"],
-                domain="ai.onnx.ml",
-                keys_strings=[*values, ""],
-                values_int64s=[*codes, missing],
-                default_int64=fitted.oov,
-            )
-        else:
-            elem = TensorProto.INT64
-            encoder = helper.make_node(
-                "LabelEncoder",
-                [name],
-                [f"{name}__code"],
-                domain="ai.onnx.ml",
-                keys_int64s=[int(v) for v in values],
-                values_int64s=codes,
-                default_int64=fitted.oov,
-            )
+        keys: dict[str, Any] = (
+            {"keys_strings": [*values, ""], "values_int64s": [*codes, missing]}  # "": missing
+            if kind == "string"
+            else {"keys_int64s": [int(v) for v in values], "values_int64s": codes}
+        )
+        elem = TensorProto.STRING if kind == "string" else TensorProto.INT64
+        encoder = helper.make_node(
+            "LabelEncoder", [name], [f"{name}__code"], domain="ai.onnx.ml", default_int64=fitted.oov, **keys
+        )
         mask = [i == position for i in range(width)]
         nodes += [
             encoder,

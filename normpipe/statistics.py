@@ -202,12 +202,7 @@ class Statistics:
         )
 
     def _absorb_categories(self, state: TableState, what: str) -> dict[str, CategoryStatistics]:
-        if set(state.categories) != set(self.categories):
-            name = sorted(set(state.categories) ^ set(self.categories))[0]
-            raise InputError(
-                f"categorical column '{name}' is in one side only ({what} and the new data); "
-                "merge statistics of the same categorical columns"
-            )
+        _same_names(set(self.categories), set(state.categories), "categorical", what)
         merged = {}
         for name, column in self.categories.items():
             other = state.categories[name]
@@ -220,12 +215,7 @@ class Statistics:
         return merged
 
     def _absorb_tensors(self, state: TableState, what: str) -> dict[str, TensorStatistics]:
-        if set(state.tensors) != set(self.tensors):
-            name = sorted(set(state.tensors) ^ set(self.tensors))[0]
-            raise InputError(
-                f"tensor column '{name}' is in one side only ({what} and the new data); "
-                "merge statistics of the same tensor columns"
-            )
+        _same_names(set(self.tensors), set(state.tensors), "tensor", what)
         merged = {}
         for name, tensor in self.tensors.items():
             other = state.tensors[name]
@@ -268,3 +258,13 @@ class Statistics:
                 f"{names[0]} and {names[1]} are not grouped the same way; merge statistics fitted alike"
             )
         return self.absorb(other.table_state(), other.dataset, allow_repeat=True, what=names[0])
+
+
+def _same_names(mine: set[str], theirs: set[str], kind: str, what: str) -> None:
+    """Both sides of a merge must hold the same ``kind`` columns."""
+    if mine != theirs:
+        name = sorted(mine ^ theirs)[0]
+        raise InputError(
+            f"{kind} column '{name}' is in one side only ({what} and the new data); "
+            f"merge statistics of the same {kind} columns"
+        )
