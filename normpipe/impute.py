@@ -122,7 +122,7 @@ def numeric_fill(name: str, spec: ImputeSpec, summary: ColumnSummary, state: Col
 
 def category_fill(name: str, spec: ImputeSpec, state: VocabState) -> Any:
     """The fill value of a categorical column, a value of its type (``None``: nulls stay)."""
-    if spec.strategy in ("none", "mean", "median"):  # mean and median have no meaning here
+    if spec.strategy in ("none", "mean", "median"):  # no meaning for categories
         return None
     if spec.strategy == "most_frequent":
         top = state.most_frequent()

@@ -132,7 +132,10 @@ class CategoryStats:
 
     def __init__(self, name: str, statistics: CategoryStatistics, impute: ImputeSpec | None = None) -> None:
         self.statistics = statistics
-        self.impute = impute if impute is not None else ImputeSpec()
+        impute = impute if impute is not None else ImputeSpec()
+        if impute.strategy in ("mean", "median"):  # no meaning for categories: a global one skips them
+            impute = impute.model_copy(update={"strategy": "none"})
+        self.impute = impute
         coded, self.reason = choose(statistics.state) if statistics.auto else (True, "declared")
         self.fitted: FittedCategories | None = (
             fit_categories(name, statistics.spec, statistics.state) if coded else None

@@ -378,3 +378,18 @@ def test_categorical_artifact_round_trip_and_fuzzed_edits_fail_as_data() -> None
         loaded.transform(frame)  # a loaded artifact maps
 
     edited()
+
+
+def test_command_line_categories_and_impute(cli: Run, flight_parts: Path, tmp_path: Path) -> None:  # noqa: F811
+    result = cli(
+        "run", flight_parts, "--output", tmp_path / "out", "--columns", "air_time",
+        "--categories", "carrier,origin", "--impute", "median",
+    )  # fmt: skip
+    assert result.code == 0, result.stderr
+    assert "categorical columns" in result.stdout
+    out = pd.read_parquet(tmp_path / "out")
+    assert str(out["origin"].dtype) == "Int32"
+    assert out["air_time"].notna().all()
+    stats = normpipe.Stats.load(tmp_path / "out" / "_stats.json")
+    assert stats.categories["carrier"].impute.strategy == "none"  # a global median skips categories
+    assert stats.columns["air_time"].impute.strategy == "median"

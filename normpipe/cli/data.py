@@ -12,12 +12,15 @@ from rich.table import Table
 
 from normpipe.cli.app import app, clean_errors, console
 from normpipe.cli.options import (
+    CategoricalOpt,
+    CategoriesOpt,
     ColumnsOpt,
     ConfigOpt,
     DistinctOpt,
     DtypeOpt,
     ExcludeOpt,
     GroupByOpt,
+    ImputeOpt,
     KOpt,
     MemoryOpt,
     MethodOpt,
@@ -58,6 +61,9 @@ def fit(
     quantiles: QuantilesOpt = None,
     distinct: DistinctOpt = None,
     group_by: GroupByOpt = None,
+    categories: CategoriesOpt = None,
+    categorical: CategoricalOpt = None,
+    impute: ImputeOpt = None,
     unseen: UnseenOpt = None,
     update: Annotated[
         str | None,
@@ -163,6 +169,9 @@ def run(
     quantiles: QuantilesOpt = None,
     distinct: DistinctOpt = None,
     group_by: GroupByOpt = None,
+    categories: CategoriesOpt = None,
+    categorical: CategoricalOpt = None,
+    impute: ImputeOpt = None,
     unseen: UnseenOpt = None,
     report: ReportOpt = None,
     overwrite: OverwriteOpt = None,

@@ -72,6 +72,25 @@ DistinctOpt = Annotated[
     bool | None,
     typer.Option("--distinct", help="Estimate distinct counts (HLL; about 0.2 s per million values)."),
 ]
+CategoriesOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--categories",
+        help="Comma-separated categorical columns, coded as int32 by frequency (options: YAML categories:).",
+    ),
+]
+CategoricalOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--categorical", help="auto: also code every other string/boolean column that looks categorical."
+    ),
+]
+ImputeOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--impute", help="Missing values of every column: none (default), mean, median or most_frequent."
+    ),
+]
 ReportOpt = Annotated[
     bool | None,
     typer.Option("--report", help="Also write the HTML report as OUTPUT/_report.html (see 'report')."),
@@ -134,6 +153,8 @@ def config_options(parameters: dict[str, Any]) -> dict[str, Any]:
     for key in ("columns", "exclude"):
         if key in options:
             options[key] = split_list(options[key])
+    if options.get("categories") is not None:
+        options["categories"] = {name: {} for name in split_list(options["categories"]) or []}
     return options
 
 
