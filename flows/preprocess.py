@@ -177,6 +177,20 @@ def _publish(
             f"| {name} | {r['method']} | {r['count']:,} | {r['missing']:,} | {r['mean']:.6g} | "
             f"{r['std']:.6g} | {r['median']:.6g} | {column.scaler.reason or '-'} | {notes} |"
         )
+    if stats.categories:
+        lines += [
+            "",
+            "| categorical column | values | missing | codes | most frequent | why |",
+            "|---|---|---|---|---|---|",
+        ]
+        for name, category in stats.categories.items():
+            state, fitted = category.state, category.fitted
+            top = state.vocabulary().values[:3]
+            codes = f"{fitted.size:,}" if fitted is not None else "left as it is"
+            lines.append(
+                f"| {name} | {state.total:,} | {state.nulls:,} | {codes} | "
+                f"{', '.join(map(str, top)) or '-'} | {category.reason} |"
+            )
     if report:
         lines.insert(4, f"- report: `{report}` (histograms, box plots, reasons)")
     create_markdown_artifact("\n".join(lines), key="normpipe-summary", description="normpipe run summary")

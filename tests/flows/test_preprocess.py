@@ -251,3 +251,18 @@ def test_every_statistics_option_changes_the_cache_key(tmp_path: Path) -> None:
     # options that do not change the statistics keep the key (the output path, say)
     moved = RunConfig.model_validate({**base.model_dump(), "output": str(tmp_path / "elsewhere")})
     assert _stats_cache_key(None, {"config": moved, "dataset": dataset}) == key
+
+
+def test_categories_in_the_flow_and_its_summary(tmp_path: Path) -> None:
+    (tmp_path / "data").mkdir()
+    rng = np.random.default_rng(2)
+    frame = pd.DataFrame({"store": rng.choice(["north", "south"], 500), "x": rng.normal(size=500)})
+    frame.to_parquet(tmp_path / "data" / "part.parquet")
+    config = make_config(tmp_path, exclude=[], categories={"store": {}}, impute="mean")
+    state = preprocess(config, return_state=True)
+    assert state.is_completed()
+    out = pd.read_parquet(tmp_path / "out")
+    assert str(out["store"].dtype) == "Int32"
+    summary = artifacts(state.state_details.flow_run_id)["normpipe-summary"].data
+    assert "| store | 500 | 0 | 3 |" in summary
+    assert "declared" in summary
