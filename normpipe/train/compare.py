@@ -191,6 +191,7 @@ class CompareResult:
                     "reached": len(reached),
                     "diverged": len(runs) - len(done),
                     "runs": len(runs),
+                    "rows_mean": _mean([r.metrics["rows"] for r in done]),
                     "seconds_mean": float(np.mean([r.metrics["seconds"] for r in done]))
                     if done
                     else math.nan,
@@ -199,11 +200,12 @@ class CompareResult:
         return sorted(rows, key=lambda c: (math.isnan(c["rmse_mean"]), c["rmse_mean"]))
 
     def markdown(self) -> str:
-        several = len({r.inputs for r in self.runs}) > 1
+        several = len({r.inputs for r in self.runs}) > 1  # then the validation rows differ too
         lines = [
             ("| inputs " if several else "")
-            + f"| scaler | norm | RMSE ({self.target}) | MAE | R^2 | epochs to target | diverged | s/run |",
-            ("|---" if several else "") + "|---|---|---|---|---|---|---|---|",
+            + f"| scaler | norm | RMSE ({self.target}) | MAE | R^2 | epochs to target | diverged | s/run |"
+            + (" validation rows |" if several else ""),
+            ("|---" if several else "") + "|---|---|---|---|---|---|---|---|" + ("---|" if several else ""),
         ]
         for c in self.cells():
             epochs = (
@@ -215,7 +217,7 @@ class CompareResult:
                 (f"| {c['inputs']} " if several else "")
                 + f"| {c['scaler']} | {c['norm']} | {c['rmse_mean']:.4g} ± {c['rmse_std']:.2g} | "
                 f"{c['mae_mean']:.4g} | {c['r2_mean']:.3f} | {epochs} | {c['diverged']}/{c['runs']} | "
-                f"{c['seconds_mean']:.1f} |"
+                f"{c['seconds_mean']:.1f} |" + (f" {c['rows_mean']:,.0f} |" if several else "")
             )
         return "\n".join(lines) + "\n"
 

@@ -126,6 +126,7 @@ def test_inputs_axis_with_and_without_categories_and_imputation(tmp_path: Path) 
     rows = {run.inputs: run.metrics["rows"] for run in result.runs if run.fold == 0}
     assert rows["all+impute"] > 1.15 * rows["all"]  # the rows missing x are kept
     assert "| all+impute | zscore | none |" in result.markdown()
+    assert "validation rows |" in result.markdown()
     # each fold's vocabulary is the training rows' value counts
     per_fold = fold_stats(
         tmp_path / "raw", ["x", "store", "y"], 2, seed=0, k=200, categories={"store": CategorySpec()}
