@@ -77,7 +77,7 @@ def analyze_unit(
         name: _tensor_state(unit, fs, name, layout, k, name in skip_images)
         for name, layout in tensors.items()
     }
-    vocabs = {name: _vocab_state(unit, fs, name, empty) for name, empty in (categories or {}).items()}
+    vocabs = _vocab_states(unit, fs, categories or {})
     if group_by is not None:
         parts = [
             _analyze_groups(piece, _open(piece, fs, columns), columns, k, log, distinct, counts, group_by)
@@ -102,24 +102,31 @@ def analyze_unit(
     return TableState(unit.rows, gathered.states(), tensors=found, categories=vocabs)
 
 
-def _vocab_state(
-    unit: Unit, fs: fsspec.AbstractFileSystem | None, name: str, empty: VocabState
-) -> VocabState:
-    """The value counts of categorical column ``name`` over ``unit``, a row group at a time."""
-    parts = [empty]
-    for piece in unit.pieces:
+def _vocab_states(
+    unit: Unit, fs: fsspec.AbstractFileSystem | None, empty: Mapping[str, VocabState]
+) -> dict[str, VocabState]:
+    """The value counts of the categorical columns ``empty`` over ``unit``: each file
+    opened once, its row groups read a group (of those columns) at a time."""
+    parts = {name: [state] for name, state in empty.items()}
+    for piece in unit.pieces if empty else ():
         parquet = piece.file.open(fs)
-        field = parquet.schema_arrow.field(name) if name in parquet.schema_arrow.names else None
-        if field is None or kind_of(field.type) != empty.kind:
-            got = "no such column" if field is None else f"type {field.type}"
-            raise InputError(
-                f"{piece.file.path}: categorical column '{name}' has {got}; every file needs it "
-                f"as {empty.kind} values (exclude the file, or the column from categories)"
-            )
-        for block in blocks(piece.file, parquet, [name], range(piece.start, piece.stop), piece.first_row):
-            parts.append(VocabState.from_block(block.table.column(0), empty.kind, empty.limit, empty.lg_size))
-        parts = [VocabState.merge_all(parts)]
-    return VocabState.merge_all(parts)
+        schema = parquet.schema_arrow
+        for name, state in empty.items():
+            index = schema.get_field_index(name)
+            if index < 0 or kind_of(schema.field(index).type) != state.kind:
+                got = "no such column" if index < 0 else f"type {schema.field(index).type}"
+                raise InputError(
+                    f"{piece.file.path}: categorical column '{name}' has {got}; every file needs it "
+                    f"as {state.kind} values (exclude the file, or the column from categories)"
+                )
+        for block in blocks(
+            piece.file, parquet, list(empty), range(piece.start, piece.stop), piece.first_row
+        ):
+            for name, state in empty.items():
+                column = block.table.column(name)
+                parts[name].append(VocabState.from_block(column, state.kind, state.limit, state.lg_size))
+        parts = {name: [VocabState.merge_all(found)] for name, found in parts.items()}
+    return {name: found[0] for name, found in parts.items()}
 
 
 def _tensor_state(
