@@ -393,3 +393,30 @@ def test_command_line_categories_and_impute(cli: Run, flight_parts: Path, tmp_pa
     stats = normpipe.Stats.load(tmp_path / "out" / "_stats.json")
     assert stats.categories["carrier"].impute.strategy == "none"  # a global median skips categories
     assert stats.columns["air_time"].impute.strategy == "median"
+
+
+def test_past_the_limit_through_the_pass_the_artifact_and_update(
+    client: Client, flight_parts: Path, flights: pd.DataFrame, tmp_path: Path
+) -> None:
+    """tailnum's 4,043 values with an exact limit of 500: the sketch's counts, saved and
+    reloaded, within their stated error of the true counts; an update keeps the sketch."""
+    options = {"columns": ["distance"], "categories": {"tailnum": {"limit": 500, "lg_size": 10}}}
+    stats = normpipe.fit(str(flight_parts / "part-[0-3].parquet"), client=client, **options)
+    stats.save(tmp_path / "s.json")
+    loaded = normpipe.Stats.load(tmp_path / "s.json")
+    merged, _ = normpipe.update(str(flight_parts / "part-[4-5].parquet"), loaded, client=client)
+    state = merged.categories["tailnum"].state
+    assert not state.exact
+    assert state.total == flights["tailnum"].notna().sum()
+    bound = state.max_error
+    assert 0 < bound < 0.005 * state.total
+    truth = flights["tailnum"].value_counts()
+    fitted = merged.categories["tailnum"].fitted
+    assert fitted is not None
+    for value, count in zip(fitted.values.to_pylist(), fitted.counts, strict=True):
+        assert abs(count - truth[value]) <= bound
+    assert set(truth[truth > 2 * bound].index) <= set(fitted.values.to_pylist())  # none missed
+    doc = json.loads((tmp_path / "s.json").read_text())["categories"]["tailnum"]["counts"]
+    assert doc["counts"] is None
+    assert doc["sketch"]
+    assert doc["max_error"] > 0
