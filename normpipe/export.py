@@ -430,12 +430,15 @@ def export_model(
     whole (written beside it, then renamed).
 
     A categorical feature is one more ONNX input of its own name, ``(rows,)`` of its raw
-    values (strings, int64 or bool as stored), coded inside the model by an
+    values (strings; int64 for integer and boolean columns), coded inside the model by an
     ``ai.onnx.ml.LabelEncoder`` holding the vocabulary (unseen values: the
     out-of-vocabulary code; the empty string: missing); its position in ``features`` is
     ignored. TorchScript takes its code in ``features`` (NaN: missing), the vocabulary
     being in the model directory's ``stats.json``."""
-    model = load_serving(model_dir)
+    from normpipe.train.loop import load_model
+
+    network, card, stats = load_model(model_dir)
+    model = serving_model(network, card, stats)
     dest = local_path(output, "the exported model")
     dest.parent.mkdir(parents=True, exist_ok=True)
     tmp = dest.with_name(f".{dest.name}.{os.getpid()}.tmp")
@@ -446,7 +449,6 @@ def export_model(
                 torch.jit.script(model).save(str(tmp))  # type: ignore[no-untyped-call]
         else:
             _to_onnx(model, tmp)
-            stats = _stats_of(model_dir)
             coded = [
                 (i, name, stats.categories[name].fitted)
                 for i, name in enumerate(model.features.columns)
@@ -490,12 +492,6 @@ def _to_onnx(model: ServingModel, path: Path) -> None:
             )
     finally:
         quiet.setLevel(level)
-
-
-def _stats_of(model_dir: str | os.PathLike[str]) -> "Stats | None":
-    from normpipe.train.loop import load_model
-
-    return load_model(model_dir)[2]
 
 
 def _categorical_inputs(path: Path, coded: Sequence[tuple[int, str, Any]], width: int) -> None:
