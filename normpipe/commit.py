@@ -10,10 +10,12 @@ present and matches the parts (:func:`check_committed`, called by
 On a local filesystem the output is written into a temporary sibling directory and
 renamed into place (:func:`committed_output`), so an earlier output stays whole until the
 new one is complete; an ``flock`` keeps two runs off one output. Object stores have no
-rename: the run writes a ``_STARTED`` marker, removes the previous manifest and every
-stale part below the prefix (of an earlier output, or of an interrupted run), writes the
-parts under the final prefix, then ``_SUCCESS``, then removes the marker. An interrupted
-run leaves no manifest (readers refuse the prefix) and the next run cleans up after it.
+rename: the run claims the prefix with the lease ``_STARTED`` (a conditional create, see
+:mod:`normpipe.lease`: a second run fails at once naming the holder), removes the previous
+manifest and every stale part below the prefix (of an earlier output, or of an
+interrupted run), writes the parts under the final prefix, then ``_SUCCESS``, then removes
+the marker. An interrupted run leaves no manifest (readers refuse the prefix); once its
+lease has expired the next run takes the prefix over and cleans up after it.
 A prefix with objects but neither marker is not normpipe's, and is never touched.
 """
 
@@ -36,6 +38,7 @@ import fsspec
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from normpipe.errors import InputError, OutputError, first_problem
+from normpipe.lease import hold_lease
 from normpipe.storage import Location, locate, storage_errors
 
 if TYPE_CHECKING:  # the dataset module calls this one's reader side
@@ -161,8 +164,8 @@ def check_committed(
     if not has_success:
         if started in infos or (not whole and fs.exists(started)):
             raise InputError(
-                f"{text}: an incomplete normpipe output (a run was interrupted: {STARTED} and no "
-                f"{SUCCESS}); rerun the job that writes it"
+                f"{text}: an incomplete normpipe output (a run is writing it, or was interrupted: "
+                f"{STARTED} and no {SUCCESS}); wait for it, or rerun the job that writes it"
             )
         return
     manifest = parse_manifest(fs.cat_file(success), f"{text}: {SUCCESS}")
@@ -281,27 +284,34 @@ def _remote_state(output: Location, overwrite: bool) -> list[str]:
 @contextmanager
 def _committed_remote(output: Location, overwrite: bool) -> Iterator[Location]:
     """The object-store side of the protocol (see the module docstring)."""
-    existing = _remote_state(output, overwrite)
-    started = output.child(STARTED)
-    started.write_bytes(json.dumps({"run": uuid.uuid4().hex, "started": _now()}).encode())
-    with storage_errors(output.url, "write"):
-        success = posixpath.join(output.path, SUCCESS)
-        if success in existing:
-            output.fs.rm_file(success)  # from here on the previous output is not valid
-        stale = [p for p in existing if p not in (success, started.path)]
-        if stale:
-            output.fs.rm(stale)
-    try:
-        yield output
-    except BaseException:
-        with contextlib.suppress(Exception):  # best effort; the next run cleans up otherwise
-            written = [p for p in output.fs.find(output.path) if p != started.path]
-            if written:
-                output.fs.rm(written)
+    _remote_state(output, overwrite)  # refused before anything is claimed or written
+    with hold_lease(output) as lease:
+        started = lease.marker
+        existing = _remote_state(output, overwrite)  # again, now that no other run writes here
+        with storage_errors(output.url, "write"):
+            success = posixpath.join(output.path, SUCCESS)
+            if success in existing:
+                output.fs.rm_file(success)  # from here on the previous output is not valid
+            stale = [p for p in existing if p not in (success, started.path)]
+            if stale:
+                output.fs.rm(stale)
+        try:
+            yield output
+            if lease.lost is not None:
+                raise OutputError(
+                    f"{output}: this run stalled past its lease and {lease.lost} took the output over; "
+                    "its parts are not committed: run it again"
+                )
+        except BaseException:
+            with contextlib.suppress(Exception):  # best effort; the next run cleans up otherwise
+                if lease.lost is None:
+                    written = [p for p in output.fs.find(output.path) if p != started.path]
+                    if written:
+                        output.fs.rm(written)
+                    output.fs.rm_file(started.path)
+            raise
+        with storage_errors(output.url, "write"):
             output.fs.rm_file(started.path)
-        raise
-    with storage_errors(output.url, "write"):
-        output.fs.rm_file(started.path)
 
 
 @contextmanager

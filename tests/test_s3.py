@@ -188,7 +188,10 @@ def test_interrupted_write_leaves_no_manifest_and_the_next_run_succeeds(
         "--workers",
         "1",
     ]
-    proc = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True)
+    short = {**os.environ, "NORMPIPE_LEASE_SECONDS": "2"}  # the killed run's lease runs out soon
+    proc = subprocess.Popen(
+        command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True, env=short
+    )
     deadline = time.monotonic() + 240
     while time.monotonic() < deadline and sum(k.endswith(".parquet") for k in keys(aws, "out3")) < 3:
         assert proc.poll() is None, proc.communicate()
@@ -200,6 +203,7 @@ def test_interrupted_write_leaves_no_manifest_and_the_next_run_succeeds(
     assert "_STARTED" in left
     with pytest.raises(InputError, match="an incomplete normpipe output"):
         normpipe.fit("s3://lake/out3", cluster={"processes": False})
+    time.sleep(2.5)  # the dead run's lease has expired: the next run takes the prefix over
     done = subprocess.run(command, capture_output=True, text=True, timeout=300, check=False)
     assert done.returncode == 0, done.stderr
     after = keys(aws, "out3")
@@ -208,6 +212,35 @@ def test_interrupted_write_leaves_no_manifest_and_the_next_run_succeeds(
     manifest = json.loads(_s3(aws).get_object(Bucket="lake", Key="out3/_SUCCESS")["Body"].read())
     assert sorted(f["path"] for f in manifest["files"]) == [k for k in after if k.endswith(".parquet")]
     assert manifest["rows_out"] == 400_000
+
+
+def test_two_writers_on_one_prefix_one_wins_the_other_fails_at_once(
+    aws: dict[str, str], local_data: Path
+) -> None:
+    """The lease is a conditional create (If-None-Match, which moto honours): while one
+    run holds s3://lake/out6, a second fails at once naming it and touches nothing; once
+    the holder is done, a run succeeds."""
+    from normpipe.lease import hold_lease
+    from normpipe.storage import locate
+
+    source = upload(aws, local_data, "raw6")
+    normpipe.run(source, "s3://lake/out6", exclude=["id"], cluster={"processes": False})
+    before = {k: _s3(aws).head_object(Bucket="lake", Key=f"out6/{k}")["ETag"] for k in keys(aws, "out6")}
+    with hold_lease(locate("s3://lake/out6"), term=60) as lease:
+        with pytest.raises(OutputError) as err:
+            normpipe.run(
+                source, "s3://lake/out6", exclude=["id"], overwrite=True, cluster={"processes": False}
+            )
+        assert f"run {lease.run[:12]}" in str(err.value)
+        assert "another normpipe run is writing s3://lake/out6" in str(err.value)
+        after = {k: _s3(aws).head_object(Bucket="lake", Key=f"out6/{k}")["ETag"] for k in keys(aws, "out6")}
+        assert {k: v for k, v in after.items() if k != "_STARTED"} == before  # the output is intact
+    _s3(aws).delete_object(Bucket="lake", Key="out6/_STARTED")  # the holder finishes
+    _, manifest = normpipe.run(
+        source, "s3://lake/out6", exclude=["id"], overwrite=True, cluster={"processes": False}
+    )
+    assert manifest["rows_out"] == 40_000
+    assert "_STARTED" not in keys(aws, "out6")
 
 
 def _cli(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
