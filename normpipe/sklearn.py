@@ -230,33 +230,30 @@ class Normalizer(OneToOneFeatureMixin, TransformerMixin, BaseEstimator):  # type
     def _map(self, X: Any, inverse: bool) -> npt.NDArray[Any]:
         check_is_fitted(self, "stats_")
         coded = self.stats_.categories
-        if not coded:
-            values = validate_data(self, X, dtype=np.float64, ensure_all_finite=False, reset=False)
-            out: npt.NDArray[Any] = np.empty(values.shape, dtype=np.float64)
-            for j, name in enumerate(self._names()):
-                column = np.array(values[:, j])
-                fitted = self.stats_.fitted
-                out[:, j] = (
-                    fitted.inverse_column(name, column) if inverse else fitted.transform_column(name, column)
-                )
-            return out
-        validate_data(self, X, dtype=None, ensure_all_finite=False, reset=False, skip_check_array=True)
+        if coded:  # a frame of numbers and raw categories: each column converted on its own
+            validate_data(self, X, dtype=None, ensure_all_finite=False, reset=False, skip_check_array=True)
+        else:
+            X = validate_data(self, X, dtype=np.float64, ensure_all_finite=False, reset=False)
+        fitted = self.stats_.fitted
         names = self._names()
-        out = np.empty((len(X), len(names)), dtype=object if inverse else np.float64)
-        maps = self.stats_.fitted.maps
+        out: npt.NDArray[Any] = np.empty(
+            (len(X), len(names)), dtype=object if coded and inverse else np.float64
+        )
         for j, name in enumerate(names):
-            if name not in coded:
-                column = np.asarray(_as_float(_column(X, j, name)), dtype=np.float64)
-                fitted = self.stats_.fitted
-                out[:, j] = (
-                    fitted.inverse_column(name, column) if inverse else fitted.transform_column(name, column)
+            column = _column(X, j, name)
+            if name in coded:
+                table = pa.table({name: pa.array(column, from_pandas=True)})
+                if inverse:
+                    table = table.set_column(0, name, pa.compute.cast(table.column(0), pa.int64()))
+                mapped = apply_table(table, {name: fitted.maps[name]}, "float64", None, "X", inverse).column(
+                    0
                 )
+                out[:, j] = mapped.to_pylist() if inverse else to_float64(mapped)
                 continue
-            table = pa.table({name: pa.array(_column(X, j, name), from_pandas=True)})
-            if inverse:
-                table = table.set_column(0, name, pa.compute.cast(table.column(0), pa.int64()))
-            mapped = apply_table(table, {name: maps[name]}, "float64", None, "X", inverse).column(0)
-            out[:, j] = mapped.to_pylist() if inverse else to_float64(mapped)
+            values = _as_float(column)
+            out[:, j] = (
+                fitted.inverse_column(name, values) if inverse else fitted.transform_column(name, values)
+            )
         return out
 
 
@@ -265,25 +262,24 @@ def _column(X: Any, j: int, name: str) -> Any:
     return X[name] if hasattr(X, "columns") else np.asarray(X)[:, j]
 
 
-def _as_float(column: Any) -> Any:
-    """A column's values with missing ones as NaN (pandas' NA included)."""
+def _as_float(column: Any) -> npt.NDArray[np.float64]:
+    """A column's values as float64, missing ones (pandas' NA included) as NaN."""
     if hasattr(column, "to_numpy"):
-        return column.to_numpy(dtype=np.float64, na_value=np.nan)
-    return np.asarray(column, dtype=np.float64)
+        return np.asarray(column.to_numpy(dtype=np.float64, na_value=np.nan))
+    return np.array(column, dtype=np.float64)
 
 
 def _numeric(X: Any, names: list[str]) -> npt.NDArray[np.float64]:
     """The columns ``names`` of frame ``X`` as float64 (missing values as NaN)."""
-    if not names:
-        return np.empty((len(X), 0))
-    try:
-        return np.column_stack(
-            [np.asarray(X[name].to_numpy(dtype=np.float64, na_value=np.nan)) for name in names]
-        )
-    except (TypeError, ValueError):
-        raise ValueError(
-            f"feature of {names} is not numeric; list categorical features in categories"
-        ) from None
+    columns = []
+    for name in names:
+        try:
+            columns.append(_as_float(X[name]))
+        except (TypeError, ValueError):
+            raise ValueError(
+                f"feature '{name}' is not numeric; list it in categories, or leave it out"
+            ) from None
+    return np.column_stack(columns) if columns else np.empty((len(X), 0))
 
 
 def _quantiles(values: npt.NDArray[np.float64], probabilities: tuple[float, ...]) -> dict[float, float]:
