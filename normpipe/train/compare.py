@@ -64,11 +64,12 @@ def fold_stats(
     seed: int,
     k: int = 2000,
     categories: Mapping[str, CategorySpec] | None = None,
+    counts: bool = False,
 ) -> list[Stats]:
     """Statistics of the training rows of each fold, from one pass over ``source``
     (tensor columns too: images per channel, other tensors per element; the columns in
-    ``categories`` as value counts; every scalar column's value counts, for
-    ``most_frequent``).
+    ``categories`` as value counts; with ``counts`` every scalar column's value counts,
+    for ``most_frequent``).
 
     Fold membership is the one :class:`~normpipe.train.data.ParquetBatches` uses for
     ``fold=(i, folds)`` with the same seed.
@@ -102,7 +103,7 @@ def fold_stats(
                 rows = table.filter(mask)
                 part = TableState(
                     rows.num_rows,
-                    {name: ColumnState.from_block(rows.column(name), k, counts=True) for name in scalars},
+                    {name: ColumnState.from_block(rows.column(name), k, counts=counts) for name in scalars},
                 )
                 tensors = {
                     name: TensorState.from_block(TensorBlock(v.values[mask], v.valid[mask]), layouts[name], k)
@@ -328,6 +329,11 @@ class _Grid:
         numeric = inputs.split("+")[0] == "numeric"
         return [name for name in config.features if not (numeric and name in self.categories)]
 
+    @property
+    def counts(self) -> bool:
+        """Whether a fill needs every value counted (``most_frequent`` in an imputed cell)."""
+        return self.impute.strategy == "most_frequent" and any(i.endswith("+impute") for i in self.inputs)
+
     def imputes(self, features: Sequence[str], inputs: str) -> dict[str, ImputeSpec]:
         if not inputs.endswith("+impute"):
             return {}
@@ -381,7 +387,9 @@ def _compare(
         any(s != "none" for s in grid.scalers) or grid.categories or any("+" in i for i in grid.inputs)
     )
     statistics = (
-        fold_stats(source, columns, folds, config.seed, sketch_k, grid.categories) if needs_stats else []
+        fold_stats(source, columns, folds, config.seed, sketch_k, grid.categories, grid.counts)
+        if needs_stats
+        else []
     )
     runs: list[Run] = []
     for fold in range(folds):
