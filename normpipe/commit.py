@@ -38,7 +38,7 @@ import fsspec
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from normpipe.errors import InputError, OutputError, first_problem
-from normpipe.lease import hold_lease
+from normpipe.lease import MARKER, hold_lease
 from normpipe.storage import Location, locate, storage_errors
 
 if TYPE_CHECKING:  # the dataset module calls this one's reader side
@@ -63,8 +63,8 @@ __all__ = [
 
 #: The manifest, written last.
 SUCCESS = "_SUCCESS"
-#: Marker of a run in progress on an object store (removed once ``_SUCCESS`` is written).
-STARTED = "_STARTED"
+#: The lease of a run in progress on an object store (removed once ``_SUCCESS`` is written).
+STARTED = MARKER
 
 
 # ----------------------------------------------------------------------------- the manifest

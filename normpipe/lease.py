@@ -34,8 +34,10 @@ from typing import Any
 from normpipe.errors import OutputError
 from normpipe.storage import Location, storage_errors
 
-__all__ = ["LEASE_SECONDS", "Lease", "hold_lease", "lease_seconds"]
+__all__ = ["LEASE_SECONDS", "MARKER", "Lease", "acquire", "hold_lease", "lease_seconds"]
 
+#: The lease object's name below the prefix it claims.
+MARKER = "_STARTED"
 #: The default term of a lease, in seconds.
 LEASE_SECONDS = 120.0
 
@@ -124,7 +126,7 @@ def acquire(output: Location, term: float | None = None) -> Lease:
     OutputError
         Another run holds an unexpired lease (the line names it).
     """
-    marker = output.child("_STARTED")
+    marker = output.child(MARKER)
     lease = Lease(marker, uuid.uuid4().hex, lease_seconds() if term is None else term)
     with storage_errors(output.url, "write"):
         for _ in range(2):  # a second try once an expired lease is removed
