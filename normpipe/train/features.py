@@ -26,7 +26,7 @@ from normpipe.core.tensor import TensorLayout, is_tensor_type, row_chunks, tenso
 from normpipe.core.vocab import kind_of
 from normpipe.dataset import Dataset, is_numeric, listing
 from normpipe.errors import ArtifactError, InputError
-from normpipe.impute import Imputed
+from normpipe.mappers import apply_table
 from normpipe.stats import Stats
 from normpipe.tensors import first_image_shape
 
@@ -162,11 +162,9 @@ def _codes(
 ) -> npt.NDArray[np.float64]:
     """The embedding index of each row: its code, ``indices - 1`` where it is null."""
     category = stats.categories[name] if stats is not None else None
-    if category is not None and category.fitted is not None and (raw or not is_numeric(column.type)):
-        found = category.map
-        if found is not None and category.fill is not None and isinstance(found, Imputed):
-            column, _ = found.filled(column)
-        column = category.fitted.codes(column)
+    if category is not None and category.map is not None and (raw or not is_numeric(column.type)):
+        # raw values: the artifact's map (its imputation, then the vocabulary), as in the output
+        column = apply_table(pa.table({name: column}), {name: category.map}, where=where).column(name)
     codes = to_float64(column)
     bad = (codes < 0) | (codes >= indices - 1)
     if bad.any():
