@@ -35,7 +35,7 @@ from prefect.runtime import flow_run
 
 import normpipe
 from normpipe.cluster import dask_client
-from normpipe.commit import SUCCESS, Manifest, parse_manifest
+from normpipe.commit import SUCCESS, Manifest, current, parse_manifest
 from normpipe.config import STATISTICS_OPTIONS, RunConfig, load_config
 from normpipe.dataset import discover
 from normpipe.drift import drift
@@ -104,8 +104,8 @@ def normalize_dataset(config: RunConfig, stats: Stats, save_stats: bool) -> dict
 @task(cache_policy=NO_CACHE)
 def validate(output: str, config: RunConfig) -> Manifest:
     """Row counts in the Parquet footers must match ``_SUCCESS``."""
-    root = locate(output, config.storage_options)
-    manifest = parse_manifest(root.child(SUCCESS).read_bytes(), f"{output}/{SUCCESS}")
+    root = current(locate(output, config.storage_options))  # a versioned output: its current version
+    manifest = parse_manifest(root.child(SUCCESS).read_bytes(), f"{root.url}/{SUCCESS}")
     if manifest is None:
         raise OutputError(f"{output}: {SUCCESS} is not normpipe's manifest; rerun the job that writes it")
     for entry in manifest.files:
@@ -272,7 +272,11 @@ def _previous_stats(cfg: RunConfig, fail_on_drift: bool) -> Stats | None:
     One that cannot be read means drift cannot be checked: with ``fail_on_drift`` the
     run fails with the reason, before anything is written; otherwise it warns and goes on.
     """
-    path = locate(cfg.stats or f"{(cfg.output or '').rstrip('/')}/_stats.json", cfg.storage_options)
+    path = (
+        locate(cfg.stats, cfg.storage_options)
+        if cfg.stats
+        else current(locate(cfg.output or "", cfg.storage_options)).child("_stats.json")
+    )
     if not path.exists():
         return None
     try:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import posixpath
 from collections.abc import Iterator
 from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass, replace
@@ -20,21 +21,21 @@ from distributed import Client
 from normpipe import engine
 from normpipe.categories import CategorySpec
 from normpipe.cluster import dask_client
-from normpipe.commit import check_output, commit, write_manifest
+from normpipe.commit import Manifest, check_output, commit, committed, write_manifest
 from normpipe.config import RunConfig, load_config
 from normpipe.core.images import is_image_type
 from normpipe.core.tensor import TensorLayout
 from normpipe.core.vocab import Kind, VocabState, kind_of
 from normpipe.dataset import Dataset, check_footers, discover, listing, pandas_index_columns, select_columns
 from normpipe.engine import Progress
-from normpipe.errors import ArtifactError, ConfigError, InputError
+from normpipe.errors import ArtifactError, ConfigError, InputError, OutputError
 from normpipe.impute import indicator_name
 from normpipe.scalers import GROUP_METHODS, REPORTED_PROBABILITIES
 from normpipe.stats import Stats
 from normpipe.storage import Location, locate
 from normpipe.tensors import FittedTensor, first_image_shape, resolve_layout
 
-__all__ = ["REPORT_IN_OUTPUT", "STATS_IN_OUTPUT", "fit", "run", "transform", "update"]
+__all__ = ["REPORT_IN_OUTPUT", "STATS_IN_OUTPUT", "fit", "pending", "run", "transform", "update"]
 
 #: Name of the stats artifact that :func:`run` writes inside the output directory.
 STATS_IN_OUTPUT = "_stats.json"
@@ -72,7 +73,7 @@ def _dataset(config: RunConfig) -> Dataset:
 
 def _output(config: RunConfig, dataset: Dataset) -> Location:
     output = locate(_require(config.output, "--output"), config.storage_options)
-    check_output(output, dataset, config.overwrite)
+    check_output(output, dataset, config.overwrite or config.append)
     return output
 
 
@@ -305,35 +306,148 @@ def _write_output(
     progress: Progress | None,
     stats_inside: bool,
 ) -> dict[str, Any]:
-    check_output(output, dataset, config.overwrite)  # again: the fit pass may have been long
-    with commit(output, config.overwrite) as tmp:
+    """Write ``dataset`` normalized with ``stats`` to ``output`` under the commit protocol;
+    with ``config.append``, only the files the output does not hold yet, committed into
+    its manifest. Returns the manifest, with ``output``, ``location`` (where its files
+    are: the output, or its new version on an object store), ``written`` (the files this
+    run wrote) and ``report``."""
+    replace_output = config.overwrite or config.append
+    check_output(output, dataset, replace_output)  # again: the fit pass may have been long
+    with commit(output, config.overwrite, config.append, config.keep_versions) as target:
+        tmp, previous = target.where, target.previous
+        held = [] if previous is None else previous.entries()
+        if previous is not None:  # under the output's lock: what it holds now
+            dataset = _unheld(dataset, previous, stats.sha256, output)
+        elif config.append:
+            dataset = _above_partitions(dataset)
         # serialized once (a wide table's artifact takes seconds), and its bytes are not
         # held while the workers write
-        sha = _write_artifact(stats, tmp.child(STATS_IN_OUTPUT)) if stats_inside else stats.sha256
-        files = engine.normalize_dataset(
-            client,
-            dataset,
-            tmp,
-            {
-                n: m
-                for n, m in stats.fitted.maps.items()
-                if not (isinstance(m, FittedTensor) and m.spec.output == "none")
-            },
-            config.dtype,
-            sha,
-            progress,
-            groups=stats.fitted.groups,
-            unit_bytes=config.unit_size,
-        )
+        inside = stats_inside and (previous is None or not tmp.child(STATS_IN_OUTPUT).exists())
+        sha = _write_artifact(stats, tmp.child(STATS_IN_OUTPUT)) if inside else stats.sha256
+        files = []
+        if dataset.files:
+            files = engine.normalize_dataset(
+                client,
+                dataset,
+                tmp,
+                {
+                    n: m
+                    for n, m in stats.fitted.maps.items()
+                    if not (isinstance(m, FittedTensor) and m.spec.output == "none")
+                },
+                config.dtype,
+                sha,
+                progress,
+                groups=stats.fitted.groups,
+                unit_bytes=config.unit_size,
+            )
         if config.report:
             from normpipe.report import report_html
 
             tmp.child(REPORT_IN_OUTPUT).write_bytes(report_html(stats).encode())
-        manifest = write_manifest(tmp, files, sha, dataset.source)
+        manifest = write_manifest(tmp, [*held, *files], sha, dataset.source, dataset.root)
+    files_at = output if output.is_local else tmp  # locally, the directory renamed into place
     manifest["output"] = output.url
+    manifest["location"] = files_at.url
+    manifest["written"] = len(files)
     if config.report:
-        manifest["report"] = output.child(REPORT_IN_OUTPUT).url
+        manifest["report"] = files_at.child(REPORT_IN_OUTPUT).url
     return manifest
+
+
+def _unheld(dataset: Dataset, held: Manifest, sha256: str, output: Location) -> Dataset:
+    """The files of ``dataset`` that an output with manifest ``held`` does not hold yet,
+    with their paths below the output's input root (where the output's paths start).
+
+    A file is held when its path below that root is listed with the same input size.
+
+    Raises
+    ------
+    OutputError
+        The output was written with another artifact (appending must not mix two), or
+        without its inputs' identities.
+    InputError
+        A held file changed size (appending adds files; it does not replace them), or a
+        file lies outside the output's input root.
+    """
+    if held.stats_sha256 != sha256:
+        raise OutputError(
+            f"{output} was written with stats artifact {str(held.stats_sha256)[:12]}…, not {sha256[:12]}…; "
+            "an append uses the artifact the output was written with: pass that one, rewrite the "
+            "output without --append (a refit), or append to another --output"
+        )
+    if held.input_root is None or any(entry.input_bytes is None for entry in held.files):
+        raise OutputError(
+            f"{output} does not record its inputs' identities (an earlier normpipe wrote it); "
+            "rewrite it once without --append"
+        )
+    root = held.input_root.rstrip("/")
+    sizes = {entry.path: entry.input_bytes for entry in held.files}
+    fresh = []
+    for file in dataset.files:
+        if not file.path.startswith(root + "/"):
+            raise InputError(
+                f"{file.path} is not below {root}, the input of {output}; append files of that dataset"
+            )
+        relpath = file.path[len(root) + 1 :]
+        if relpath not in sizes:
+            fresh.append(replace(file, relpath=relpath))
+        elif sizes[relpath] != file.size:
+            raise InputError(
+                f"{file.path} has {file.size:,} bytes, {sizes[relpath]:,} when {output} was written; "
+                "an append adds new files, it does not replace changed ones: rewrite the output "
+                "without --append"
+            )
+    return replace(dataset, root=root, files=tuple(fresh))
+
+
+def _above_partitions(dataset: Dataset) -> Dataset:
+    """``dataset`` with its root above the hive partition directories it ends in
+    (``data/day=1`` is rooted at ``data``, its files' paths keep ``day=1/``), so that an
+    output appended to night after night holds each day's partition as it is named."""
+    root = dataset.root.rstrip("/")
+    while "=" in posixpath.basename(root) and posixpath.dirname(root) not in ("", root):
+        root = posixpath.dirname(root)
+    if root == dataset.root.rstrip("/"):
+        return dataset
+    files = tuple(replace(f, relpath=f.path[len(root) + 1 :]) for f in dataset.files)
+    return replace(dataset, root=root, files=files)
+
+
+def pending(
+    source: str | os.PathLike[str] | None = None,
+    stats: Stats | str | os.PathLike[str] | None = None,
+    output: str | os.PathLike[str] | None = None,
+    *,
+    config: RunConfig | None = None,
+    **options: Any,
+) -> Dataset | None:
+    """The files of ``source`` that an append with ``stats`` would write to ``output``
+    (the same checks as :func:`transform` with ``append``); ``None`` when the output does
+    not exist yet (an append writes every file). Reads the output's manifest only."""
+    cfg, artifact = _transform_options(source, stats, output, config, options)
+    found = committed(locate(_require(cfg.output, "--output"), cfg.storage_options))
+    if found is None:
+        return None
+    return _unheld(_dataset(cfg), found[1], artifact.sha256, found[0])
+
+
+def _transform_options(
+    source: str | os.PathLike[str] | None,
+    stats: Stats | str | os.PathLike[str] | None,
+    output: str | os.PathLike[str] | None,
+    config: RunConfig | None,
+    options: dict[str, Any],
+) -> tuple[RunConfig, Stats]:
+    if source is not None:
+        options["source"] = os.fspath(source)
+    if output is not None:
+        options["output"] = os.fspath(output)
+    if stats is not None and not isinstance(stats, Stats):
+        options["stats"] = os.fspath(stats)
+    cfg = _config(config, options)
+    artifact = stats if isinstance(stats, Stats) else _load_stats(_require(cfg.stats, "--stats"), cfg)
+    return cfg, artifact
 
 
 def fit(
@@ -486,26 +600,29 @@ def transform(
 
     ``stats`` is a :class:`Stats` or the path of a saved artifact (default: the
     ``stats`` option). The output appears atomically with a ``_SUCCESS`` manifest,
-    which is returned (row counts per file, the artifact's sha256). With
-    ``save_stats`` the artifact is also written as ``OUTPUT/_stats.json``, inside the
-    atomic output.
+    which is returned (row counts per file, the artifact's sha256; ``written``: the
+    files this run wrote). With ``save_stats`` the artifact is also written as
+    ``OUTPUT/_stats.json``, inside the atomic output.
+
+    With the ``append`` option, only the files that ``output`` does not hold yet (by
+    path below its input, and size) are read and written, with the artifact the output
+    was written with (another is refused), and committed into its manifest; the parts
+    already there are neither read nor rewritten. Nothing new: the output is left as it is.
     """
-    if source is not None:
-        options["source"] = os.fspath(source)
-    if output is not None:
-        options["output"] = os.fspath(output)
-    if stats is not None and not isinstance(stats, Stats):
-        options["stats"] = os.fspath(stats)
-    cfg = _config(config, options)
-    artifact = stats if isinstance(stats, Stats) else _load_stats(_require(cfg.stats, "--stats"), cfg)
+    cfg, artifact = _transform_options(source, stats, output, config, options)
     dataset = _dataset(cfg)
     output_path = _output(cfg, dataset)
+    if cfg.append and (found := committed(output_path)) is not None:
+        dataset = _unheld(dataset, found[1], artifact.sha256, output_path)
+        if not dataset.files:
+            manifest = found[1].model_dump(mode="json")
+            return {**manifest, "output": output_path.url, "location": found[0].url, "written": 0}
     _check_artifact_columns(artifact, dataset)
     check_footers(dataset, artifact.columns, artifact.tensors, artifact.categories)
     with _client(cfg, client) as c:
         manifest = _write_output(cfg, artifact, dataset, output_path, c, progress, stats_inside=save_stats)
     if save_stats:
-        manifest["stats"] = output_path.child(STATS_IN_OUTPUT).url
+        manifest["stats"] = locate(manifest["location"], cfg.storage_options).child(STATS_IN_OUTPUT).url
     return manifest
 
 
@@ -528,6 +645,11 @@ def run(
     if output is not None:
         options["output"] = os.fspath(output)
     cfg = _config(config, options)
+    if cfg.append:
+        raise ConfigError(
+            "append adds files with the artifact an output was written with; fit once, then "
+            "'normpipe transform NEW --stats S --output OUT --append'"
+        )
     dataset = _dataset(cfg)
     output_path = _output(cfg, dataset)
     plan = _plan(cfg, dataset)
@@ -536,7 +658,6 @@ def run(
         if cfg.stats:
             stats.save(cfg.stats, cfg.storage_options)
         manifest = _write_output(cfg, stats, dataset, output_path, c, progress, stats_inside=not cfg.stats)
-    manifest["stats"] = (
-        locate(cfg.stats, cfg.storage_options).url if cfg.stats else output_path.child(STATS_IN_OUTPUT).url
-    )
+    inside = locate(manifest["location"], cfg.storage_options).child(STATS_IN_OUTPUT)
+    manifest["stats"] = locate(cfg.stats, cfg.storage_options).url if cfg.stats else inside.url
     return stats, manifest

@@ -29,6 +29,7 @@ __all__ = [
     "CompareConfig",
     "ModelOptions",
     "RunConfig",
+    "Thresholds",
     "TrainOptions",
     "TrainRunConfig",
     "describe_validation_error",
@@ -66,6 +67,18 @@ class ClusterConfig(_Model):
     threads_per_worker: int = Field(default=1, ge=1)
     memory_limit: str | int | None = Field(default="auto", description="per worker, e.g. '2GB'")
     processes: bool = True
+
+
+class Thresholds(_Model):
+    """When a column has drifted (:func:`normpipe.drift.drift`): any measure past its limit."""
+
+    psi: float = Field(default=0.2, gt=0, description="population stability index over deciles")
+    ks: float = Field(default=0.1, gt=0, description="largest CDF distance")
+    mean_shift: float = Field(default=0.25, gt=0, description="in the reference's standard deviations")
+    missing: float = Field(default=0.05, gt=0, description="change in the share of null/NaN values")
+    unseen: float = Field(
+        default=0.05, gt=0, description="share of categorical values the reference never saw"
+    )
 
 
 #: The options that decide the statistics and the fitted transform (they key the flows'
@@ -142,6 +155,20 @@ class RunConfig(_Model):
     )
     report: bool = Field(default=False, description="also write OUTPUT/_report.html (normpipe report)")
     overwrite: bool = False
+    append: bool = Field(
+        default=False,
+        description="transform: add the input files the output does not hold yet, with the same "
+        "artifact, and commit them into its manifest (the output is created if absent)",
+    )
+    keep_versions: int = Field(
+        default=2, ge=1, description="versions of an object-store output kept (the current one included)"
+    )
+    refit: Literal["always", "never", "on_drift"] = Field(
+        default="always",
+        description="the preprocess flow: always refit and rewrite; never (append new files with the "
+        "frozen statistics); on_drift (append, or refit and rewrite when the new files drifted)",
+    )
+    drift: Thresholds = Field(default_factory=Thresholds, description="when a column has drifted")
     storage_options: dict[str, Any] = Field(default_factory=dict)
     cluster: ClusterConfig = Field(default_factory=ClusterConfig)
 

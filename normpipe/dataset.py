@@ -24,7 +24,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from fsspec.implementations.local import LocalFileSystem
 
-from normpipe.commit import check_committed
+from normpipe.commit import POINTER, check_committed, read_pointer, version_path
 from normpipe.core.tensor import is_tensor_type
 from normpipe.errors import InputError
 from normpipe.fingerprint import FileEntry, Fingerprint
@@ -228,7 +228,13 @@ def discover(source: str | os.PathLike[str], storage_options: dict[str, Any] | N
         path = os.path.abspath(path)
     with storage_errors(text, "read"):
         root, infos, single = _list(fs, path, text)
-    return _dataset(text, fs, local, root, infos, single)
+        version = None
+        if not single and posixpath.join(root.rstrip("/"), POINTER) in infos:
+            version = read_pointer(fs, root.rstrip("/"), text)  # a versioned output: its current version
+        if version is not None:
+            root = version_path(root.rstrip("/"), version)
+            infos = {name: info for name, info in infos.items() if name.startswith(root + "/")}
+    return _dataset(text, fs, local, root, infos, single, versioned=version is not None)
 
 
 def _list(fs: fsspec.AbstractFileSystem, path: str, text: str) -> tuple[str, dict[str, dict[str, Any]], bool]:
@@ -261,8 +267,10 @@ def _dataset(
     root: str,
     infos: dict[str, dict[str, Any]],
     single: bool,
+    versioned: bool = False,
 ) -> Dataset:
-    """The visible files of a listing, once the commit protocol's check has passed."""
+    """The visible files of a listing, once the commit protocol's check has passed (a
+    version of a versioned output: the files its manifest lists)."""
     root = root.rstrip("/") or "/"
     files = []
     for name in sorted(infos):
@@ -274,9 +282,8 @@ def _dataset(
             continue
         files.append(SourceFile(name, relpath, int(info.get("size") or 0), _mtime(info)))
     with storage_errors(text, "read"):
-        check_committed(
-            fs, root, infos, files, text, whole=not single and not any(c in _GLOB_CHARS for c in text)
-        )
+        whole = not single and not any(c in _GLOB_CHARS for c in text)
+        files = check_committed(fs, root, infos, files, text, whole, versioned)
     if not files:
         raise InputError(
             f"{text}: no Parquet files found (names starting with '.' or '_' are skipped); "

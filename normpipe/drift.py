@@ -33,6 +33,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
+from normpipe.config import Thresholds
 from normpipe.core.vocab import VocabState
 from normpipe.stats import Stats
 
@@ -41,15 +42,6 @@ __all__ = ["CATEGORY_BINS", "ColumnDrift", "Thresholds", "drift"]
 _FLOOR = 1e-4
 #: A categorical column's PSI bins: the reference's most frequent values, then "other".
 CATEGORY_BINS = 20
-
-
-@dataclass(frozen=True)
-class Thresholds:
-    psi: float = 0.2
-    ks: float = 0.1
-    mean_shift: float = 0.25  # in reference standard deviations
-    missing: float = 0.05  # change in the share of null/NaN values
-    unseen: float = 0.05  # share of a categorical column's values the reference never saw
 
 
 @dataclass

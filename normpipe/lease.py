@@ -32,7 +32,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from normpipe.errors import OutputError
-from normpipe.storage import Location, storage_errors
+from normpipe.storage import Location, marker_exists, read_marker, storage_errors
 
 __all__ = ["LEASE_SECONDS", "MARKER", "Lease", "acquire", "hold_lease", "lease_seconds"]
 
@@ -88,7 +88,7 @@ class Lease:
 def _read(marker: Location) -> dict[str, Any] | None:
     """The lease document at ``marker`` (``None``: none, or not a lease)."""
     try:
-        doc = json.loads(marker.fs.cat_file(marker.path))
+        doc = json.loads(read_marker(marker.fs, marker.path))
     except FileNotFoundError:
         return None
     except (ValueError, UnicodeDecodeError):
@@ -112,10 +112,10 @@ def _create(marker: Location, data: bytes) -> bool:
     except FileExistsError:
         return False
     except (ValueError, NotImplementedError, TypeError):  # no conditional create here
-        if marker.fs.exists(marker.path):
+        if marker_exists(marker.fs, marker.path):
             return False
         marker.fs.pipe_file(marker.path, data)
-        return bool(json.loads(marker.fs.cat_file(marker.path)).get("run") == json.loads(data)["run"])
+        return bool(json.loads(read_marker(marker.fs, marker.path)).get("run") == json.loads(data)["run"])
 
 
 def acquire(output: Location, term: float | None = None) -> Lease:

@@ -90,6 +90,21 @@ class Location:
             return bool(self.fs.exists(self.path))
 
 
+def read_marker(fs: fsspec.AbstractFileSystem, path: str) -> bytes:
+    """A whole small object that other processes create, replace and remove (the commit
+    protocol's manifests, pointer and lease), read as it is now: fsspec caches directory
+    listings, and s3fs answers ``info`` (and so ``cat_file``) from a cached listing that
+    may predate the object. Raises ``FileNotFoundError`` when it is not there."""
+    fs.invalidate_cache(path)
+    return bytes(fs.cat_file(path))
+
+
+def marker_exists(fs: fsspec.AbstractFileSystem, path: str) -> bool:
+    """``fs.exists(path)``, past fsspec's listing cache (see :func:`read_marker`)."""
+    fs.invalidate_cache(path)
+    return bool(fs.exists(path))
+
+
 def locate(location: str | os.PathLike[str], storage_options: dict[str, Any] | None = None) -> Location:
     """A :class:`Location` for a local path or URL (``storage_options`` go to fsspec)."""
     text = os.fspath(location)

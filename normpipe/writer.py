@@ -86,7 +86,8 @@ def write_file(
     """Normalize one Parquet file into ``dest_root/<relpath>``, row group by row group
     (each row with its group's parameters when ``groups`` is given).
 
-    Returns the manifest entry: relative path, input rows, rows written, bytes.
+    Returns the manifest entry: relative path, input rows, rows written, bytes, and the
+    input's size (with the path, the input's identity when an output is appended to).
     """
     parquet = file.open(fs)
     schema = parquet.schema_arrow
@@ -104,6 +105,7 @@ def write_file(
     with contextlib.ExitStack() as stack:
         if dest_root.is_local:
             dest.parent.mkdir(parents=True, exist_ok=True)
+            dest.unlink(missing_ok=True)  # never write through a hard link of a committed part
             sink: Any = str(dest)
         else:
             stack.enter_context(storage_errors(dest_root.url, "write"))
@@ -138,7 +140,13 @@ def write_file(
     else:
         with storage_errors(dest_root.url, "write"):
             size = int(dest_root.fs.size(dest.as_posix()))
-    return {"path": file.relpath, "rows_in": parquet.metadata.num_rows, "rows_out": written, "bytes": size}
+    return {
+        "path": file.relpath,
+        "rows_in": parquet.metadata.num_rows,
+        "rows_out": written,
+        "bytes": size,
+        "input_bytes": file.size,
+    }
 
 
 def _group_bytes(parquet: pq.ParquetFile, group: int) -> int:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import posixpath
 import shutil
 import signal
 import socket
@@ -111,6 +112,12 @@ def keys(env: dict[str, str], prefix: str) -> list[str]:
     return sorted(item["Key"][len(prefix) + 1 :] for item in listing.get("Contents", []))
 
 
+def current_version(env: dict[str, str], prefix: str) -> str:
+    """The prefix of a versioned output's current version, as a plain reader finds it."""
+    pointer = json.loads(_s3(env).get_object(Bucket="lake", Key=f"{prefix}/_CURRENT")["Body"].read())
+    return f"{prefix}/_versions/{pointer['version']}"
+
+
 def test_fit_transform_from_and_to_s3_equals_local(
     aws: dict[str, str], local_data: Path, tmp_path: Path
 ) -> None:
@@ -119,36 +126,37 @@ def test_fit_transform_from_and_to_s3_equals_local(
         source, "s3://lake/normalized", exclude=["id"], cluster={"processes": False}
     )
     assert manifest["output"] == "s3://lake/normalized"
-    names = keys(aws, "normalized")
+    assert "_STARTED" not in keys(aws, "normalized")
+    version = current_version(aws, "normalized")
+    assert manifest["location"] == f"s3://lake/{version}"
+    names = keys(aws, version)
     assert "_SUCCESS" in names
-    assert "_STARTED" not in names
     assert "_stats.json" in names
     assert sorted(f["path"] for f in manifest["files"]) == [n for n in names if n.endswith(".parquet")]
     local_stats, _ = normpipe.run(local_data, tmp_path / "out", exclude=["id"], cluster={"processes": False})
     for name, column in local_stats.columns.items():
         assert stats.summary(name).mean == pytest.approx(column.summary.mean, rel=1e-12)
-    written = pd.read_parquet(
-        "s3://lake/normalized", storage_options={"endpoint_url": aws["AWS_ENDPOINT_URL"]}
+    written = pd.read_parquet(  # a plain reader pointed at the current version
+        f"s3://lake/{version}", storage_options={"endpoint_url": aws["AWS_ENDPOINT_URL"]}
     )
     expected = pd.read_parquet(tmp_path / "out")
     pd.testing.assert_frame_equal(
         written.sort_values("id", ignore_index=True), expected.sort_values("id", ignore_index=True)
     )
     # the artifact on S3 loads, and a transform reads it from there
-    loaded = Stats.load("s3://lake/normalized/_stats.json")
+    assert manifest["stats"] == f"s3://lake/{version}/_stats.json"
+    loaded = Stats.load(manifest["stats"])
     assert loaded.sha256 == manifest["stats_sha256"]
     from normpipe.report import write_report
 
     assert write_report(loaded, "s3://lake/reports/r.html") == "s3://lake/reports/r.html"
     assert keys(aws, "reports") == ["r.html"]
-    again = normpipe.transform(
-        source, "s3://lake/normalized/_stats.json", "s3://lake/again", cluster={"processes": False}
-    )
+    again = normpipe.transform(source, manifest["stats"], "s3://lake/again", cluster={"processes": False})
     assert again["rows_out"] == 40_000
     # a reader accepts the output (its manifest matches), and refuses it once a part is gone
     assert normpipe.fit("s3://lake/normalized", exclude=["id"], cluster={"processes": False}).rows == 40_000
     _s3(aws).delete_object(
-        Bucket="lake", Key=f"normalized/{names[-1]}" if names[-1].endswith(".parquet") else "x"
+        Bucket="lake", Key=f"{version}/{names[-1]}" if names[-1].endswith(".parquet") else "x"
     )
     with pytest.raises(InputError, match="is listed in _SUCCESS but missing"):
         normpipe.fit("s3://lake/normalized", exclude=["id"], cluster={"processes": False})
@@ -171,9 +179,35 @@ def test_overwrite_rules_on_s3(aws: dict[str, str], local_data: Path) -> None:
         normpipe.run(source, source + "/out", exclude=["id"], cluster={"processes": False})
 
 
-def test_interrupted_write_leaves_no_manifest_and_the_next_run_succeeds(
+def _killed_midway(command: list[str], prefix: str, env: dict[str, str], parts: int = 3) -> None:
+    """Start ``command`` with a 2 s lease, SIGKILL it (client and workers) once ``parts``
+    new Parquet objects are below ``prefix``."""
+    before = {k for k in keys(env, prefix) if k.endswith(".parquet")}
+    short = {**os.environ, "NORMPIPE_LEASE_SECONDS": "2"}  # the killed run's lease runs out soon
+    proc = subprocess.Popen(
+        command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True, env=short
+    )
+    deadline = time.monotonic() + 240
+    while time.monotonic() < deadline:
+        if len({k for k in keys(env, prefix) if k.endswith(".parquet")} - before) >= parts:
+            break
+        assert proc.poll() is None, proc.communicate()
+        time.sleep(0.1)
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+
+
+def _etags(env: dict[str, str], prefix: str) -> dict[str, str]:
+    return {k: _s3(env).head_object(Bucket="lake", Key=f"{prefix}/{k}")["ETag"] for k in keys(env, prefix)}
+
+
+def test_interrupted_writes_leave_the_previous_version_readable_and_the_next_run_succeeds(
     aws: dict[str, str], tmp_path: Path
 ) -> None:
+    """A first write killed midway leaves no version (readers refuse the prefix); a
+    versioned overwrite killed midway leaves the previous version current, whole and
+    readable; once the lease runs out the next run takes over, removes the abandoned
+    version and commits."""
     big = tmp_path / "big"
     generate(big, 400_000, 40, seed=4, features=["normal", "uniform"])
     source = upload(aws, big, "raw3")
@@ -188,18 +222,9 @@ def test_interrupted_write_leaves_no_manifest_and_the_next_run_succeeds(
         "--workers",
         "1",
     ]
-    short = {**os.environ, "NORMPIPE_LEASE_SECONDS": "2"}  # the killed run's lease runs out soon
-    proc = subprocess.Popen(
-        command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True, env=short
-    )
-    deadline = time.monotonic() + 240
-    while time.monotonic() < deadline and sum(k.endswith(".parquet") for k in keys(aws, "out3")) < 3:
-        assert proc.poll() is None, proc.communicate()
-        time.sleep(0.1)
-    os.killpg(proc.pid, signal.SIGKILL)  # the client and its workers, mid-transform
-    proc.wait()
+    _killed_midway(command, "out3", aws)
     left = keys(aws, "out3")
-    assert "_SUCCESS" not in left
+    assert "_CURRENT" not in left
     assert "_STARTED" in left
     with pytest.raises(InputError, match="an incomplete normpipe output"):
         normpipe.fit("s3://lake/out3", cluster={"processes": False})
@@ -207,11 +232,30 @@ def test_interrupted_write_leaves_no_manifest_and_the_next_run_succeeds(
     done = subprocess.run(command, capture_output=True, text=True, timeout=300, check=False)
     assert done.returncode == 0, done.stderr
     after = keys(aws, "out3")
-    assert "_SUCCESS" in after
     assert "_STARTED" not in after
-    manifest = json.loads(_s3(aws).get_object(Bucket="lake", Key="out3/_SUCCESS")["Body"].read())
-    assert sorted(f["path"] for f in manifest["files"]) == [k for k in after if k.endswith(".parquet")]
+    first = current_version(aws, "out3")
+    assert {k.split("/")[1] for k in after if k.startswith("_versions/")} == {first.split("/")[-1]}
+    manifest = json.loads(_s3(aws).get_object(Bucket="lake", Key=f"{first}/_SUCCESS")["Body"].read())
+    parts = [k for k in keys(aws, first) if k.endswith(".parquet")]
+    assert sorted(f["path"] for f in manifest["files"]) == parts
     assert manifest["rows_out"] == 400_000
+
+    # a versioned overwrite, killed midway: the previous version stays current and whole
+    before = _etags(aws, first)
+    _killed_midway([*command, "--overwrite"], "out3", aws)
+    assert current_version(aws, "out3") == first
+    assert _etags(aws, first) == before
+    assert normpipe.fit("s3://lake/out3", cluster={"processes": False}).rows == 400_000  # no refusal
+    plain = pd.read_parquet(f"s3://lake/{first}", storage_options={"endpoint_url": aws["AWS_ENDPOINT_URL"]})
+    assert len(plain) == 400_000
+    time.sleep(2.5)
+    done = subprocess.run([*command, "--overwrite"], capture_output=True, text=True, timeout=300, check=False)
+    assert done.returncode == 0, done.stderr
+    second = current_version(aws, "out3")
+    assert second > first
+    versions = {k.split("/")[1] for k in keys(aws, "out3") if k.startswith("_versions/")}
+    assert versions == {first.split("/")[-1], second.split("/")[-1]}  # the killed run's version is gone
+    assert _etags(aws, first) == before  # the previous version is kept (keep_versions: 2)
 
 
 def test_two_writers_on_one_prefix_one_wins_the_other_fails_at_once(
@@ -293,8 +337,10 @@ def test_secrets_from_storage_options_never_reach_outputs_or_logs(
     result = _cli("run", "--config", str(config), env={**os.environ})
     assert result.returncode == 0, result.stderr
     assert secret not in result.stdout + result.stderr
-    for name in ("_stats.json", "_SUCCESS", "_report.html"):
-        body = _s3(server).get_object(Bucket="lake", Key=f"secretive/{name}")["Body"].read().decode()
+    version = current_version(server, "secretive")
+    for name in ("../../_CURRENT", "_stats.json", "_SUCCESS", "_report.html"):
+        key = posixpath.normpath(f"{version}/{name}")
+        body = _s3(server).get_object(Bucket="lake", Key=key)["Body"].read().decode()
         assert secret not in body
     from normpipe.config import load_config
 

@@ -12,6 +12,7 @@ from rich.table import Table
 
 from normpipe.cli.app import app, clean_errors, console
 from normpipe.cli.options import (
+    AppendOpt,
     CategoricalOpt,
     CategoriesOpt,
     ColumnsOpt,
@@ -132,6 +133,7 @@ def transform(
     dtype: DtypeOpt = None,
     report: ReportOpt = None,
     overwrite: OverwriteOpt = None,
+    append: AppendOpt = None,
     scheduler: SchedulerOpt = None,
     workers: WorkersOpt = None,
     threads_per_worker: ThreadsOpt = None,
@@ -139,16 +141,19 @@ def transform(
     unit_size: UnitSizeOpt = None,
     progress: ProgressOpt = None,
 ) -> None:
-    """Write a normalized copy of SOURCE to --output with the scalers saved in --stats."""
+    """Write a normalized copy of SOURCE to --output with the scalers saved in --stats
+    (--append: only the files --output does not hold yet, committed into it)."""
     cfg = config_from(locals())
     from normpipe import api
 
     started = time.perf_counter()
     with progress_bar(progress) as tick:
         manifest = api.transform(config=cfg, progress=tick)
+    held = f"; {manifest['rows_out']:,} rows in {len(manifest['files'])} files in all" if cfg.append else ""
+    written = manifest["files"][len(manifest["files"]) - manifest["written"] :]
     console.print(
-        f"wrote {manifest['rows_out']:,} rows in {len(manifest['files'])} files to {manifest['output']}"
-        f"  ({time.perf_counter() - started:.1f} s)"
+        f"wrote {sum(f['rows_out'] for f in written):,} rows in {len(written)} files to "
+        f"{manifest['output']}{held}  ({time.perf_counter() - started:.1f} s)"
         + (f"\nreport: {manifest['report']}" if manifest.get("report") else "")
     )
 
@@ -217,6 +222,7 @@ def run_and_report(cfg: Any, progress: bool | None, prefect: bool = False) -> No
 def artifact_path(stats: str) -> str:
     """A stats file as given, or the ``_stats.json`` of a normpipe output directory
     (accepted only when its ``_SUCCESS`` manifest is present and matches)."""
+    from normpipe.commit import current
     from normpipe.dataset import discover
     from normpipe.storage import locate, storage_errors
 
@@ -226,7 +232,7 @@ def artifact_path(stats: str) -> str:
     if not is_dir:
         return stats
     discover(stats)  # the commit protocol: a complete output, or one clear error
-    inside = location.child("_stats.json")
+    inside = current(location).child("_stats.json")
     if not inside.exists():
         raise ArtifactError(f"{stats}: a directory without _stats.json; pass the stats file")
     return inside.url
@@ -326,7 +332,9 @@ def drift(
     from normpipe.stats import Stats
 
     results = compare_artifacts(
-        Stats.load(reference), Stats.load(current), Thresholds(psi, ks, mean_shift, missing)
+        Stats.load(reference),
+        Stats.load(current),
+        Thresholds(psi=psi, ks=ks, mean_shift=mean_shift, missing=missing),
     )
     if as_json:
         typer.echo(json.dumps([r.to_json() for r in results], indent=2))

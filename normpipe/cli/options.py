@@ -98,6 +98,13 @@ ReportOpt = Annotated[
 OverwriteOpt = Annotated[
     bool | None, typer.Option("--overwrite", help="Replace an existing normpipe output.")
 ]
+AppendOpt = Annotated[
+    bool | None,
+    typer.Option(
+        "--append",
+        help="Write only the files the output does not hold yet (same artifact) and commit them into it.",
+    ),
+]
 SchedulerOpt = Annotated[
     str | None, typer.Option("--scheduler", help="Address of an existing Dask scheduler (tcp://host:8786).")
 ]

@@ -436,7 +436,8 @@ def save_model(
         "train_config": {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(config).items()},
     }
     weights = {k: v.detach().cpu().contiguous() for k, v in result.model.state_dict().items()}
-    with commit(target, overwrite) as tmp:
+    with commit(target, overwrite) as written:
+        tmp = written.where
         tmp.child("model.safetensors").write_bytes(safetensors_save(weights))
         if stats is not None:
             tmp.child("stats.json").write_bytes(stats.to_bytes())

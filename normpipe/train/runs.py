@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from pathlib import Path
 
-from normpipe.commit import check_replaceable
+from normpipe.commit import check_replaceable, current
 from normpipe.config import CompareConfig, ModelOptions, TrainOptions, TrainRunConfig
 from normpipe.dataset import discover
 from normpipe.errors import ArtifactError, ConfigError
@@ -50,7 +50,7 @@ def _stats_for(config: TrainRunConfig) -> Stats | None:
     None for data that normpipe did not write. A mismatch with the data's footer is an
     error (a model would be scaled with one artifact and inverted with another)."""
     data, _, _ = _required(config)
-    default = locate(data).child("_stats.json")
+    default = current(locate(data)).child("_stats.json")
     path = config.stats or (default.url if default.exists() else None)
     if path is None:
         return None
