@@ -21,6 +21,7 @@ a new pass.
 import hashlib
 import json
 import time
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -36,7 +37,7 @@ from prefect.runtime import flow_run
 import normpipe
 from normpipe.cluster import dask_client
 from normpipe.commit import SUCCESS, Manifest, current, parse_manifest
-from normpipe.config import STATISTICS_OPTIONS, RunConfig, load_config
+from normpipe.config import STATISTICS_OPTIONS, RunConfig, Thresholds, load_config
 from normpipe.dataset import discover
 from normpipe.drift import drift
 from normpipe.errors import ArtifactError, ClusterError, DriftError, NormpipeError, OutputError
@@ -292,9 +293,16 @@ def _previous_stats(cfg: RunConfig, fail_on_drift: bool) -> Stats | None:
 
 
 @task(cache_policy=NO_CACHE)
-def check_drift(previous: Stats, current: Stats, fail: bool) -> list[dict[str, Any]]:
-    """Compare the new statistics with the previous run's; publish and warn on drift."""
-    results = drift(previous, current)
+def check_drift(
+    previous: Stats,
+    current: Stats,
+    fail: bool,
+    thresholds: Thresholds | None = None,
+    against: str = "the previous run",
+) -> list[dict[str, Any]]:
+    """Compare the new statistics with ``previous`` (the previous run's, or the frozen
+    artifact); publish and warn on drift."""
+    results = drift(previous, current, thresholds)
     flagged = [r for r in results if r.drifted]
     lines = ["| column | PSI | KS | mean shift (std) | drift |", "|---|---|---|---|---|"]
     for r in results:
@@ -302,9 +310,9 @@ def check_drift(previous: Stats, current: Stats, fail: bool) -> list[dict[str, A
         lines.append(f"| {r.column} | {' | '.join(cells)} | {'; '.join(r.reasons) or 'no'} |")
     create_markdown_artifact(
         key="normpipe-drift",
-        markdown=f"# Drift against the previous run: {len(flagged)} of {len(results)} columns\n\n"
+        markdown=f"# Drift against {against}: {len(flagged)} of {len(results)} columns\n\n"
         + "\n".join(lines),
-        description="PSI / KS / mean shift of the new statistics against the previous run's",
+        description=f"PSI / KS / mean shift of the new statistics against {against}",
     )
     if flagged:
         message = f"drift in {len(flagged)} columns: " + "; ".join(
@@ -316,39 +324,119 @@ def check_drift(previous: Stats, current: Stats, fail: bool) -> list[dict[str, A
     return [r.to_json() for r in results]
 
 
+@task(retries=2, retry_delay_seconds=[1, 5], retry_condition_fn=_transient, cache_policy=NO_CACHE)
+def new_files_statistics(config: RunConfig, frozen: Stats) -> tuple[Stats | None, int]:
+    """One pass over the files the output does not hold yet: their statistics alone,
+    fitted as the frozen artifact is, and their number."""
+    return normpipe.fit_pending(config=config, stats=frozen, client=default_client())
+
+
+@dataclass
+class Refit:
+    """What a scheduled run did with the statistics, and why (the ``normpipe-refit``
+    artifact): ``fit`` (the whole dataset: a first run, or ``refit: always``), ``append``
+    (the new files with the frozen statistics), ``refit`` (the new files drifted: refit
+    and rewritten whole), or ``none`` (no new files)."""
+
+    policy: str
+    action: str
+    reason: str
+    new_files: int | None = None
+    drifted: list[str] = field(default_factory=list)
+
+    def publish(self, manifest: dict[str, Any]) -> None:
+        lines = [
+            f"# normpipe: {self.action}",
+            f"- policy: `refit: {self.policy}`",
+            f"- why: {self.reason}",
+        ]
+        if self.new_files is not None:
+            lines.append(f"- new files: {self.new_files}")
+        if self.drifted:
+            lines.append(f"- drifted: {', '.join(self.drifted)}")
+        lines.append(
+            f"- output: `{manifest['output']}`: {manifest['rows_out']:,} rows in {len(manifest['files'])} "
+            f"files, {manifest.get('written', len(manifest['files']))} written by this run"
+        )
+        create_markdown_artifact(
+            "\n".join(lines), key="normpipe-refit", description="append or refit, and why"
+        )
+
+
+def _scheduled(cfg: RunConfig, frozen: Stats, fail_on_drift: bool) -> tuple[Refit, list[dict[str, Any]]]:
+    """``refit: never | on_drift`` with a frozen artifact: what to do with the new files."""
+    if cfg.refit == "never":
+        return Refit(cfg.refit, "append", "refit: never keeps the statistics frozen"), []
+    fresh, count = new_files_statistics(cfg, frozen)
+    if fresh is None:
+        return Refit(cfg.refit, "none", "no new files", 0), []
+    drifts = check_drift(frozen, fresh, fail_on_drift, cfg.drift, "the frozen statistics")
+    drifted = [d["column"] for d in drifts if d["drifted"]]
+    if drifted:
+        reason = f"the new files drifted from the frozen statistics in {len(drifted)} columns"
+        return Refit(cfg.refit, "refit", reason, count, drifted), drifts
+    return Refit(cfg.refit, "append", "the new files did not drift from the frozen statistics", count), drifts
+
+
 @flow(name="preprocess")
 def preprocess(config: RunConfig | str, refresh: bool = False, fail_on_drift: bool = False) -> dict[str, Any]:
     """Stats and normalized Parquet in one flow on one cluster.
 
     The artifact goes to ``config.stats`` when set, else into ``OUTPUT/_stats.json``.
-    When the previous run left an artifact there, the new statistics are compared with
-    it (``normpipe-drift`` artifact; a warning, or failure before writing with
-    ``fail_on_drift``). Returns the ``_SUCCESS`` manifest with ``stats`` (the
-    artifact's path) and ``drift`` added.
+    ``config.refit`` decides what a scheduled run does once an artifact exists:
+    ``always`` fits the whole dataset and rewrites the output (compared with the
+    previous run's artifact: the ``normpipe-drift`` artifact, a warning, or failure before
+    writing with ``fail_on_drift``); ``never`` appends the files the output does not hold
+    yet, normalized with the frozen artifact; ``on_drift`` compares those files' own
+    statistics with the frozen artifact (``config.drift`` thresholds) and appends, or
+    refits on the whole dataset and rewrites the output (a new version on an object
+    store). The ``normpipe-refit`` artifact says which happened and why. Returns the
+    ``_SUCCESS`` manifest with ``stats`` (the artifact's path), ``drift`` and ``refit``.
     """
     cfg = _as_config(config).model_copy(update={"report": True})
     started = time.perf_counter()
-    previous = _previous_stats(cfg, fail_on_drift)
+    frozen = _previous_stats(cfg, fail_on_drift)
     with dask_client(cfg.cluster):
-        stats = Stats.from_bytes(_fit(cfg, refresh).encode(), "stats")  # parsed once
-        drifts = check_drift(previous, stats, fail_on_drift) if previous is not None else []
-        if cfg.stats:
-            write_stats(stats, cfg)
-        manifest = normalize_dataset(cfg, stats, save_stats=not cfg.stats)
+        if cfg.refit != "always" and frozen is not None:
+            decision, drifts = _scheduled(cfg, frozen, fail_on_drift)
+        else:
+            why = "no artifact yet: a first run" if frozen is None else "refit: always"
+            decision, drifts = Refit(cfg.refit, "fit", why), []
+        if frozen is not None and decision.action in ("append", "none"):
+            stats = frozen
+            manifest = normalize_dataset(cfg.model_copy(update={"append": True}), stats, save_stats=False)
+        else:
+            stats = Stats.from_bytes(_fit(cfg, refresh).encode(), "stats")  # parsed once
+            if decision.action == "fit" and frozen is not None:
+                drifts = check_drift(frozen, stats, fail_on_drift)
+            if cfg.stats:
+                write_stats(stats, cfg)
+            rewrite = cfg.model_copy(update={"overwrite": cfg.overwrite or decision.action == "refit"})
+            manifest = normalize_dataset(rewrite, stats, save_stats=not cfg.stats)
     validate(manifest["output"], cfg)
-    manifest["stats"] = cfg.stats or manifest["stats"]
+    inside = f"{manifest['location']}/_stats.json"
+    manifest["stats"] = cfg.stats or manifest.get("stats", inside)
     manifest["drift"] = drifts
+    manifest["refit"] = asdict(decision)
     manifest["artifacts"] = _publish(
         stats,
         time.perf_counter() - started,
         manifest["output"],
         manifest["stats"],
-        manifest["report"],
+        manifest.get("report"),
     )
-    if previous is not None:
+    decision.publish(manifest)
+    manifest["artifacts"].append("normpipe-refit")
+    if drifts:
         manifest["artifacts"].append("normpipe-drift")
     manifest["flow_run"] = flow_run.get_name()
-    get_run_logger().info("output in %s, stats in %s", manifest["output"], manifest["stats"])
+    get_run_logger().info(
+        "%s (%s); output in %s, stats in %s",
+        decision.action,
+        decision.reason,
+        manifest["output"],
+        manifest["stats"],
+    )
     return manifest
 
 

@@ -25,7 +25,9 @@ __all__ = [
     "Stats",
     "__version__",
     "fit",
+    "fit_pending",
     "load_config",
+    "pending",
     "run",
     "transform",
     "update",
@@ -37,6 +39,8 @@ _LAZY = {
     "transform": "normpipe.api",
     "run": "normpipe.api",
     "update": "normpipe.api",
+    "pending": "normpipe.api",
+    "fit_pending": "normpipe.api",
     "Stats": "normpipe.stats",
     "RunConfig": "normpipe.config",
     "ClusterConfig": "normpipe.config",
@@ -44,7 +48,7 @@ _LAZY = {
 }
 
 if TYPE_CHECKING:
-    from normpipe.api import fit, run, transform, update
+    from normpipe.api import fit, fit_pending, pending, run, transform, update
     from normpipe.config import ClusterConfig, RunConfig, load_config
     from normpipe.stats import Stats
 

@@ -23,6 +23,7 @@ from normpipe.categories import CategorySpec
 from normpipe.cluster import dask_client
 from normpipe.commit import Manifest, check_output, commit, committed, write_manifest
 from normpipe.config import RunConfig, load_config
+from normpipe.core.column import TableState
 from normpipe.core.images import is_image_type
 from normpipe.core.tensor import TensorLayout
 from normpipe.core.vocab import Kind, VocabState, kind_of
@@ -35,7 +36,16 @@ from normpipe.stats import Stats
 from normpipe.storage import Location, locate
 from normpipe.tensors import FittedTensor, first_image_shape, resolve_layout
 
-__all__ = ["REPORT_IN_OUTPUT", "STATS_IN_OUTPUT", "fit", "pending", "run", "transform", "update"]
+__all__ = [
+    "REPORT_IN_OUTPUT",
+    "STATS_IN_OUTPUT",
+    "fit",
+    "fit_pending",
+    "pending",
+    "run",
+    "transform",
+    "update",
+]
 
 #: Name of the stats artifact that :func:`run` writes inside the output directory.
 STATS_IN_OUTPUT = "_stats.json"
@@ -545,36 +555,69 @@ def update(
         dataset = replace(dataset, files=fresh)
     elif not allow_repeat:
         artifact.statistics.check_not_counted(dataset.fingerprint().counted(), where)
+    with _client(cfg, client) as c:
+        state = _analyze_like(artifact, dataset, cfg, c, progress)
+    merged = artifact.absorb(state, dataset.fingerprint(), allow_repeat=True, what=where)
+    if cfg.stats:
+        merged.save(cfg.stats, cfg.storage_options)
+    return merged, len(dataset.files)
+
+
+def _analyze_like(
+    artifact: Stats, dataset: Dataset, cfg: RunConfig, client: Client, progress: Progress | None
+) -> TableState:
+    """One pass over ``dataset`` gathering what ``artifact`` holds: its columns, sketch
+    ``k``, log and distinct states, groups, tensors, categories and value counts."""
     _check_artifact_columns(artifact, dataset)
     columns = list(artifact.columns)
     check_footers(dataset, columns, artifact.tensors, artifact.categories)
     log = [name for name, c in artifact.columns.items() if c.state.log is not None]
     distinct = [name for name, c in artifact.columns.items() if c.state.distinct is not None]
+    by = artifact.groups.by if artifact.groups is not None else None
+    return engine.analyze(
+        client,
+        dataset,
+        columns,
+        artifact.k,
+        cfg.split_every,
+        progress,
+        log=log,
+        distinct=distinct,
+        group_by=by,
+        unit_bytes=cfg.unit_size,
+        tensors={name: t.state.layout for name, t in artifact.tensors.items()},
+        skip_images=[name for name, t in artifact.tensors.items() if t.spec.on_error == "skip"],
+        categories={
+            name: VocabState.empty(c.state.kind, c.state.limit, c.state.lg_size)
+            for name, c in artifact.categories.items()
+        },
+        counts=[name for name, c in artifact.columns.items() if c.state.counts is not None],
+    )
+
+
+def fit_pending(
+    source: str | os.PathLike[str] | None = None,
+    stats: Stats | str | os.PathLike[str] | None = None,
+    output: str | os.PathLike[str] | None = None,
+    *,
+    config: RunConfig | None = None,
+    client: Client | None = None,
+    progress: Progress | None = None,
+    **options: Any,
+) -> tuple[Stats | None, int]:
+    """The statistics of the files an append would write (see :func:`pending`) alone,
+    fitted as ``stats`` is (one pass over those files only), and their number; ``(None,
+    0)`` when there are none. Compare them with ``stats`` (:func:`normpipe.drift.drift`)
+    to decide between appending with the frozen artifact and refitting."""
+    cfg, artifact = _transform_options(source, stats, output, config, options)
+    dataset = pending(config=cfg, stats=artifact)
+    if dataset is None:
+        dataset = _dataset(cfg)
+    if not dataset.files:
+        return None, 0
     with _client(cfg, client) as c:
-        by = artifact.groups.by if artifact.groups is not None else None
-        state = engine.analyze(
-            c,
-            dataset,
-            columns,
-            artifact.k,
-            cfg.split_every,
-            progress,
-            log=log,
-            distinct=distinct,
-            group_by=by,
-            unit_bytes=cfg.unit_size,
-            tensors={name: t.state.layout for name, t in artifact.tensors.items()},
-            skip_images=[name for name, t in artifact.tensors.items() if t.spec.on_error == "skip"],
-            categories={
-                name: VocabState.empty(c.state.kind, c.state.limit, c.state.lg_size)
-                for name, c in artifact.categories.items()
-            },
-            counts=[name for name, c in artifact.columns.items() if c.state.counts is not None],
-        )
-    merged = artifact.absorb(state, dataset.fingerprint(), allow_repeat=True, what=where)
-    if cfg.stats:
-        merged.save(cfg.stats, cfg.storage_options)
-    return merged, len(dataset.files)
+        state = _analyze_like(artifact, dataset, cfg, c, progress)
+    return artifact.like(state, dataset.fingerprint()), len(dataset.files)
 
 
 def _load_stats(path: str, config: RunConfig) -> Stats:

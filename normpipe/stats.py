@@ -359,6 +359,25 @@ class Stats:
         merged = self.statistics.absorb(state, dataset, allow_repeat, what)
         return fit(merged, self.requests, self.unseen, self.imputes)
 
+    def like(self, state: TableState, dataset: Fingerprint) -> Stats:
+        """The statistics of ``state`` alone (the rows of other files, ``dataset``), fitted
+        as these are: the same columns, requests, imputation and specs. What a scheduled
+        run compares with a frozen artifact to see whether new files drifted."""
+        statistics = self.statistics
+        dtypes = {name: c.dtype for name, c in statistics.columns.items()}
+        dtypes.update({name: t.dtype for name, t in statistics.tensors.items()})
+        dtypes.update({name: c.dtype for name, c in statistics.categories.items()})
+        fresh = Statistics.from_state(
+            state,
+            dtypes,
+            self.k,
+            dataset,
+            group_by=self.groups.by if self.groups is not None else None,
+            tensors={name: t.spec for name, t in statistics.tensors.items()},
+            categories={name: (c.spec, c.auto) for name, c in statistics.categories.items()},
+        )
+        return fit(fresh, self.requests, self.unseen, self.imputes)
+
     def merge(self, other: Stats, allow_repeat: bool = False, names: tuple[str, str] = ("A", "B")) -> Stats:
         """The statistics of both artifacts' rows (see :meth:`Statistics.merge`)."""
         merged = self.statistics.merge(other.statistics, allow_repeat, names)
