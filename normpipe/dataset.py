@@ -28,7 +28,7 @@ from normpipe.commit import POINTER, check_committed, read_pointer, version_path
 from normpipe.core.tensor import is_tensor_type
 from normpipe.errors import InputError
 from normpipe.fingerprint import FileEntry, Fingerprint
-from normpipe.storage import storage_errors
+from normpipe.storage import forget_listings, storage_errors
 
 __all__ = [
     "Dataset",
@@ -227,6 +227,8 @@ def discover(source: str | os.PathLike[str], storage_options: dict[str, Any] | N
     if local:
         path = os.path.abspath(path)
     with storage_errors(text, "read"):
+        if not local:
+            forget_listings(fs, _above_globs(path))
         root, infos, single = _list(fs, path, text)
         version = None
         if not single and posixpath.join(root.rstrip("/"), POINTER) in infos:
@@ -237,13 +239,18 @@ def discover(source: str | os.PathLike[str], storage_options: dict[str, Any] | N
     return _dataset(text, fs, local, root, infos, single, versioned=version is not None)
 
 
+def _above_globs(path: str) -> str:
+    """The longest leading directory of ``path`` without glob characters."""
+    while any(c in _GLOB_CHARS for c in path):
+        path = posixpath.dirname(path)
+    return path
+
+
 def _list(fs: fsspec.AbstractFileSystem, path: str, text: str) -> tuple[str, dict[str, dict[str, Any]], bool]:
     """The root, every file below it with its details, and whether one file was named."""
     single = False
     if any(c in _GLOB_CHARS for c in path):
-        root = path
-        while any(c in _GLOB_CHARS for c in root):
-            root = posixpath.dirname(root)
+        root = _above_globs(path)
         matches = sorted(fs.glob(path))
         infos: dict[str, dict[str, Any]] = {}
         for match in matches:

@@ -99,6 +99,18 @@ def read_marker(fs: fsspec.AbstractFileSystem, path: str) -> bytes:
     return bytes(fs.cat_file(path))
 
 
+def forget_listings(fs: fsspec.AbstractFileSystem, path: str) -> None:
+    """Drop what ``fs`` cached of the listings at, above and below ``path``: a dataset is
+    listed afresh, and the details of its files (s3fs checks them on every read) then
+    come from that listing, not from one made before another process rewrote them."""
+    fs.invalidate_cache(path)
+    cache = getattr(fs, "dircache", None)
+    if cache:
+        below = path.rstrip("/") + "/"
+        for key in [key for key in list(cache) if str(key).startswith(below)]:
+            cache.pop(key, None)
+
+
 def marker_exists(fs: fsspec.AbstractFileSystem, path: str) -> bool:
     """``fs.exists(path)``, past fsspec's listing cache (see :func:`read_marker`)."""
     fs.invalidate_cache(path)

@@ -400,3 +400,113 @@ def test_cli_update_keeps_an_artifact_url(aws: dict[str, str], local_data: Path,
     assert not (Path.cwd() / "s3:").exists()
     merged = Stats.load("s3://lake/upd/stats.json")
     assert merged.rows == sum(len(pd.read_parquet(f)) for f in files[:2])
+
+
+def _days(root: Path, days: range, rows: int = 10_000, files: int = 2) -> None:
+    for day in days:
+        generate(root / f"day={day}", rows, files, seed=day, features=["normal", "uniform"])
+
+
+def test_appends_on_s3_add_parts_to_the_current_version_only(aws: dict[str, str], tmp_path: Path) -> None:
+    """An append writes the new parts into the current version and replaces its manifest
+    last: the parts already there keep their ETags, and the output equals one full
+    transform with the same artifact."""
+    local = tmp_path / "data"
+    _days(local, range(1, 2))
+    source = upload(aws, local, "grow")
+    stats = normpipe.fit(source, exclude=["id"], cluster={"processes": False})
+    first = normpipe.transform(source, stats, "s3://lake/grown", append=True, cluster={"processes": False})
+    assert first["written"] == 2
+    version = current_version(aws, "grown")
+    before = _etags(aws, version)
+    _days(local, range(2, 3))
+    source = upload(aws, local, "grow")
+    second = normpipe.transform(source, stats, "s3://lake/grown", append=True, cluster={"processes": False})
+    assert second["written"] == 2
+    assert current_version(aws, "grown") == version  # no new version for an append
+    after = _etags(aws, version)
+    assert {k: after[k] for k in before if k != "_SUCCESS"} == {
+        k: v for k, v in before.items() if k != "_SUCCESS"
+    }
+    assert sorted(k for k in after if k.endswith(".parquet")) == [
+        "day=1/part-00000.parquet",
+        "day=1/part-00001.parquet",
+        "day=2/part-00000.parquet",
+        "day=2/part-00001.parquet",
+    ]
+    full = normpipe.transform(source, stats, tmp_path / "full", cluster={"processes": False})
+    ours = normpipe.fit("s3://lake/grown", exclude=["id"], cluster={"processes": False})
+    assert ours.rows == full["rows_out"] == 20_000
+    written = pd.read_parquet(
+        f"s3://lake/{version}", storage_options={"endpoint_url": aws["AWS_ENDPOINT_URL"]}
+    ).sort_values("id", ignore_index=True)
+    expected = pd.read_parquet(tmp_path / "full").sort_values("id", ignore_index=True)
+    pd.testing.assert_frame_equal(written, expected)
+
+
+def test_a_killed_append_on_s3_leaves_the_version_as_it_was(aws: dict[str, str], tmp_path: Path) -> None:
+    """SIGKILL during an append: the version's manifest and parts are untouched and it
+    reads as before (the new parts are not listed); the next append removes them and
+    commits."""
+    local = tmp_path / "data"
+    _days(local, range(1, 2))
+    source = upload(aws, local, "grow2")
+    stats_path = tmp_path / "s.json"
+    normpipe.fit(source, stats=str(stats_path), exclude=["id"], cluster={"processes": False})
+    normpipe.transform(source, str(stats_path), "s3://lake/grown2", append=True, cluster={"processes": False})
+    version = current_version(aws, "grown2")
+    before = _etags(aws, version)
+    generate(local / "day=2", 400_000, 40, seed=2, features=["normal", "uniform"])
+    source = upload(aws, local, "grow2")
+    command = [
+        str(BIN / "normpipe"),
+        "transform",
+        source,
+        "--stats",
+        str(stats_path),
+        "-o",
+        "s3://lake/grown2",
+    ]
+    command += ["--append", "--workers", "1"]
+    _killed_midway(command, "grown2", aws)
+    after = _etags(aws, version)
+    assert {k: after[k] for k in before} == before  # the manifest and every listed part
+    assert any(k.startswith("day=2/") for k in after)  # what the killed run wrote: not listed
+    assert normpipe.fit("s3://lake/grown2", exclude=["id"], cluster={"processes": False}).rows == 10_000
+    time.sleep(2.5)
+    done = subprocess.run(command, capture_output=True, text=True, timeout=300, check=False)
+    assert done.returncode == 0, done.stderr
+    assert normpipe.fit("s3://lake/grown2", exclude=["id"], cluster={"processes": False}).rows == 410_000
+    manifest = json.loads(_s3(aws).get_object(Bucket="lake", Key=f"{version}/_SUCCESS")["Body"].read())
+    listed = sorted(f["path"] for f in manifest["files"])
+    assert listed == sorted(k for k in keys(aws, version) if k.endswith(".parquet"))  # no stray part
+
+
+def test_retention_keeps_the_newest_versions_only(aws: dict[str, str], local_data: Path) -> None:
+    source = upload(aws, local_data, "raw7")
+    seen = []
+    for _ in range(4):
+        normpipe.run(
+            source,
+            "s3://lake/out7",
+            exclude=["id"],
+            overwrite=True,
+            keep_versions=2,
+            cluster={"processes": False},
+        )
+        seen.append(current_version(aws, "out7").split("/")[-1])
+    assert seen == sorted(seen)
+    assert len(set(seen)) == 4
+    versions = {k.split("/")[1] for k in keys(aws, "out7") if k.startswith("_versions/")}
+    assert versions == set(seen[-2:])  # the current one and the one before it
+    normpipe.run(
+        source,
+        "s3://lake/out7",
+        exclude=["id"],
+        overwrite=True,
+        keep_versions=1,
+        cluster={"processes": False},
+    )
+    assert {k.split("/")[1] for k in keys(aws, "out7") if k.startswith("_versions/")} == {
+        current_version(aws, "out7").split("/")[-1]
+    }
