@@ -99,3 +99,18 @@ def test_categories_harness_quick(tmp_path: Path) -> None:
     assert all(m["verified"] == "ok" for m in tools.values()), tools
     assert measured["cpu"] in table
     assert "| normpipe fit, + user (sketch) |" in table
+
+
+def test_nightly_harness_quick(tmp_path: Path) -> None:
+    """The nightly benchmark appends the new day, rewrites every day, and checks each
+    tool's output of the new day against the append's."""
+    table, measured = harness("nightly.py", tmp_path, "--days", "3", "--rows", "2000", "--workers", "1")
+    tools = measured["tools"]
+    assert len(tools) == 7
+    append = tools["normpipe transform --append (new day)"]
+    rewrite = tools["normpipe transform --overwrite (every day)"]
+    assert append["files"] == 2
+    assert rewrite["files"] == 8
+    assert append["read"] < rewrite["read"] / 3  # the held days are not read
+    assert all(t["verified"] in ("ok", "reference", "refit: other parameters") for t in tools.values()), tools
+    assert measured["cpu"] in table
