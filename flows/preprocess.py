@@ -263,7 +263,7 @@ def normalize(config: RunConfig | str) -> dict[str, Any]:
         manifest = normalize_dataset(cfg, stats, save_stats=False)
     validate(manifest["output"], cfg)
     elapsed = time.perf_counter() - started
-    _publish(stats, elapsed, manifest["output"], cfg.stats, manifest["report"])
+    _publish(stats, elapsed, manifest["output"], cfg.stats, manifest.get("report"))
     return manifest
 
 

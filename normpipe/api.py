@@ -21,7 +21,7 @@ from distributed import Client
 from normpipe import engine
 from normpipe.categories import CategorySpec
 from normpipe.cluster import dask_client
-from normpipe.commit import Manifest, check_output, commit, committed, write_manifest
+from normpipe.commit import Manifest, check_output, commit, committed, current, write_manifest
 from normpipe.config import RunConfig, load_config
 from normpipe.core.column import TableState
 from normpipe.core.images import is_image_type
@@ -33,12 +33,13 @@ from normpipe.errors import ArtifactError, ConfigError, InputError, OutputError
 from normpipe.impute import indicator_name
 from normpipe.scalers import GROUP_METHODS, REPORTED_PROBABILITIES
 from normpipe.stats import Stats
-from normpipe.storage import Location, locate
+from normpipe.storage import Location, locate, storage_errors
 from normpipe.tensors import FittedTensor, first_image_shape, resolve_layout
 
 __all__ = [
     "REPORT_IN_OUTPUT",
     "STATS_IN_OUTPUT",
+    "artifact_location",
     "fit",
     "fit_pending",
     "pending",
@@ -620,8 +621,24 @@ def fit_pending(
     return artifact.like(state, dataset.fingerprint()), len(dataset.files)
 
 
+def artifact_location(stats: str, storage_options: dict[str, Any] | None = None) -> str:
+    """A stats file as given, or the ``_stats.json`` of a normpipe output (of its current
+    version on an object store), accepted only when the output's manifest is present and
+    matches its parts."""
+    location = locate(stats, storage_options)
+    with storage_errors(location.url, "read"):
+        is_dir = location.fs.isdir(location.path)
+    if not is_dir:
+        return stats
+    discover(stats, storage_options)  # the commit protocol: a complete output, or one clear error
+    inside = current(location).child(STATS_IN_OUTPUT)
+    if not inside.exists():
+        raise ArtifactError(f"{stats}: a directory without {STATS_IN_OUTPUT}; pass the stats file")
+    return inside.url
+
+
 def _load_stats(path: str, config: RunConfig) -> Stats:
-    return Stats.load(path, config.storage_options)
+    return Stats.load(artifact_location(path, config.storage_options), config.storage_options)
 
 
 def _path(value: str | os.PathLike[str] | None) -> str | None:

@@ -519,7 +519,8 @@ def _committed_versions(output: Location, replace: bool, append: bool, keep: int
                     output.fs.rm_file(lease.marker.path)
             raise
         if previous is None:
-            _retain(output, posixpath.basename(where.path), versions, other, keep)
+            with contextlib.suppress(Exception):  # committed; the next run removes what is left
+                _retain(output, posixpath.basename(where.path), versions, other, keep)
         with storage_errors(output.url, "write"):
             output.fs.rm_file(lease.marker.path)
 

@@ -151,7 +151,11 @@ def test_fit_transform_from_and_to_s3_equals_local(
 
     assert write_report(loaded, "s3://lake/reports/r.html") == "s3://lake/reports/r.html"
     assert keys(aws, "reports") == ["r.html"]
-    again = normpipe.transform(source, manifest["stats"], "s3://lake/again", cluster={"processes": False})
+    # the output stands for its artifact (the current version's _stats.json)
+    again = normpipe.transform(
+        source, "s3://lake/normalized", "s3://lake/again", cluster={"processes": False}
+    )
+    assert again["stats_sha256"] == manifest["stats_sha256"]
     assert again["rows_out"] == 40_000
     # a reader accepts the output (its manifest matches), and refuses it once a part is gone
     assert normpipe.fit("s3://lake/normalized", exclude=["id"], cluster={"processes": False}).rows == 40_000

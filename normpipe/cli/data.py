@@ -45,7 +45,7 @@ from normpipe.cli.options import (
     split_list,
 )
 from normpipe.cli.tables import fmt, print_stats
-from normpipe.errors import ArtifactError, ConfigError
+from normpipe.errors import ConfigError
 
 
 @app.command()
@@ -220,22 +220,10 @@ def run_and_report(cfg: Any, progress: bool | None, prefect: bool = False) -> No
 
 
 def artifact_path(stats: str) -> str:
-    """A stats file as given, or the ``_stats.json`` of a normpipe output directory
-    (accepted only when its ``_SUCCESS`` manifest is present and matches)."""
-    from normpipe.commit import current
-    from normpipe.dataset import discover
-    from normpipe.storage import locate, storage_errors
+    """A stats file as given, or the ``_stats.json`` of a normpipe output directory."""
+    from normpipe.api import artifact_location
 
-    location = locate(stats)
-    with storage_errors(location.url, "read"):
-        is_dir = location.fs.isdir(location.path)
-    if not is_dir:
-        return stats
-    discover(stats)  # the commit protocol: a complete output, or one clear error
-    inside = current(location).child("_stats.json")
-    if not inside.exists():
-        raise ArtifactError(f"{stats}: a directory without _stats.json; pass the stats file")
-    return inside.url
+    return artifact_location(stats)
 
 
 @app.command()
