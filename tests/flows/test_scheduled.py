@@ -192,3 +192,26 @@ def test_on_drift_appends_a_like_day_and_refits_on_a_shifted_one(tmp_path: Path)
     values = pd.concat(pd.read_parquet(p) for p in sorted((tmp_path / "data").rglob("*.parquet")))
     assert stats.summary("a").mean == pytest.approx(values["a"].mean(), rel=1e-12)  # all three days
     assert stats.rows == 24_000
+
+
+def test_the_normalize_flow_appends_with_the_config_option(tmp_path: Path) -> None:
+    from flows.preprocess import compute_stats, normalize
+
+    _day(tmp_path / "data", 1)
+    config = RunConfig.model_validate(
+        {
+            "source": str(tmp_path / "data"),
+            "output": str(tmp_path / "out"),
+            "stats": str(tmp_path / "stats.json"),
+            "exclude": ["id"],
+            "append": True,
+            "cluster": {"processes": False, "workers": 1},
+        }
+    )
+    compute_stats(config)
+    assert normalize(config)["written"] == 2
+    _day(tmp_path / "data", 2)
+    second = normalize(config)
+    assert second["written"] == 2
+    assert second["rows_out"] == 16_000
+    assert normalize(config)["written"] == 0  # nothing new
