@@ -408,7 +408,7 @@ def preprocess(config: RunConfig | str, refresh: bool = False, fail_on_drift: bo
         else:
             stats = Stats.from_bytes(_fit(cfg, refresh).encode(), "stats")  # parsed once
             if decision.action == "fit" and frozen is not None:
-                drifts = check_drift(frozen, stats, fail_on_drift)
+                drifts = check_drift(frozen, stats, fail_on_drift, cfg.drift)
             if cfg.stats:
                 write_stats(stats, cfg)
             rewrite = cfg.model_copy(update={"overwrite": cfg.overwrite or decision.action == "refit"})
