@@ -121,3 +121,16 @@ def test_drift_command_exit_status(samples: dict[str, np.ndarray], tmp_path: Pat
     code, _, err = invoke("drift", tmp_path / "ref.json", tmp_path / "nope.json")
     assert code == 2
     assert "nope.json" in err
+
+
+def test_drift_command_takes_outputs_for_their_artifacts(tmp_path: Path) -> None:
+    """An output written by run stands for its _stats.json, as in inspect and report."""
+    import normpipe
+    from normpipe.datagen import generate
+
+    generate(tmp_path / "data", 2_000, 2, seed=1, features=["normal"])
+    for name in ("a", "b"):
+        normpipe.run(tmp_path / "data", tmp_path / name, exclude=["id"], cluster={"processes": False})
+    code, out, _ = invoke("drift", tmp_path / "a", tmp_path / "b", "--json")
+    assert code == 0
+    assert [r["column"] for r in json.loads(out)] == ["normal"]

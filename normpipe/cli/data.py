@@ -298,8 +298,8 @@ def report(
 @app.command()
 @clean_errors
 def drift(
-    reference: Annotated[str, typer.Argument(help="Stats artifact of the reference run.")],
-    current: Annotated[str, typer.Argument(help="Stats artifact of the current run.")],
+    reference: Annotated[str, typer.Argument(help="Stats artifact (or output) of the reference run.")],
+    current: Annotated[str, typer.Argument(help="Stats artifact (or output) of the current run.")],
     psi: Annotated[float, typer.Option("--psi", help="PSI above which a column drifted.")] = 0.2,
     ks: Annotated[float, typer.Option("--ks", help="KS distance above which a column drifted.")] = 0.1,
     mean_shift: Annotated[
@@ -320,8 +320,8 @@ def drift(
     from normpipe.stats import Stats
 
     results = compare_artifacts(
-        Stats.load(reference),
-        Stats.load(current),
+        Stats.load(artifact_path(reference)),
+        Stats.load(artifact_path(current)),
         Thresholds(psi=psi, ks=ks, mean_shift=mean_shift, missing=missing),
     )
     if as_json:
