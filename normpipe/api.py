@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import hashlib
 import os
-import posixpath
 from collections.abc import Iterator
 from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass, replace
@@ -19,9 +18,10 @@ import pyarrow as pa
 from distributed import Client
 
 from normpipe import engine
+from normpipe.append import above_partitions, unheld
 from normpipe.categories import CategorySpec
 from normpipe.cluster import dask_client
-from normpipe.commit import Manifest, check_output, commit, committed, current, write_manifest
+from normpipe.commit import check_output, commit, committed, current, write_manifest
 from normpipe.config import RunConfig, load_config
 from normpipe.core.column import TableState
 from normpipe.core.images import is_image_type
@@ -29,7 +29,7 @@ from normpipe.core.tensor import TensorLayout
 from normpipe.core.vocab import Kind, VocabState, kind_of
 from normpipe.dataset import Dataset, check_footers, discover, listing, pandas_index_columns, select_columns
 from normpipe.engine import Progress
-from normpipe.errors import ArtifactError, ConfigError, InputError, OutputError
+from normpipe.errors import ArtifactError, ConfigError, InputError
 from normpipe.impute import indicator_name
 from normpipe.scalers import GROUP_METHODS, REPORTED_PROBABILITIES
 from normpipe.stats import Stats
@@ -328,9 +328,9 @@ def _write_output(
         tmp, previous = target.where, target.previous
         held = [] if previous is None else previous.entries()
         if previous is not None:  # under the output's lock: what it holds now
-            dataset = _unheld(dataset, previous, stats.sha256, output)
+            dataset = unheld(dataset, previous, stats.sha256, output)
         elif config.append:
-            dataset = _above_partitions(dataset)
+            dataset = above_partitions(dataset)
         # serialized once (a wide table's artifact takes seconds), and its bytes are not
         # held while the workers write
         inside = stats_inside and (previous is None or not tmp.child(STATS_IN_OUTPUT).exists())
@@ -366,65 +366,6 @@ def _write_output(
     return manifest
 
 
-def _unheld(dataset: Dataset, held: Manifest, sha256: str, output: Location) -> Dataset:
-    """The files of ``dataset`` that an output with manifest ``held`` does not hold yet,
-    with their paths below the output's input root (where the output's paths start).
-
-    A file is held when its path below that root is listed with the same input size.
-
-    Raises
-    ------
-    OutputError
-        The output was written with another artifact (appending must not mix two), or
-        without its inputs' identities.
-    InputError
-        A held file changed size (appending adds files; it does not replace them), or a
-        file lies outside the output's input root.
-    """
-    if held.stats_sha256 != sha256:
-        raise OutputError(
-            f"{output} was written with stats artifact {str(held.stats_sha256)[:12]}…, not {sha256[:12]}…; "
-            "an append uses the artifact the output was written with: pass that one, rewrite the "
-            "output without --append (a refit), or append to another --output"
-        )
-    if held.input_root is None or any(entry.input_bytes is None for entry in held.files):
-        raise OutputError(
-            f"{output} does not record its inputs' identities (an earlier normpipe wrote it); "
-            "rewrite it once without --append"
-        )
-    root = held.input_root.rstrip("/")
-    sizes = {entry.path: entry.input_bytes for entry in held.files}
-    fresh = []
-    for file in dataset.files:
-        if not file.path.startswith(root + "/"):
-            raise InputError(
-                f"{file.path} is not below {root}, the input of {output}; append files of that dataset"
-            )
-        relpath = file.path[len(root) + 1 :]
-        if relpath not in sizes:
-            fresh.append(replace(file, relpath=relpath))
-        elif sizes[relpath] != file.size:
-            raise InputError(
-                f"{file.path} has {file.size:,} bytes, {sizes[relpath]:,} when {output} was written; "
-                "an append adds new files, it does not replace changed ones: rewrite the output "
-                "without --append"
-            )
-    return replace(dataset, root=root, files=tuple(fresh))
-
-
-def _above_partitions(dataset: Dataset) -> Dataset:
-    """``dataset`` with its root above the hive partition directories it ends in
-    (``data/day=1`` is rooted at ``data``, its files' paths keep ``day=1/``), so that an
-    output appended to night after night holds each day's partition as it is named."""
-    root = dataset.root.rstrip("/")
-    while "=" in posixpath.basename(root) and posixpath.dirname(root) not in ("", root):
-        root = posixpath.dirname(root)
-    if root == dataset.root.rstrip("/"):
-        return dataset
-    files = tuple(replace(f, relpath=f.path[len(root) + 1 :]) for f in dataset.files)
-    return replace(dataset, root=root, files=files)
-
-
 def pending(
     source: str | os.PathLike[str] | None = None,
     stats: Stats | str | os.PathLike[str] | None = None,
@@ -440,7 +381,7 @@ def pending(
     found = committed(locate(_require(cfg.output, "--output"), cfg.storage_options))
     if found is None:
         return None
-    return _unheld(_dataset(cfg), found[1], artifact.sha256, found[0])
+    return unheld(_dataset(cfg), found[1], artifact.sha256, found[0])
 
 
 def _transform_options(
@@ -673,7 +614,7 @@ def transform(
     dataset = _dataset(cfg)
     output_path = _output(cfg, dataset)
     if cfg.append and (found := committed(output_path)) is not None:
-        dataset = _unheld(dataset, found[1], artifact.sha256, output_path)
+        dataset = unheld(dataset, found[1], artifact.sha256, output_path)
         if not dataset.files:
             manifest = found[1].model_dump(mode="json")
             return {**manifest, "output": output_path.url, "location": found[0].url, "written": 0}
