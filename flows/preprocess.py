@@ -9,6 +9,10 @@ the library; no numerical code lives here. Every flow attaches the HTML report
 artifact for ``compute_stats``, linked from the run with a markdown summary of each
 column's method, reason and warnings.
 
+Scheduled runs follow the config's ``refit`` policy (``preprocess``): refit and rewrite
+every time, or append the new files with the frozen statistics, always or unless they
+drifted; the ``normpipe-refit`` artifact says which happened and why.
+
 The analyze task is cached on the dataset fingerprint (file paths, sizes, modification
 times) plus the statistics-relevant options; its result (the artifact's JSON text) is
 stored, as JSON, under Prefect's ``PREFECT_LOCAL_STORAGE_PATH``. ``refresh=True`` forces
