@@ -21,7 +21,7 @@ from normpipe import engine
 from normpipe.append import above_partitions, unheld
 from normpipe.categories import CategorySpec
 from normpipe.cluster import dask_client
-from normpipe.commit import check_output, commit, committed, current, write_manifest
+from normpipe.commit import check_output, commit, committed, current
 from normpipe.config import RunConfig, load_config
 from normpipe.core.column import TableState
 from normpipe.core.images import is_image_type
@@ -356,7 +356,7 @@ def _write_output(
             from normpipe.report import report_html
 
             tmp.child(REPORT_IN_OUTPUT).write_bytes(report_html(stats).encode())
-        manifest = write_manifest(tmp, [*held, *files], sha, dataset.source, dataset.root)
+        manifest = target.write_manifest([*held, *files], sha, dataset.source, dataset.root)
     files_at = output if output.is_local else tmp  # locally, the directory renamed into place
     manifest["output"] = output.url
     manifest["location"] = files_at.url

@@ -47,7 +47,7 @@ import fsspec
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from normpipe.errors import InputError, OutputError, first_problem
-from normpipe.lease import MARKER, hold_lease
+from normpipe.lease import MARKER, Lease, hold_lease
 from normpipe.storage import Location, locate, marker_exists, read_marker, storage_errors
 
 if TYPE_CHECKING:  # the dataset module calls this one's reader side
@@ -380,6 +380,17 @@ class Target:
 
     where: Location
     previous: Manifest | None = None
+    lease: Lease | None = None
+
+    def write_manifest(
+        self, files: list[dict[str, Any]], stats_sha256: str, source: str, input_root: str | None = None
+    ) -> dict[str, Any]:
+        """Write ``_SUCCESS`` (see :func:`write_manifest`). On an object store the lease is
+        read afresh and renewed first: a run that lost it (stalled past its term while
+        another took the output over) writes no manifest, which for an append is the commit."""
+        if self.lease is not None:
+            _confirm(self.where, self.lease)
+        return write_manifest(self.where, files, stats_sha256, source, input_root)
 
 
 @contextmanager
@@ -440,6 +451,13 @@ def _committed_remote(output: Location, overwrite: bool) -> Iterator[Location]:
             raise
         with storage_errors(output.url, "write"):
             output.fs.rm_file(started.path)
+
+
+def _confirm(output: Location, lease: Lease) -> None:
+    """Still the holder of ``lease`` (read afresh, and renewed), else :class:`OutputError`."""
+    with storage_errors(output.url, "write"):
+        lease.renew()
+    _check_lease(output, lease.lost)
 
 
 def _check_lease(output: Location, lost: str | None) -> None:
@@ -503,8 +521,8 @@ def _committed_versions(output: Location, replace: bool, append: bool, keep: int
         else:
             where, kept = output.child(f"{VERSIONS}/{_version_name()}"), set()
         try:
-            yield Target(where, previous)
-            _check_lease(output, lease.lost)
+            yield Target(where, previous, lease)
+            _confirm(output, lease)
             if previous is None:  # the switch: one PUT
                 pointer = {
                     "format": "normpipe.current",

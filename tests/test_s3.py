@@ -514,3 +514,30 @@ def test_retention_keeps_the_newest_versions_only(aws: dict[str, str], local_dat
     assert {k.split("/")[1] for k in keys(aws, "out7") if k.startswith("_versions/")} == {
         current_version(aws, "out7").split("/")[-1]
     }
+
+
+def test_a_run_that_lost_its_lease_commits_nothing(aws: dict[str, str], local_data: Path) -> None:
+    """The lease is read afresh before the commit point (an append's manifest, a new
+    version's pointer): a run whose lease another run took writes neither."""
+    from normpipe.commit import commit
+    from normpipe.storage import locate
+
+    source = upload(aws, local_data, "raw8")
+    normpipe.run(source, "s3://lake/out8", exclude=["id"], cluster={"processes": False})
+    version = current_version(aws, "out8")
+    before = _etags(aws, "out8")
+    taken = json.dumps({"run": "0" * 32, "host": "elsewhere", "pid": 1, "expires": time.time() + 60})
+
+    def write_after_a_takeover(append: bool) -> None:
+        with commit(locate("s3://lake/out8"), overwrite=True, append=append, keep_versions=2) as target:
+            target.where.child("extra.parquet").write_bytes(b"PAR1")
+            _s3(aws).put_object(Bucket="lake", Key="out8/_STARTED", Body=taken.encode())  # a takeover
+            target.write_manifest([], "0" * 64, source)
+
+    for append in (True, False):
+        with pytest.raises(OutputError, match="took the output over"):
+            write_after_a_takeover(append)
+        _s3(aws).delete_object(Bucket="lake", Key="out8/_STARTED")
+        assert current_version(aws, "out8") == version
+        after = _etags(aws, "out8")
+        assert {k: after[k] for k in before} == before  # the pointer and the version's manifest
