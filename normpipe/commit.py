@@ -406,7 +406,7 @@ def commit(
     if output.is_local:
         path = Path(output.path)
         with committed_output(path, keep=append) as tmp:
-            previous = _manifest_at(Location(output.fs, str(path), str(path))) if append else None
+            previous = _manifest_at(output) if append else None
             yield Target(Location(output.fs, str(tmp), str(tmp)), previous)
         return
     if keep_versions is None:
